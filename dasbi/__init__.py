@@ -1,0 +1,34 @@
+"""dasbi: domain-adaptive simulation-based inference for astronomy.
+
+One Simformer-style score model over the joint (θ, x) gives any conditional: posteriors,
+likelihoods and posteriors given any subset of observations.
+"""
+
+from ._version import __version__
+from .dataset import Block, Dataset, DatasetWriter
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    DasbiError,
+    DataError,
+    NotAvailableError,
+    ResumeError,
+    SchemaError,
+)
+from .nodes import Node, NodeSet
+
+__all__ = [
+    "Block",
+    "CheckpointError",
+    "ConfigError",
+    "DasbiError",
+    "DataError",
+    "Dataset",
+    "DatasetWriter",
+    "Node",
+    "NodeSet",
+    "NotAvailableError",
+    "ResumeError",
+    "SchemaError",
+    "__version__",
+]

@@ -1,0 +1,92 @@
+"""Benchmarks: `dasbi bench <name>` writes one JSON file (machine, versions, settings, results).
+
+Benchmarks are not tests. Each compares dasbi against a baseline measured in the same run,
+so ratios are meaningful even on a loaded machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..config import apply_overrides, read_yaml
+from ..errors import ConfigError, NotAvailableError
+from ..fileio import atomic_path
+from ..provenance import machine_info, package_versions
+
+__all__ = ["BENCHMARKS", "register_bench", "run_bench"]
+
+BenchFn = Callable[..., tuple[dict[str, Any], list[dict[str, Any]]]]
+BENCHMARKS: dict[str, BenchFn | str] = {
+    # name -> function, or the module that defines it (imported on first use)
+    "sbibm": "dasbi.bench.sbibm",
+    "simulate": "dasbi.bench.simulate",
+    "infer": "dasbi.bench.infer",
+    "domain-adapt": "dasbi.bench.domain_adapt",
+}
+
+
+def register_bench(name: str) -> Callable[[BenchFn], BenchFn]:
+    """Decorator registering ``fn(quick, options, progress) -> (settings, results)``."""
+
+    def deco(fn: BenchFn) -> BenchFn:
+        BENCHMARKS[name] = fn
+        return fn
+
+    return deco
+
+
+def _resolve(name: str) -> BenchFn:
+    if name not in BENCHMARKS:
+        raise ConfigError(
+            f"unknown benchmark {name!r}; valid benchmarks are: {', '.join(sorted(BENCHMARKS))}"
+        )
+    entry = BENCHMARKS[name]
+    if isinstance(entry, str):
+        import importlib
+
+        try:
+            importlib.import_module(entry)
+        except ModuleNotFoundError as err:
+            if err.name == entry:
+                raise NotAvailableError(
+                    f"benchmark {name!r} is not implemented in this version of dasbi yet"
+                ) from None
+            raise
+        entry = BENCHMARKS[name]
+        if isinstance(entry, str):
+            raise NotAvailableError(f"benchmark {name!r} did not register itself")
+    return entry
+
+
+def run_bench(
+    name: str,
+    *,
+    out: str | os.PathLike | None = None,
+    quick: bool = False,
+    config: str | None = None,
+    overrides: Sequence[str] = (),
+    progress: bool = True,
+) -> Path:
+    """Run benchmark ``name`` and write its JSON; returns the path."""
+    fn = _resolve(name)
+    options = read_yaml(config) if config else {}
+    options = apply_overrides(options, overrides)
+    path = Path(out) if out else Path("runs/bench") / f"{name}.json"
+    t0 = time.perf_counter()
+    settings, results = fn(quick=quick, options=options, progress=progress)
+    record = {
+        "bench": name,
+        "machine": machine_info(),
+        "versions": package_versions(),
+        "settings": {"quick": quick, **settings},
+        "results": results,
+        "wall_s": round(time.perf_counter() - t0, 3),
+    }
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=1, default=str))
+    return path

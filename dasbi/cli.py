@@ -1,0 +1,240 @@
+"""The `dasbi` command line: a thin layer that parses flags, loads configs and calls the library.
+
+Each subcommand accepts ``--config FILE`` (YAML overriding the embedded defaults) and any
+number of ``--set key.sub=value`` overrides; explicit flags such as ``--num`` win over both.
+User errors print one line (``dasbi <command>: error: …``) and exit with status 2; pass
+``--debug`` to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ._version import __version__
+from .errors import DasbiError
+
+__all__ = ["build_parser", "main"]
+
+EXIT_USER_ERROR = 2
+
+
+def _common(p: argparse.ArgumentParser, config: bool = True) -> None:
+    if config:
+        p.add_argument("--config", metavar="FILE", help="YAML config overriding the defaults")
+        p.add_argument(
+            "--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+            help="override one config key (repeatable), e.g. --set train.lr=1e-3",
+        )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+
+def _updates(args: argparse.Namespace, mapping: dict[str, str]) -> dict[str, Any]:
+    """Turn explicitly given flags into a nested config update."""
+    out: dict[str, Any] = {}
+    for flag, key in mapping.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+# -- simulate ------------------------------------------------------------------------------
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from .config import apply_overrides, from_dict, merge, read_yaml
+    from .simulate import SimulateConfig, run_simulate
+
+    data = read_yaml(args.config) if args.config else {}
+    data = apply_overrides(data, args.overrides)
+    if args.simulator:
+        current = data.get("simulator") or {}
+        if current.get("name", args.simulator) != args.simulator:
+            current = {}  # another simulator: its options start from its own defaults
+        data["simulator"] = {**current, "name": args.simulator}
+    data = merge(data, _updates(args, {"num": "num", "seed": "seed", "chunk_size": "chunk_size",
+                                       "workers": "workers", "backend": "backend"}))
+    cfg = from_dict(SimulateConfig, data)
+    path = run_simulate(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet)
+    print(f"wrote {cfg.num} simulations to {path}")
+    return 0
+
+
+def _add_simulate(sub: Any) -> None:
+    p = sub.add_parser(
+        "simulate", help="simulate a dataset (θ, x) to HDF5",
+        description="Draw θ from the prior, run the simulator, and write a chunked, "
+        "compressed HDF5 dataset. Rerunning an interrupted command resumes it.",
+    )
+    _common(p)
+    p.add_argument("--simulator", help="simulator name (see `dasbi info`)")
+    p.add_argument("--num", type=int, help="number of simulations")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--chunk-size", type=int, help="rows per chunk")
+    p.add_argument("--workers", type=int, help="parallel processes / Ray tasks")
+    p.add_argument("--backend", choices=["local", "ray"], help="execution backend")
+    p.add_argument("--out", default="runs/sims.h5", help="output .h5 file (default %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output")
+    p.set_defaults(func=_cmd_simulate)
+
+
+# -- train -----------------------------------------------------------------------------------
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import run_train_cli
+
+    return run_train_cli(args)
+
+
+def _add_train(sub: Any) -> None:
+    p = sub.add_parser(
+        "train", help="train a Simformer on a dataset",
+        description="Train the score model over the joint (θ, x) of a simulated dataset; "
+        "with --domain-adapt, also align simulated and real data.",
+    )
+    _common(p)
+    p.add_argument("--data", help="simulated dataset (.h5)")
+    p.add_argument("--out", default="runs/model", help="checkpoint folder (default %(default)s)")
+    p.add_argument("--domain-adapt", action="store_true", help="add the alignment losses")
+    p.add_argument("--real", help="real dataset (.h5) for --domain-adapt")
+    p.add_argument("--pairs", help="sim-real pairs (.h5) for --domain-adapt")
+    p.add_argument("--steps", type=int, help="maximum optimisation steps")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
+    p.set_defaults(func=_cmd_train)
+
+
+# -- infer -----------------------------------------------------------------------------------
+def _cmd_infer(args: argparse.Namespace) -> int:
+    from .infer import run_infer_cli
+
+    return run_infer_cli(args)
+
+
+def _add_infer(sub: Any) -> None:
+    p = sub.add_parser(
+        "infer", help="posteriors for every object of a catalogue",
+        description="Sample posteriors for a catalogue in resumable chunks and write "
+        "summaries (median, 16/84 percentiles, mean, std) to HDF5 and FITS.",
+    )
+    _common(p)
+    p.add_argument("--model", help="checkpoint folder")
+    p.add_argument("--catalogue", help="catalogue (FITS, CSV, MRT, VOTable, HDF5, Parquet)")
+    p.add_argument("--survey", help="survey column map (configs/surveys/*.yaml)")
+    p.add_argument("--out", default="runs/posteriors.h5", help="output .h5 (default %(default)s)")
+    p.add_argument("--num-samples", type=int, help="posterior samples per object")
+    p.add_argument("--backend", choices=["local", "ray"], help="execution backend")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output")
+    p.set_defaults(func=_cmd_infer)
+
+
+# -- evaluate --------------------------------------------------------------------------------
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import run_evaluate_cli
+
+    return run_evaluate_cli(args)
+
+
+def _add_evaluate(sub: Any) -> None:
+    p = sub.add_parser(
+        "evaluate", help="calibration and recovery diagnostics",
+        description="Posterior diagnostics on held-out simulations: SBC ranks, expected "
+        "coverage, TARP and parameter recovery, written as PNG + JSON.",
+    )
+    _common(p)
+    p.add_argument("--model", help="checkpoint folder")
+    p.add_argument("--data", help="held-out simulated dataset (.h5)")
+    p.add_argument("--out", default="runs/evaluation", help="output folder (default %(default)s)")
+    p.add_argument("--num-objects", type=int, help="number of test objects")
+    p.add_argument("--num-samples", type=int, help="posterior samples per object")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+# -- bench -----------------------------------------------------------------------------------
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    path = run_bench(args.name, out=args.out, quick=args.quick, config=args.config,
+                     overrides=args.overrides, progress=not args.quiet)
+    print(f"wrote benchmark results to {path}")
+    return 0
+
+
+def _add_bench(sub: Any) -> None:
+    from .bench import BENCHMARKS
+
+    p = sub.add_parser(
+        "bench", help="benchmarks writing JSON (machine, versions, settings, results)",
+        description="Run a benchmark and write one JSON file. --quick runs a tiny version.",
+    )
+    _common(p)
+    p.add_argument("name", help=f"benchmark: {', '.join(sorted(BENCHMARKS))}")
+    p.add_argument("--out", help="JSON output (default runs/bench/<name>.json)")
+    p.add_argument("--quick", action="store_true", help="tiny settings (about a minute)")
+    p.set_defaults(func=_cmd_bench)
+
+
+# -- info ------------------------------------------------------------------------------------
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .info import describe_path, describe_system
+
+    text = describe_path(Path(args.path)) if args.path else describe_system(args.schema)
+    print(json.dumps(text, indent=2, default=str) if not isinstance(text, str) else text)
+    return 0
+
+
+def _add_info(sub: Any) -> None:
+    p = sub.add_parser(
+        "info", help="versions, simulators, config keys, or describe a file",
+        description="Without arguments: versions, machine and registered simulators. With a "
+        "path: describe a dataset (.h5) or checkpoint folder.",
+    )
+    _common(p, config=False)
+    p.add_argument("path", nargs="?", help="dataset file or checkpoint folder to describe")
+    p.add_argument("--schema", choices=["simulate", "train", "infer", "evaluate"],
+                   help="list the config keys of a command with defaults and help")
+    p.set_defaults(func=_cmd_info)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dasbi",
+        description="Domain-adaptive simulation-based inference for astronomy.",
+    )
+    parser.add_argument("--version", action="version", version=f"dasbi {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (_add_simulate, _add_train, _add_infer, _add_evaluate, _add_bench, _add_info):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `dasbi` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return int(func(args) or 0)
+    except DasbiError as err:
+        if args.debug:
+            raise
+        msg = " ".join(str(err).split())
+        print(f"dasbi {args.command}: error: {msg}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"dasbi {args.command}: interrupted; rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

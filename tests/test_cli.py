@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dasbi.cli import main
+
+COMMANDS = ["simulate", "train", "infer", "evaluate", "bench", "info"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert f"dasbi {command}" in out
+    if command != "info":
+        assert "--config FILE" in out and "--set KEY=VALUE" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["simulate", "--set", "nmu=3"], "unknown key 'nmu' (did you mean 'num'?)"),
+        (["simulate", "--num", "0"], "num: must be >= 1, got 0"),
+        (["simulate", "--set", "seed=abc"], "seed: expected int, got string 'abc'"),
+        (["simulate", "--simulator", "nope"], "unknown simulator 'nope'"),
+        (["simulate", "--config", "/no/such.yaml"], "does not exist"),
+        (["simulate", "--set", "simulator.dim=0", "--simulator", "gaussian_linear"],
+         "simulator.dim: must be >= 1"),
+        (["bench", "nope"], "unknown benchmark 'nope'"),
+        (["info", "/no/such/file.h5"], "does not exist"),
+    ],
+)
+def test_user_errors_are_one_line_without_traceback(argv, fragment, tmp_path, capsys):
+    code = main([*argv, "--quiet"] if argv[0] != "info" else argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert fragment in err
+    assert "Traceback" not in err
+    assert err.strip().count("\n") == 0
+    assert err.startswith(f"dasbi {argv[0]}: error:")
+
+
+def test_subprocess_exit_codes(cli, tmp_path):
+    ok = cli("simulate", "--num", "50", "--out", str(tmp_path / "s.h5"))
+    assert ok.returncode == 0, ok.stderr
+    assert "wrote 50 simulations" in ok.stdout
+    bad = cli("simulate", "--set", "chunk_size=-1", "--out", str(tmp_path / "t.h5"))
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "chunk_size: must be >= 1" in bad.stderr
+    assert not (tmp_path / "t.h5").exists()
+
+
+def test_config_file_flags_and_info(tmp_path, capsys):
+    conf = tmp_path / "c.yaml"
+    conf.write_text("simulator:\n  name: gaussian_linear\n  dim: 2\nnum: 30\n")
+    out = tmp_path / "g.h5"
+    assert main(["simulate", "--config", str(conf), "--set", "seed=4", "--num", "40",
+                 "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["rows"] == 40 and info["seed"] == 4
+    assert [n["name"] for n in info["nodes"]] == ["theta_1", "theta_2", "x_1", "x_2"]
+    assert main(["info", "--schema", "simulate"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert {r["key"] for r in schema} >= {"num", "seed", "chunk_size", "simulator"}
+    assert main(["info"]) == 0
+    assert "two_moons" in capsys.readouterr().out

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from simulators import SIMULATORS, GaussianLinear, TwoMoons, get_simulator
+
+
+@pytest.mark.parametrize("name", sorted(SIMULATORS))
+def test_shapes_and_nodes(name, rng):
+    sim = get_simulator(name)()
+    out = sim(64, rng)
+    nodes = sim.nodes()
+    params = [n for n in nodes if n["kind"] == "parameter"]
+    assert out.theta.shape == (64, len(params))
+    width = sum(b.values.shape[1] for b in out.x.values())
+    assert width == len(nodes) - len(params)
+    for block in out.x.values():
+        assert np.isfinite(block.values).all()
+    names = {n["name"] for n in nodes}
+    assert all(a in names and b in names for a, b in sim.edges())
+
+
+@pytest.mark.parametrize("name", sorted(SIMULATORS))
+def test_missing_prob_masks_entries(name, rng):
+    sim = get_simulator(name)({"missing_prob": 0.5})
+    block = next(iter(sim(2000, rng).x.values()))
+    frac = 1 - block.observed.mean()
+    assert frac == pytest.approx(0.5, abs=0.03)
+    assert np.isnan(block.values[~block.observed]).all()
+
+
+def test_two_moons_geometry(rng):
+    sim = TwoMoons()
+    theta = np.zeros((5000, 2))
+    x = sim.simulate(theta, rng)["x"].values
+    r = np.hypot(x[:, 0] - 0.25, x[:, 1])
+    assert r.mean() == pytest.approx(0.1, abs=0.002)
+    assert r.std() == pytest.approx(0.01, abs=0.002)
+    assert (x[:, 0] >= 0.25 - 0.05).all()
+
+
+def test_gaussian_linear_analytic_posterior(rng):
+    sim = GaussianLinear({"dim": 3})
+    mean, cov = sim.posterior_mean_cov(np.ones(3))
+    np.testing.assert_allclose(mean, 0.5)
+    np.testing.assert_allclose(cov, np.eye(3) * 0.05)
+
+
+def test_bad_theta_is_rejected(rng):
+    with pytest.raises(ValueError, match=r"shape \(N, 2\)"):
+        TwoMoons().simulate(np.zeros((3, 3)), rng)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        TwoMoons().simulate(np.full((3, 2), np.nan), rng)
