@@ -19,6 +19,7 @@ from .nodes import Node, NodeSet
 
 __all__ = [
     "Block",
+    "Posterior",
     "CheckpointError",
     "ConfigError",
     "DasbiError",
@@ -32,3 +33,12 @@ __all__ = [
     "SchemaError",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # torch-heavy objects load on first use, so `dasbi --help` stays fast
+    if name == "Posterior":
+        from .posterior import Posterior
+
+        return Posterior
+    raise AttributeError(f"module 'dasbi' has no attribute {name!r}")

@@ -108,17 +108,21 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     """Read and check ``meta.json`` of a checkpoint folder."""
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; train one with "
-                              "`dasbi train --out DIR`")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not exist; train one with `dasbi train --out DIR`"
+        )
     if not path.is_dir():
-        raise CheckpointError(f"checkpoint {str(path)!r} is not a folder; pass the folder "
-                              "written by `dasbi train --out`")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is not a folder; pass the folder "
+            "written by `dasbi train --out`"
+        )
     meta_file = path / "meta.json"
     try:
         meta = json.loads(meta_file.read_text())
     except FileNotFoundError:
-        raise CheckpointError(f"{str(path)!r} is not a dasbi checkpoint: meta.json is missing"
-                              ) from None
+        raise CheckpointError(
+            f"{str(path)!r} is not a dasbi checkpoint: meta.json is missing"
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{str(meta_file)!r} is corrupt ({err})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
@@ -165,5 +169,10 @@ def load_checkpoint(path: str | os.PathLike, *, train_state: bool = False) -> Ch
             state = torch.load(path / "train_state.pt", weights_only=True, map_location="cpu")
         except Exception as err:  # noqa: BLE001 - any unpickling failure is a corrupt file
             raise CheckpointError(f"cannot read training state in {str(path)!r}: {err}") from None
-    return Checkpoint(path=path, tensors=tensors, config=(path / "config.yaml").read_text(),
-                      meta=meta, train_state=state)
+    return Checkpoint(
+        path=path,
+        tensors=tensors,
+        config=(path / "config.yaml").read_text(),
+        meta=meta,
+        train_state=state,
+    )

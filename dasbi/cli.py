@@ -27,7 +27,11 @@ def _common(p: argparse.ArgumentParser, config: bool = True) -> None:
     if config:
         p.add_argument("--config", metavar="FILE", help="YAML config overriding the defaults")
         p.add_argument(
-            "--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+            "--set",
+            metavar="KEY=VALUE",
+            action="append",
+            default=[],
+            dest="overrides",
             help="override one config key (repeatable), e.g. --set train.lr=1e-3",
         )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -61,8 +65,19 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         if current.get("name", args.simulator) != args.simulator:
             current = {}  # another simulator: its options start from its own defaults
         data["simulator"] = {**current, "name": args.simulator}
-    data = merge(data, _updates(args, {"num": "num", "seed": "seed", "chunk_size": "chunk_size",
-                                       "workers": "workers", "backend": "backend"}))
+    data = merge(
+        data,
+        _updates(
+            args,
+            {
+                "num": "num",
+                "seed": "seed",
+                "chunk_size": "chunk_size",
+                "workers": "workers",
+                "backend": "backend",
+            },
+        ),
+    )
     cfg = from_dict(SimulateConfig, data)
     path = run_simulate(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet)
     print(f"wrote {cfg.num} simulations to {path}")
@@ -71,7 +86,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 def _add_simulate(sub: Any) -> None:
     p = sub.add_parser(
-        "simulate", help="simulate a dataset (θ, x) to HDF5",
+        "simulate",
+        help="simulate a dataset (θ, x) to HDF5",
         description="Draw θ from the prior, run the simulator, and write a chunked, "
         "compressed HDF5 dataset. Rerunning an interrupted command resumes it.",
     )
@@ -96,7 +112,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _add_train(sub: Any) -> None:
     p = sub.add_parser(
-        "train", help="train a Simformer on a dataset",
+        "train",
+        help="train a Simformer on a dataset",
         description="Train the score model over the joint (θ, x) of a simulated dataset; "
         "with --domain-adapt, also align simulated and real data.",
     )
@@ -122,7 +139,8 @@ def _cmd_infer(args: argparse.Namespace) -> int:
 
 def _add_infer(sub: Any) -> None:
     p = sub.add_parser(
-        "infer", help="posteriors for every object of a catalogue",
+        "infer",
+        help="posteriors for every object of a catalogue",
         description="Sample posteriors for a catalogue in resumable chunks and write "
         "summaries (median, 16/84 percentiles, mean, std) to HDF5 and FITS.",
     )
@@ -146,7 +164,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _add_evaluate(sub: Any) -> None:
     p = sub.add_parser(
-        "evaluate", help="calibration and recovery diagnostics",
+        "evaluate",
+        help="calibration and recovery diagnostics",
         description="Posterior diagnostics on held-out simulations: SBC ranks, expected "
         "coverage, TARP and parameter recovery, written as PNG + JSON.",
     )
@@ -163,8 +182,14 @@ def _add_evaluate(sub: Any) -> None:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
-    path = run_bench(args.name, out=args.out, quick=args.quick, config=args.config,
-                     overrides=args.overrides, progress=not args.quiet)
+    path = run_bench(
+        args.name,
+        out=args.out,
+        quick=args.quick,
+        config=args.config,
+        overrides=args.overrides,
+        progress=not args.quiet,
+    )
     print(f"wrote benchmark results to {path}")
     return 0
 
@@ -173,7 +198,8 @@ def _add_bench(sub: Any) -> None:
     from .bench import BENCHMARKS
 
     p = sub.add_parser(
-        "bench", help="benchmarks writing JSON (machine, versions, settings, results)",
+        "bench",
+        help="benchmarks writing JSON (machine, versions, settings, results)",
         description="Run a benchmark and write one JSON file. --quick runs a tiny version.",
     )
     _common(p)
@@ -194,14 +220,18 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _add_info(sub: Any) -> None:
     p = sub.add_parser(
-        "info", help="versions, simulators, config keys, or describe a file",
+        "info",
+        help="versions, simulators, config keys, or describe a file",
         description="Without arguments: versions, machine and registered simulators. With a "
         "path: describe a dataset (.h5) or checkpoint folder.",
     )
     _common(p, config=False)
     p.add_argument("path", nargs="?", help="dataset file or checkpoint folder to describe")
-    p.add_argument("--schema", choices=["simulate", "train", "infer", "evaluate"],
-                   help="list the config keys of a command with defaults and help")
+    p.add_argument(
+        "--schema",
+        choices=["simulate", "train", "infer", "evaluate"],
+        help="list the config keys of a command with defaults and help",
+    )
     p.set_defaults(func=_cmd_info)
 
 
@@ -231,8 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dasbi {args.command}: error: {msg}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print(f"dasbi {args.command}: interrupted; rerun the same command to resume",
-              file=sys.stderr)
+        print(
+            f"dasbi {args.command}: interrupted; rerun the same command to resume", file=sys.stderr
+        )
         return 130
 
 

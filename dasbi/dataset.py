@@ -96,8 +96,12 @@ class Block:
     @classmethod
     def exact(cls, values: np.ndarray) -> Block:
         values = np.asarray(values, np.float32)
-        return cls(values, np.zeros_like(values), np.ones(values.shape, bool),
-                   np.zeros(values.shape, bool))
+        return cls(
+            values,
+            np.zeros_like(values),
+            np.ones(values.shape, bool),
+            np.zeros(values.shape, bool),
+        )
 
     def __len__(self) -> int:
         return self.values.shape[0]
@@ -285,7 +289,8 @@ class DatasetWriter:
         for group, block in coerced.items():
             if len(block) != stop - start:
                 raise DataError(
-                    f"chunk {index}: group {group!r} has {len(block)} rows, expected {stop - start}"
+                    f"chunk {index}: group {group!r} has {len(block)} rows, "
+                    f"expected {stop - start}"
                 )
             validate_block(group, block, self.nodes, row_offset=start)
         with atomic_path(self._part(index)) as tmp, h5py.File(tmp, "w") as f:

@@ -36,15 +36,26 @@ def config_schema(cls: type, prefix: str = "") -> list[dict[str, Any]]:
     rows = []
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        default = (
+            f.default
+            if f.default is not dataclasses.MISSING
+            else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        )
         if dataclasses.is_dataclass(default):
             rows += config_schema(type(default), prefix=key + ".")
             continue
-        bounds = {k: f.metadata[k] for k in ("ge", "gt", "le", "lt")
-                  if f.metadata.get(k) is not None}
-        rows.append({"key": key, "type": str(f.type), "default": to_dict(default),
-                     **({"range": bounds} if bounds else {}), "help": f.metadata.get("help", "")})
+        bounds = {
+            k: f.metadata[k] for k in ("ge", "gt", "le", "lt") if f.metadata.get(k) is not None
+        }
+        rows.append(
+            {
+                "key": key,
+                "type": str(f.type),
+                "default": to_dict(default),
+                **({"range": bounds} if bounds else {}),
+                "help": f.metadata.get("help", ""),
+            }
+        )
     return rows
 
 

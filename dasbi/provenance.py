@@ -11,8 +11,21 @@ from typing import Any
 __all__ = ["machine_info", "package_versions"]
 
 _PACKAGES = (
-    "dasbi", "torch", "numpy", "scipy", "h5py", "astropy", "sbi", "pot", "synphot",
-    "dust-extinction", "speclite", "pyphot", "astro-sedpy", "lachesis-grids", "safetensors",
+    "dasbi",
+    "torch",
+    "numpy",
+    "scipy",
+    "h5py",
+    "astropy",
+    "sbi",
+    "pot",
+    "synphot",
+    "dust-extinction",
+    "speclite",
+    "pyphot",
+    "astro-sedpy",
+    "lachesis-grids",
+    "safetensors",
 )
 
 

@@ -77,9 +77,7 @@ def _nodes_of(sim: Any) -> NodeSet:
     return NodeSet(Node.from_dict(d) for d in sim.nodes())
 
 
-def _simulate_chunk(
-    options: dict[str, Any], seed: int, index: int, n: int
-) -> dict[str, Block]:
+def _simulate_chunk(options: dict[str, Any], seed: int, index: int, n: int) -> dict[str, Block]:
     """Simulate the rows of chunk ``index`` (top-level so process pools can pickle it)."""
     sim = build_simulator(options)
     rng = np.random.default_rng([seed, index])
@@ -106,15 +104,20 @@ def run_simulate(
     sim = build_simulator(cfg.simulator)
     nodes = _nodes_of(sim)
     # workers and backend do not change the result, so they are not part of the fingerprint
-    fp = fingerprint({k: v for k, v in to_dict(cfg).items() if k not in ("workers", "backend",
-                                                                      "ray_address")})
+    fp = fingerprint(
+        {k: v for k, v in to_dict(cfg).items() if k not in ("workers", "backend", "ray_address")}
+    )
     writer = DatasetWriter(
         out,
         nodes,
         cfg.num,
         cfg.chunk_size,
-        attrs={"config": dumps(cfg), "seed": cfg.seed, "versions": package_versions(),
-               "simulator": sim.name},
+        attrs={
+            "config": dumps(cfg),
+            "seed": cfg.seed,
+            "versions": package_versions(),
+            "simulator": sim.name,
+        },
         group_attrs=sim.group_attrs(),
         edges=sim.edges(),
         fingerprint=fp,
@@ -125,8 +128,11 @@ def run_simulate(
         return out
     pending = writer.pending()
     bar = progress_bar(
-        total=cfg.num, initial=cfg.num - sum(np.diff(writer.chunk_range(i))[0] for i in pending),
-        desc=f"simulate {sim.name}", unit="sim", disable=not progress,
+        total=cfg.num,
+        initial=cfg.num - sum(np.diff(writer.chunk_range(i))[0] for i in pending),
+        desc=f"simulate {sim.name}",
+        unit="sim",
+        disable=not progress,
     )
     jobs = [(i, *writer.chunk_range(i)) for i in pending]
     with bar:
@@ -136,13 +142,16 @@ def run_simulate(
                 bar.update(len(blocks[THETA]))
         elif cfg.workers == 1:
             for index, start, stop in jobs:
-                writer.write_chunk(index, _simulate_chunk(cfg.simulator, cfg.seed, index,
-                                                          stop - start))
+                writer.write_chunk(
+                    index, _simulate_chunk(cfg.simulator, cfg.seed, index, stop - start)
+                )
                 bar.update(stop - start)
         else:
             with ProcessPoolExecutor(cfg.workers) as pool:
                 futures = {
-                    index: pool.submit(_simulate_chunk, cfg.simulator, cfg.seed, index, stop - start)
+                    index: pool.submit(
+                        _simulate_chunk, cfg.simulator, cfg.seed, index, stop - start
+                    )
                     for index, start, stop in jobs
                 }
                 for index, fut in futures.items():
@@ -160,8 +169,12 @@ def _run_ray(cfg: SimulateConfig, jobs: list[tuple[int, int, int]]) -> Any:
             "backend 'ray' needs Ray: pip install 'dasbi[distributed]'"
         ) from None
     if not ray.is_initialized():
-        ray.init(address=cfg.ray_address, num_cpus=None if cfg.ray_address else cfg.workers,
-                 include_dashboard=False, log_to_driver=False)
+        ray.init(
+            address=cfg.ray_address,
+            num_cpus=None if cfg.ray_address else cfg.workers,
+            include_dashboard=False,
+            log_to_driver=False,
+        )
     task = ray.remote(_simulate_chunk)
     in_flight: dict[Any, int] = {}
     queue = list(jobs)

@@ -86,7 +86,10 @@ class TwoMoons(Simulator):
         r = rng.normal(0.1, 0.01, size=n)
         p = np.stack([r * np.cos(a) + 0.25, r * np.sin(a)], axis=1)
         shift = np.stack(
-            [-np.abs(theta[:, 0] + theta[:, 1]) / np.sqrt(2), (-theta[:, 0] + theta[:, 1]) / np.sqrt(2)],
+            [
+                -np.abs(theta[:, 0] + theta[:, 1]) / np.sqrt(2),
+                (-theta[:, 0] + theta[:, 1]) / np.sqrt(2),
+            ],
             axis=1,
         )
         block = ObsBlock.exact(p + shift)
@@ -177,7 +180,9 @@ class SLCP(Simulator):
         z = rng.standard_normal((n, 4, 2))
         # Cholesky factor of Σ: [[s1, 0], [ρ s2, s2 √(1-ρ²)]]
         x1 = theta[:, None, 0] + s1[:, None] * z[..., 0]
-        x2 = theta[:, None, 1] + s2[:, None] * (rho[:, None] * z[..., 0] + np.sqrt(1 - rho[:, None] ** 2) * z[..., 1])
+        x2 = theta[:, None, 1] + s2[:, None] * (
+            rho[:, None] * z[..., 0] + np.sqrt(1 - rho[:, None] ** 2) * z[..., 1]
+        )
         x = np.stack([x1, x2], axis=-1).reshape(n, 8)
         block = ObsBlock.exact(x)
         return {"x": _missing(block, self.config.missing_prob, rng)}

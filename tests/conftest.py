@@ -38,12 +38,18 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """Run the `dasbi` CLI in a subprocess (the installed entry point's module)."""
     env = {**os.environ, "DASBI_PROGRESS": "0"}
     return subprocess.run(
         [sys.executable, "-m", "dasbi.cli", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
 
 

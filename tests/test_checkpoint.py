@@ -82,8 +82,9 @@ def test_train_state_is_never_unpickled(tmp_path, capsys):
     meta = json.loads((path / "meta.json").read_text())
     import hashlib
 
-    meta["files"]["train_state.pt"] = hashlib.sha256((path / "train_state.pt").read_bytes()
-                                                     ).hexdigest()
+    meta["files"]["train_state.pt"] = hashlib.sha256(
+        (path / "train_state.pt").read_bytes()
+    ).hexdigest()
     (path / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="cannot read training state"):
         load_checkpoint(path, train_state=True)

@@ -28,8 +28,10 @@ def test_every_subcommand_has_help(command, capsys):
         (["simulate", "--set", "seed=abc"], "seed: expected int, got string 'abc'"),
         (["simulate", "--simulator", "nope"], "unknown simulator 'nope'"),
         (["simulate", "--config", "/no/such.yaml"], "does not exist"),
-        (["simulate", "--set", "simulator.dim=0", "--simulator", "gaussian_linear"],
-         "simulator.dim: must be >= 1"),
+        (
+            ["simulate", "--set", "simulator.dim=0", "--simulator", "gaussian_linear"],
+            "simulator.dim: must be >= 1",
+        ),
         (["bench", "nope"], "unknown benchmark 'nope'"),
         (["info", "/no/such/file.h5"], "does not exist"),
     ],
@@ -58,8 +60,23 @@ def test_config_file_flags_and_info(tmp_path, capsys):
     conf = tmp_path / "c.yaml"
     conf.write_text("simulator:\n  name: gaussian_linear\n  dim: 2\nnum: 30\n")
     out = tmp_path / "g.h5"
-    assert main(["simulate", "--config", str(conf), "--set", "seed=4", "--num", "40",
-                 "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "--config",
+                str(conf),
+                "--set",
+                "seed=4",
+                "--num",
+                "40",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["info", str(out)]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -70,3 +87,38 @@ def test_config_file_flags_and_info(tmp_path, capsys):
     assert {r["key"] for r in schema} >= {"num", "seed", "chunk_size", "simulator"}
     assert main(["info"]) == 0
     assert "two_moons" in capsys.readouterr().out
+
+
+def test_train_cli_end_to_end_and_errors(cli, tmp_path):
+    sims = tmp_path / "s.h5"
+    assert cli("simulate", "--num", "300", "--out", str(sims)).returncode == 0
+    ok = cli(
+        "train",
+        "--data",
+        str(sims),
+        "--out",
+        str(tmp_path / "m"),
+        "--steps",
+        "20",
+        "--set",
+        "network.dim=16",
+        "--set",
+        "network.heads=2",
+        "--set",
+        "val_every=10",
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "trained 20 steps" in ok.stdout
+    assert (tmp_path / "m" / "meta.json").exists() and (tmp_path / "m" / "config.yaml").exists()
+    again = cli("train", "--data", str(sims), "--out", str(tmp_path / "m"), "--steps", "20")
+    assert again.returncode == 2 and "--resume" in again.stderr
+    for argv, fragment in [
+        (["train"], "needs --data"),
+        (["train", "--data", str(tmp_path / "nope.h5")], "does not exist"),
+        (["train", "--data", str(sims), "--set", "network.dimm=3"], "unknown key 'dimm'"),
+        (["train", "--data", str(sims), "--set", "attention=sparse"], "attention: expected one"),
+        (["train", "--data", str(sims), "--real", "r.h5"], "need --domain-adapt"),
+    ]:
+        res = cli(*argv, "--out", str(tmp_path / "x"))
+        assert res.returncode == 2, (argv, res.stderr)
+        assert fragment in res.stderr and "Traceback" not in res.stderr

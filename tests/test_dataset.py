@@ -44,7 +44,10 @@ def test_round_trip_metadata_and_compression(tmp_path, rng):
     nodes = make_nodes()
     blocks = make_blocks(rng, 50)
     path = DatasetWriter.write(
-        tmp_path / "d.h5", nodes, blocks, attrs={"config": "a: 1\n", "seed": 7},
+        tmp_path / "d.h5",
+        nodes,
+        blocks,
+        attrs={"config": "a: 1\n", "seed": 7},
         group_attrs={"xp": {"wavelength_nm": np.linspace(400, 900, 5)}},
         edges=[("teff", "G"), ("av", "G")],
     )
@@ -120,13 +123,28 @@ def test_other_arguments_refuse_to_resume(tmp_path, rng):
     [
         ("theta", lambda b: b.values.__setitem__((3, 1), np.nan), "node 'av' at row 3"),
         ("theta", lambda b: b.observed.__setitem__((2, 0), False), "fully observed"),
-        ("phot", lambda b: (b.observed.__setitem__((4, 1), True),
-                            b.values.__setitem__((4, 1), np.inf)), "NaN or inf"),
-        ("phot", lambda b: (b.observed.__setitem__((5, 0), True),
-                            b.values.__setitem__((5, 0), 1.0),
-                            b.errors.__setitem__((5, 0), -0.1)), "must be finite and >= 0"),
-        ("phot", lambda b: (b.observed.__setitem__((6, 0), False),
-                            b.upper_limit.__setitem__((6, 0), True)), "upper limit flagged"),
+        (
+            "phot",
+            lambda b: (b.observed.__setitem__((4, 1), True), b.values.__setitem__((4, 1), np.inf)),
+            "NaN or inf",
+        ),
+        (
+            "phot",
+            lambda b: (
+                b.observed.__setitem__((5, 0), True),
+                b.values.__setitem__((5, 0), 1.0),
+                b.errors.__setitem__((5, 0), -0.1),
+            ),
+            "must be finite and >= 0",
+        ),
+        (
+            "phot",
+            lambda b: (
+                b.observed.__setitem__((6, 0), False),
+                b.upper_limit.__setitem__((6, 0), True),
+            ),
+            "upper limit flagged",
+        ),
     ],
 )
 def test_invalid_values_are_rejected_with_node_and_row(tmp_path, rng, group, mutate, fragment):

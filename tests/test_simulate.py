@@ -28,11 +28,19 @@ def cfg(**kw) -> SimulateConfig:
 
 
 def test_simulate_writes_resolved_config_and_data(tmp_path):
-    out = run_simulate(cfg(num=250, chunk_size=100, simulator={"name": "gaussian_linear", "dim": 3}),
-                       tmp_path / "s.h5", progress=False)
+    out = run_simulate(
+        cfg(num=250, chunk_size=100, simulator={"name": "gaussian_linear", "dim": 3}),
+        tmp_path / "s.h5",
+        progress=False,
+    )
     resolved = yaml.safe_load((tmp_path / "s.config.yaml").read_text())
-    assert resolved["simulator"] == {"name": "gaussian_linear", "dim": 3, "prior_var": 0.1,
-                                     "noise_var": 0.1, "missing_prob": 0.0}
+    assert resolved["simulator"] == {
+        "name": "gaussian_linear",
+        "dim": 3,
+        "prior_var": 0.1,
+        "noise_var": 0.1,
+        "missing_prob": 0.0,
+    }
     with Dataset(out) as ds:
         assert ds.num_rows == 250
         assert ds.nodes.names == [f"theta_{i}" for i in (1, 2, 3)] + [f"x_{i}" for i in (1, 2, 3)]
@@ -79,8 +87,18 @@ def test_simulator_options_are_validated():
 
 def test_kill_and_resume_gives_identical_file(tmp_path):
     """SIGKILL `dasbi simulate` mid-run, rerun it, and compare with an uninterrupted run."""
-    args = ["simulate", "--simulator", "gaussian_linear", "--num", "600000",
-            "--chunk-size", "10000", "--seed", "11", "--quiet"]
+    args = [
+        "simulate",
+        "--simulator",
+        "gaussian_linear",
+        "--num",
+        "600000",
+        "--chunk-size",
+        "10000",
+        "--seed",
+        "11",
+        "--quiet",
+    ]
     env = {**os.environ, "DASBI_PROGRESS": "0"}
     cmd = [sys.executable, "-m", "dasbi.cli", *args]
     ref = tmp_path / "ref.h5"

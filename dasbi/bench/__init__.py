@@ -20,7 +20,8 @@ from ..provenance import machine_info, package_versions
 
 __all__ = ["BENCHMARKS", "register_bench", "run_bench"]
 
-BenchFn = Callable[..., tuple[dict[str, Any], list[dict[str, Any]]]]
+# fn(quick, options, progress) -> (settings, results) or (settings, results, extra)
+BenchFn = Callable[..., tuple[Any, ...]]
 BENCHMARKS: dict[str, BenchFn | str] = {
     # name -> function, or the module that defines it (imported on first use)
     "sbibm": "dasbi.bench.sbibm",
@@ -31,7 +32,11 @@ BENCHMARKS: dict[str, BenchFn | str] = {
 
 
 def register_bench(name: str) -> Callable[[BenchFn], BenchFn]:
-    """Decorator registering ``fn(quick, options, progress) -> (settings, results)``."""
+    """Decorator registering ``fn(quick, options, progress) -> (settings, results[, extra])``.
+
+    ``extra`` is a dict merged into the JSON; a ``summary_table`` entry (markdown) is also
+    written next to the JSON as ``<name>.md``.
+    """
 
     def deco(fn: BenchFn) -> BenchFn:
         BENCHMARKS[name] = fn
@@ -78,15 +83,21 @@ def run_bench(
     options = apply_overrides(options, overrides)
     path = Path(out) if out else Path("runs/bench") / f"{name}.json"
     t0 = time.perf_counter()
-    settings, results = fn(quick=quick, options=options, progress=progress)
+    out = fn(quick=quick, options=options, progress=progress)
+    settings, results = out[0], out[1]
+    extra = out[2] if len(out) > 2 else {}
     record = {
         "bench": name,
         "machine": machine_info(),
         "versions": package_versions(),
         "settings": {"quick": quick, **settings},
         "results": results,
+        **extra,
         "wall_s": round(time.perf_counter() - t0, 3),
     }
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(record, indent=1, default=str))
+    if "summary_table" in extra:
+        with atomic_path(path.with_suffix(".md")) as tmp:
+            tmp.write_text(extra["summary_table"] + "\n")
     return path

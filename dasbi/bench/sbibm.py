@@ -1,0 +1,308 @@
+"""`dasbi bench sbibm`: C2ST against sbibm reference posteriors, with sbi NPE and NPSE.
+
+For every task, simulation budget and reference observation, each method is trained on the
+same simulations (dasbi's own simulators reproduce sbibm's tasks exactly) and sampled
+``num_samples`` times. Its samples are compared with sbibm's 10,000 reference posterior
+samples by two classifier two-sample tests, each the mean accuracy of 5 folds with the
+reference passed first (its statistics z-score both sets):
+
+* ``c2st_rf``: ``sbi.utils.metrics.c2st(classifier="rf")``, the Simformer paper's choice;
+* ``c2st_mlp``: sbibm's MLP C2ST (ReLU MLP with hidden sizes (10·d, 10·d), Adam,
+  max_iter 10,000), through the same sbi function.
+
+Wall-clock training time and posterior samples per second are recorded for every method.
+The reference files come from the installed ``sbibm`` wheel (``pip install --no-deps
+sbibm``); sbibm itself is never imported.
+"""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import importlib.util
+import io
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import from_dict, param, to_dict
+from ..errors import NotAvailableError
+from ..simulate import SimulateConfig, run_simulate
+from ..train import TrainConfig, train
+from . import register_bench
+
+__all__ = ["SbibmBenchConfig", "bench_sbibm", "reference_files"]
+
+TASKS = ("two_moons", "gaussian_linear", "slcp")
+METHODS = ("dasbi", "npe", "npse")
+
+
+@dataclass
+class SbibmBenchConfig:
+    """Settings of the sbibm benchmark (pass a YAML with --config or --set key=value)."""
+
+    tasks: list[str] = param(default_factory=lambda: list(TASKS), help="sbibm tasks")
+    budgets: list[int] = param(
+        default_factory=lambda: [1000, 10_000, 100_000], help="numbers of simulations"
+    )
+    observations: list[int] = param(
+        default_factory=lambda: list(range(1, 11)), help="sbibm reference observations (1-10)"
+    )
+    num_samples: int = param(10_000, ge=100, help="posterior samples per observation")
+    methods: list[str] = param(default_factory=lambda: list(METHODS), help="dasbi, npe, npse")
+    attention: list[str] = param(
+        default_factory=lambda: ["dense"],
+        help="dasbi attention masks to run (dense, undirected, …)",
+    )
+    npse_observations: list[int] | None = param(
+        None, help="observations sampled with NPSE (default: all; its sampler is slow)"
+    )
+    c2st: list[str] = param(default_factory=lambda: ["rf", "mlp"], help="C2ST classifiers")
+    train: dict[str, Any] = param(default_factory=dict, help="dasbi TrainConfig overrides")
+    sbi_max_epochs: int | None = param(None, ge=1, help="cap on NPE/NPSE epochs (sbi: none)")
+    seed: int = param(0, ge=0, help="seed of simulations and training")
+    threads: int = param(2, ge=1, help="torch threads")
+
+
+def _sbibm_root() -> Path:
+    spec = importlib.util.find_spec("sbibm")
+    if spec is None or not spec.submodule_search_locations:
+        raise NotAvailableError(
+            "the sbibm reference posteriors are needed: pip install --no-deps sbibm"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def reference_files(task: str, observation: int) -> tuple[np.ndarray, np.ndarray]:
+    """sbibm's observation (D,) and reference posterior samples (10000, P) of a task."""
+    folder = _sbibm_root() / "tasks" / task / "files" / f"num_observation_{observation}"
+    if not folder.is_dir():
+        raise NotAvailableError(f"sbibm has no reference files in {folder}")
+    obs = np.loadtxt(folder / "observation.csv", delimiter=",", skiprows=1, ndmin=2)[0]
+    with bz2.open(folder / "reference_posterior_samples.csv.bz2", "rt") as fh:
+        ref = np.loadtxt(io.StringIO(fh.read()), delimiter=",", skiprows=1, ndmin=2)
+    return obs, ref
+
+
+def _prior(task: str, dim: int) -> torch.distributions.Distribution:
+    from sbi.utils import BoxUniform
+
+    if task == "two_moons":
+        return BoxUniform(-torch.ones(2), torch.ones(2))
+    if task == "slcp":
+        return BoxUniform(-3 * torch.ones(5), 3 * torch.ones(5))
+    if task == "gaussian_linear":
+        return torch.distributions.MultivariateNormal(torch.zeros(dim), 0.1 * torch.eye(dim))
+    raise ValueError(f"unknown task {task!r}; valid tasks are: {', '.join(TASKS)}")
+
+
+def _c2st(reference: np.ndarray, samples: np.ndarray, kinds: list[str]) -> dict[str, float]:
+    """C2ST accuracies with equal class sizes (the reference is subsampled if larger)."""
+    from sbi.utils.metrics import c2st
+
+    n = min(len(reference), len(samples))
+    rng = np.random.default_rng(0)
+    reference = reference[rng.permutation(len(reference))[:n]]
+    samples = samples[:n]
+    ref = torch.as_tensor(reference, dtype=torch.float32)
+    smp = torch.as_tensor(samples, dtype=torch.float32)
+    out = {}
+    for kind in kinds:
+        if kind == "rf":
+            out["c2st_rf"] = float(c2st(ref, smp, classifier="rf"))
+        elif kind == "mlp":
+            d = ref.shape[1]
+            kwargs = {
+                "activation": "relu",
+                "hidden_layer_sizes": (10 * d, 10 * d),
+                "max_iter": 10_000,
+                "solver": "adam",
+            }
+            out["c2st_mlp"] = float(c2st(ref, smp, classifier="mlp", classifier_kwargs=kwargs))
+        else:
+            raise ValueError(f"unknown C2ST classifier {kind!r}; valid: rf, mlp")
+    return out
+
+
+def _log(msg: str) -> None:
+    print(f"[bench sbibm] {msg}", file=sys.stderr, flush=True)
+
+
+@register_bench("sbibm")
+def bench_sbibm(
+    quick: bool, options: dict[str, Any], progress: bool
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    if quick:
+        quick_defaults = {
+            "tasks": ["two_moons"],
+            "budgets": [1000],
+            "observations": [1, 2],
+            "num_samples": 1000,
+            "c2st": ["rf"],
+            "sbi_max_epochs": 30,
+            "train": {
+                "max_steps": 600,
+                "batch_size": 256,
+                "val_every": 200,
+                "network": {"dim": 32, "depth": 2, "heads": 2},
+            },
+        }
+        options = {**quick_defaults, **options}
+    cfg = from_dict(SbibmBenchConfig, options)
+    for m in cfg.methods:
+        if m not in METHODS:
+            raise ValueError(f"unknown method {m!r}; valid methods are: {', '.join(METHODS)}")
+    torch.set_num_threads(cfg.threads)
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):
+        for task in cfg.tasks:
+            refs = {k: reference_files(task, k) for k in cfg.observations}
+            for budget in cfg.budgets:
+                sim_cfg = from_dict(
+                    SimulateConfig, {"num": budget, "seed": cfg.seed, "simulator": {"name": task}}
+                )
+                data = run_simulate(sim_cfg, Path(tmp) / f"{task}_{budget}.h5", progress=False)
+                results += _run_dasbi(cfg, task, budget, data, refs, progress)
+                if "npe" in cfg.methods or "npse" in cfg.methods:
+                    results += _run_sbi(cfg, task, budget, data, refs)
+    summary = _summary(results)
+    return to_dict(cfg), results, {"summary": summary, "summary_table": _table(summary)}
+
+
+def _run_dasbi(
+    cfg: SbibmBenchConfig,
+    task: str,
+    budget: int,
+    data: Path,
+    refs: dict[int, tuple[np.ndarray, np.ndarray]],
+    progress: bool,
+) -> list[dict[str, Any]]:
+    if "dasbi" not in cfg.methods:
+        return []
+    out = []
+    for attention in cfg.attention:
+        tcfg = from_dict(TrainConfig, {"seed": cfg.seed, **cfg.train, "attention": attention})
+        method = "dasbi" if attention == "dense" else f"dasbi-{attention}"
+        result = train(data, tcfg, progress=progress)
+        post = result.posterior
+        _log(
+            f"{task} {budget} {method}: trained {result.steps} steps in "
+            f"{result.train_seconds:.0f} s"
+        )
+        for k, (obs, ref) in refs.items():
+            t0 = time.perf_counter()
+            s = post.sample((cfg.num_samples,), x=obs[None], seed=cfg.seed + k)[:, 0]
+            dt = time.perf_counter() - t0
+            rec = {
+                "task": task,
+                "budget": budget,
+                "observation": k,
+                "method": method,
+                "train_s": round(result.train_seconds, 2),
+                "steps": result.steps,
+                "sample_s": round(dt, 3),
+                "samples_per_s": round(cfg.num_samples / dt, 1),
+                "sampler": f"{post.sampler.method}-{post.sampler.steps}",
+                **_c2st(ref, s.numpy(), cfg.c2st),
+            }
+            _log(str(rec))
+            out.append(rec)
+    return out
+
+
+def _run_sbi(
+    cfg: SbibmBenchConfig,
+    task: str,
+    budget: int,
+    data: Path,
+    refs: dict[int, tuple[np.ndarray, np.ndarray]],
+) -> list[dict[str, Any]]:
+    from sbi.inference import NPE, NPSE
+
+    from ..dataset import Dataset
+
+    with Dataset(data) as ds:
+        blocks = ds.read()
+    theta = torch.as_tensor(blocks["theta"].values)
+    x = torch.as_tensor(blocks["x"].values)
+    prior = _prior(task, theta.shape[1])
+    out = []
+    for method in ("npe", "npse"):
+        if method not in cfg.methods:
+            continue
+        torch.manual_seed(cfg.seed)
+        inference = (
+            NPE(prior=prior, show_progress_bars=False)
+            if method == "npe"
+            else NPSE(prior=prior, sde_type="ve", show_progress_bars=False)
+        )
+        t0 = time.perf_counter()
+        train_kwargs = {} if cfg.sbi_max_epochs is None else {"max_num_epochs": cfg.sbi_max_epochs}
+        inference.append_simulations(theta, x).train(**train_kwargs)
+        train_s = time.perf_counter() - t0
+        posterior = inference.build_posterior()
+        _log(f"{task} {budget} {method}: trained in {train_s:.0f} s")
+        observations = refs
+        if method == "npse" and cfg.npse_observations is not None:
+            observations = {k: v for k, v in refs.items() if k in cfg.npse_observations}
+        for k, (obs, ref) in observations.items():
+            torch.manual_seed(cfg.seed + k)
+            t0 = time.perf_counter()
+            kwargs = {"show_progress_bars": False}
+            s = posterior.sample(
+                (cfg.num_samples,), x=torch.as_tensor(obs, dtype=torch.float32), **kwargs
+            )
+            dt = time.perf_counter() - t0
+            rec = {
+                "task": task,
+                "budget": budget,
+                "observation": k,
+                "method": method,
+                "train_s": round(train_s, 2),
+                "sample_s": round(dt, 3),
+                "samples_per_s": round(cfg.num_samples / dt, 1),
+                "sampler": "default",
+                **_c2st(ref, s.numpy(), cfg.c2st),
+            }
+            _log(str(rec))
+            out.append(rec)
+    return out
+
+
+def _summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((r["task"], r["budget"], r["method"]), []).append(r)
+    rows = []
+    for (task, budget, method), recs in groups.items():
+        row: dict[str, Any] = {
+            "task": task,
+            "budget": budget,
+            "method": method,
+            "n_obs": len(recs),
+        }
+        for key in ("c2st_rf", "c2st_mlp", "samples_per_s"):
+            vals = [r[key] for r in recs if key in r]
+            if vals:
+                row[key] = round(float(np.mean(vals)), 4)
+        row["train_s"] = recs[0]["train_s"]
+        rows.append(row)
+    return rows
+
+
+def _table(summary: list[dict[str, Any]]) -> str:
+    head = "| task | budget | method | obs | c2st_rf | c2st_mlp | train_s | samples/s |"
+    lines = [head, "|" + "---|" * 8]
+    for r in summary:
+        lines.append(
+            f"| {r['task']} | {r['budget']} | {r['method']} | {r['n_obs']} | "
+            f"{r.get('c2st_rf', '—')} | {r.get('c2st_mlp', '—')} | {r['train_s']} | "
+            f"{r.get('samples_per_s', '—')} |"
+        )
+    return "\n".join(lines)

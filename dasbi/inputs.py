@@ -1,0 +1,125 @@
+"""Turning dataset rows or user observations into model inputs: one path for both.
+
+Training batches (from :class:`~dasbi.dataset.Dataset`) and inference queries (from
+:meth:`~dasbi.posterior.Posterior.sample`) both pass through :func:`model_inputs`, so
+missingness, upper limits and uncertainty encoding cannot differ between the two.
+
+Conventions (see also :mod:`simulators.base`):
+
+* a node is *present* when its value is observed and is not an upper limit;
+* an upper limit is not a value: the node is absent during training and latent (with
+  interval guidance) at inference;
+* uncertainties are mapped to model space by the node's transform (first order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .dataset import Block
+from .errors import DataError
+from .nodes import NodeSet
+from .transforms import Standardizer
+
+__all__ = ["ModelInputs", "diffuse_arrays", "model_inputs"]
+
+
+@dataclass
+class ModelInputs:
+    """Diffuse nodes of a batch in model space.
+
+    Attributes:
+        values: (B, N) float32 standardised values, 0 where not present.
+        errors: (B, N) float32 uncertainties in model space, 0 where unknown or exact.
+        present: (B, N) bool, observed values that are not limits.
+        limit: (B, N) bool, upper limits (value stored in ``limit_value``).
+        limit_value: (B, N) float32 physical limit values (NaN elsewhere).
+    """
+
+    values: Tensor
+    errors: Tensor
+    present: Tensor
+    limit: Tensor
+    limit_value: np.ndarray
+
+    def __len__(self) -> int:
+        return self.values.shape[0]
+
+    def take(self, index: slice | Tensor) -> ModelInputs:
+        idx = index if isinstance(index, slice) else index.cpu().numpy()
+        return ModelInputs(
+            self.values[index],
+            self.errors[index],
+            self.present[index],
+            self.limit[index],
+            self.limit_value[idx],
+        )
+
+
+def diffuse_arrays(
+    blocks: Mapping[str, Block], nodes: NodeSet
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Concatenate the diffuse groups of a batch in node order.
+
+    Returns values, errors, observed and upper_limit, each (B, N_diffuse).
+    """
+    cols: dict[str, list[np.ndarray]] = {
+        "values": [],
+        "errors": [],
+        "observed": [],
+        "upper_limit": [],
+    }
+    for group in nodes.groups:
+        if nodes.group(group)[0].role != "diffuse":
+            continue
+        if group not in blocks:
+            raise DataError(f"batch lacks the group {group!r}; groups: {sorted(blocks)}")
+        for key in cols:
+            cols[key].append(np.asarray(getattr(blocks[group], key)))
+    return tuple(np.concatenate(cols[k], axis=1) for k in cols)  # type: ignore[return-value]
+
+
+def model_inputs(
+    values: np.ndarray,
+    errors: np.ndarray,
+    observed: np.ndarray,
+    upper_limit: np.ndarray,
+    standardizer: Standardizer,
+) -> ModelInputs:
+    """Standardise physical arrays (B, N) of the diffuse nodes into :class:`ModelInputs`."""
+    values = np.asarray(values, np.float64)
+    errors = np.asarray(errors, np.float64)
+    observed = np.asarray(observed, bool)
+    upper_limit = np.asarray(upper_limit, bool) & observed
+    present = observed & ~upper_limit
+    bad = present & ~np.isfinite(values)
+    if bad.any():
+        j = int(np.argwhere(bad)[0, 1])
+        raise DataError(
+            f"node {standardizer.nodes[j].name!r} is marked observed but its value is NaN or "
+            "inf; mark it unobserved instead"
+        )
+    bad = present & ~(np.isfinite(errors) & (errors >= 0))
+    if bad.any():
+        j = int(np.argwhere(bad)[0, 1])
+        raise DataError(
+            f"node {standardizer.nodes[j].name!r} has an uncertainty that is negative, NaN or "
+            "inf; uncertainties must be finite and >= 0"
+        )
+    y = standardizer.forward(values, present)
+    # limits keep their uncertainty (the survey's error at the limit) for the error embedding
+    has_err = observed & np.isfinite(errors) & np.isfinite(values)
+    e = standardizer.forward_errors(values, np.where(has_err, np.abs(errors), 0.0), has_err)
+    limit_value = np.where(upper_limit, values, np.nan).astype(np.float32)
+    return ModelInputs(
+        values=torch.from_numpy(y.astype(np.float32)),
+        errors=torch.from_numpy(e.astype(np.float32)),
+        present=torch.from_numpy(present),
+        limit=torch.from_numpy(upper_limit),
+        limit_value=limit_value,
+    )

@@ -1,0 +1,513 @@
+"""The user-facing model: `Posterior.load(path).sample((S,), x=...)` and any other conditional.
+
+A :class:`Posterior` bundles the trained network, the SDE, the per-node standardisation and
+the node metadata. It works in physical units: inputs are standardised and samples are
+transformed back, so users never see model space.
+
+>>> post = Posterior.load("runs/model")                          # doctest: +SKIP
+>>> theta = post.sample((1000,), x=x_obs)                        # (1000, P)
+>>> theta = post.sample((500,), x=x_batch, errors=err_batch)     # (500, B, P)
+>>> lik = post.sample_nodes((200,), given={"theta_1": 0.3, "theta_2": -0.1})  # p(x | θ)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import from_dict, param, to_dict
+from .errors import CheckpointError, DataError
+from .inputs import ModelInputs, model_inputs
+from .masks import GraphMasks
+from .network import LATENT, OBSERVED, NetworkConfig, Simformer
+from .nodes import Node, NodeSet
+from .samplers import Interval, SamplerConfig, sample_latents
+from .sde import SDE, VESDE, VPSDE
+from .transforms import Standardizer
+
+__all__ = ["Posterior", "SDEConfig", "build_sde"]
+
+
+@dataclass
+class SDEConfig:
+    """The noise process and the loss weighting."""
+
+    name: Literal["ve", "vp"] = param("ve", help="variance exploding or preserving")
+    sigma_min: float = param(1e-3, gt=0.0, help="VE: smallest noise level")
+    sigma_max: float = param(15.0, gt=0.0, help="VE: largest noise level")
+    beta_min: float = param(0.01, gt=0.0, help="VP: β at t = 0")
+    beta_max: float = param(10.0, gt=0.0, help="VP: β at t = 1")
+    t_min: float | None = param(None, gt=0.0, lt=1.0, help="smallest time (VE 1e-5, VP 1e-3)")
+    weighting: Literal["edm", "g2", "sigma2"] = param(
+        "edm",
+        help="loss weight: EDM (uniform on the preconditioned output), g(t)² or σ_t²",
+    )
+
+
+def build_sde(cfg: SDEConfig) -> SDE:
+    if cfg.name == "ve":
+        return VESDE(cfg.sigma_min, cfg.sigma_max, 1e-5 if cfg.t_min is None else cfg.t_min)
+    return VPSDE(cfg.beta_min, cfg.beta_max, 1e-3 if cfg.t_min is None else cfg.t_min)
+
+
+def _as_array(value: Any, node: Node) -> np.ndarray:
+    """A value for ``node`` as a float array in the node's unit (Quantities are converted)."""
+    if hasattr(value, "unit") and hasattr(value, "to_value"):
+        import astropy.units as u
+
+        try:
+            return np.asarray(
+                value.to_value(u.Unit(node.unit) if node.unit else u.dimensionless_unscaled),
+                np.float64,
+            )
+        except u.UnitConversionError:
+            raise DataError(
+                f"node {node.name!r} is in {node.unit or 'dimensionless units'!r}; "
+                f"got a quantity in {value.unit}"
+            ) from None
+    if isinstance(value, Tensor):
+        value = value.detach().cpu().numpy()
+    try:
+        return np.asarray(value, np.float64)
+    except (TypeError, ValueError):
+        raise DataError(
+            f"node {node.name!r}: cannot read {type(value).__name__} as numbers"
+        ) from None
+
+
+class Posterior:
+    """A trained Simformer with everything needed to sample in physical units.
+
+    Args:
+        net: The network.
+        sde: Its noise process.
+        standardizer: Per-node transforms and statistics.
+        nodes: All nodes of the model (the diffuse ones are modelled).
+        edges: Dependency graph as (parent, child) names.
+        attention: ``dense``, ``undirected`` or ``directed``.
+        sampler: Default sampler settings.
+        meta: Extra metadata (SDE and network configs, training summary).
+    """
+
+    def __init__(
+        self,
+        net: Simformer,
+        sde: SDE,
+        standardizer: Standardizer,
+        nodes: NodeSet,
+        edges: Sequence[tuple[str, str]] = (),
+        attention: str = "dense",
+        sampler: SamplerConfig | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.net = net
+        self.sde = sde
+        self.standardizer = standardizer
+        self.nodes = nodes
+        self.diffuse = nodes.diffuse
+        self.edges = [tuple(e) for e in edges]
+        self.attention = attention
+        self.sampler = sampler or SamplerConfig()
+        self.meta = dict(meta or {})
+        index = {n.name: i for i, n in enumerate(self.diffuse)}
+        self.graph = GraphMasks(
+            attention,
+            len(self.diffuse),
+            [(index[a], index[b]) for a, b in self.edges if a in index and b in index],
+        )
+        self.is_param = torch.tensor([n.kind == "parameter" for n in self.diffuse])
+
+    # -- names ---------------------------------------------------------------------------
+    @property
+    def node_names(self) -> list[str]:
+        return [n.name for n in self.diffuse]
+
+    @property
+    def parameter_names(self) -> list[str]:
+        return [n.name for n in self.diffuse if n.kind == "parameter"]
+
+    @property
+    def observable_names(self) -> list[str]:
+        return [n.name for n in self.diffuse if n.kind == "observable"]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def _index(self, name: str) -> int:
+        try:
+            return self.node_names.index(name)
+        except ValueError:
+            raise DataError(
+                f"unknown node {name!r}; the model's nodes are: {', '.join(self.node_names)}"
+            ) from None
+
+    # -- building queries ----------------------------------------------------------------
+    def _named(self, data: Any, names: Sequence[str], what: str) -> dict[str, np.ndarray]:
+        """Normalise an array (…, len(names)) or a mapping name → array into a mapping."""
+        if data is None:
+            return {}
+        if isinstance(data, Mapping):
+            return {k: _as_array(v, self.diffuse[self._index(k)]) for k, v in data.items()}
+        if hasattr(data, "unit"):
+            raise DataError(f"{what}: pass quantities as a mapping from node name to quantity")
+        if isinstance(data, Tensor):
+            data = data.detach().cpu().numpy()
+        arr = np.asarray(data, dtype=np.float64)
+        if arr.ndim == 0 or arr.shape[-1] != len(names):
+            raise DataError(
+                f"{what}: expected shape (..., {len(names)}) for nodes {list(names)}, got "
+                f"{arr.shape}; or pass a mapping from node name to values"
+            )
+        return {n: arr[..., i] for i, n in enumerate(names)}
+
+    def _query(
+        self,
+        given: Mapping[str, np.ndarray],
+        errors: Mapping[str, np.ndarray],
+        limits: Mapping[str, np.ndarray],
+        latent: Sequence[str],
+    ) -> tuple[tuple[int, ...], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Physical arrays (B, N): values, errors, state, limit mask."""
+        arrays = [np.asarray(v) for v in (*given.values(), *errors.values(), *limits.values())]
+        try:
+            batch_shape = np.broadcast_shapes(*(a.shape for a in arrays)) if arrays else ()
+        except ValueError as err:
+            raise DataError(f"inputs have incompatible batch shapes: {err}") from None
+        b = int(np.prod(batch_shape)) if batch_shape else 1
+        n = len(self.diffuse)
+        values = np.full((b, n), np.nan)
+        errs = np.zeros((b, n))
+        state = np.full((b, n), -1, dtype=np.int64)
+        limit = np.zeros((b, n), bool)
+        for name in latent:
+            state[:, self._index(name)] = LATENT
+        for name, v in given.items():
+            j = self._index(name)
+            v = np.broadcast_to(v, batch_shape).reshape(b)
+            lim = np.broadcast_to(limits.get(name, False), batch_shape).reshape(b).astype(bool)
+            ok = np.isfinite(v)
+            values[:, j] = v
+            state[ok & ~lim, j] = OBSERVED
+            limit[:, j] = lim & ok
+            state[lim & ok, j] = LATENT
+        unknown = set(errors) - set(given)
+        if unknown:
+            raise DataError(f"errors given for nodes without values: {sorted(unknown)}")
+        for name, e in errors.items():
+            errs[:, self._index(name)] = np.broadcast_to(e, batch_shape).reshape(b)
+        bad = (state == OBSERVED) & ~(np.isfinite(errs) & (errs >= 0))
+        if bad.any():
+            j = int(np.argwhere(bad)[0, 1])
+            raise DataError(f"node {self.node_names[j]!r}: errors must be finite and >= 0")
+        needs = self.meta.get("needs_errors", [])
+        for j, name in enumerate(self.node_names):
+            if name in needs and ((state[:, j] == OBSERVED) & (errs[:, j] <= 0)).any():
+                raise DataError(
+                    f"the model was trained with measurement uncertainties for {name!r}; pass "
+                    f"errors={{'{name}': ...}} (or an errors array) with values > 0"
+                )
+        if not (state == LATENT).any(axis=1).all():
+            raise DataError("nothing to sample: every node is observed or absent")
+        return batch_shape, values, errs, state, limit
+
+    def _intervals(self, inputs: ModelInputs, limit: np.ndarray) -> tuple[Tensor, Tensor]:
+        """Model-space interval bounds (B, N) from the upper-limit flags."""
+        lower = np.full(limit.shape, -np.inf)
+        upper = np.full(limit.shape, np.inf)
+        if limit.any():
+            y = self.standardizer.forward(np.where(limit, inputs.limit_value, np.nan), limit)
+            for j, node in enumerate(self.diffuse):
+                rows = limit[:, j]
+                if not rows.any():
+                    continue
+                # a magnitude limit is a faint limit: the true magnitude is larger
+                if node.unit.strip().lower() in ("mag", "magnitude", "abmag", "vegamag"):
+                    lower[rows, j] = y[rows, j]
+                else:
+                    upper[rows, j] = y[rows, j]
+        return torch.from_numpy(lower).float(), torch.from_numpy(upper).float()
+
+    # -- sampling ------------------------------------------------------------------------
+    @torch.no_grad()
+    def _sample_model_space(
+        self,
+        sample_shape: int,
+        inputs: ModelInputs,
+        state: np.ndarray,
+        limit: np.ndarray,
+        cfg: SamplerConfig,
+        generator: torch.Generator,
+    ) -> np.ndarray:
+        """Samples (S, B, N) in model space; observed entries are copied, absent are NaN."""
+        s = sample_shape
+        b, n = state.shape
+        dev = self.device
+        lower, upper = self._intervals(inputs, limit)
+        out = np.empty((s, b, n), np.float32)
+        per_chunk = max(1, cfg.max_rows // s)
+        state_t = torch.from_numpy(state)
+        self.net.eval()
+        for lo in range(0, b, per_chunk):
+            hi = min(lo + per_chunk, b)
+            st = state_t[lo:hi].to(dev)
+            vals = inputs.values[lo:hi].to(dev)
+            errs = inputs.errors[lo:hi].to(dev)
+            graph = self.graph(st == OBSERVED)
+            cache = self.net.encode(vals, errs, st, graph)
+            idx = cache.lat_index
+            interval = Interval(
+                torch.gather(lower[lo:hi].to(dev), 1, idx),
+                torch.gather(upper[lo:hi].to(dev), 1, idx),
+            )
+            interval = Interval(
+                interval.lower.repeat_interleave(s, 0), interval.upper.repeat_interleave(s, 0)
+            )
+            big = cache.expand(s)
+            lat = sample_latents(
+                lambda x, sig, big=big: self.net.denoise(big, x, sig),
+                (big.lat_index.shape[0], idx.shape[1]),
+                self.sde,
+                cfg,
+                generator,
+                interval if interval.active else None,
+                dev,
+            )
+            full = vals.repeat_interleave(s, 0).clone()
+            full.scatter_(
+                1,
+                big.lat_index,
+                torch.where(big.lat_valid, lat, torch.gather(full, 1, big.lat_index)),
+            )
+            full = full.view(hi - lo, s, n).transpose(0, 1).cpu().numpy()
+            full = np.where((state[lo:hi] == -1)[None], np.nan, full)
+            out[:, lo:hi] = full
+        return out
+
+    def _resolve_sampler(
+        self, sampler: SamplerConfig | Mapping[str, Any] | str | None, steps: int | None
+    ) -> SamplerConfig:
+        cfg = self.sampler
+        if isinstance(sampler, str):
+            cfg = dataclasses.replace(cfg, method=sampler)
+        elif isinstance(sampler, Mapping):
+            cfg = from_dict(SamplerConfig, {**to_dict(cfg), **sampler}, path="sampler")
+        elif isinstance(sampler, SamplerConfig):
+            cfg = sampler
+        if steps is not None:
+            cfg = dataclasses.replace(cfg, steps=int(steps))
+        return from_dict(SamplerConfig, to_dict(cfg), path="sampler")
+
+    def sample_nodes(
+        self,
+        sample_shape: Sequence[int] | int = (1000,),
+        given: Mapping[str, Any] | None = None,
+        *,
+        errors: Mapping[str, Any] | None = None,
+        upper_limits: Mapping[str, Any] | None = None,
+        latent: Sequence[str] | None = None,
+        sampler: SamplerConfig | Mapping[str, Any] | str | None = None,
+        steps: int | None = None,
+        seed: int | None = None,
+    ) -> dict[str, Tensor]:
+        """Sample any conditional: the ``latent`` nodes given the ``given`` ones.
+
+        Nodes that are neither given nor latent are marginalised (removed from the model).
+
+        Args:
+            sample_shape: (S,) samples per object.
+            given: Node name → value(s) in physical units; arrays broadcast to a batch shape.
+                NaN means "not observed".
+            errors: Node name → 1σ uncertainties of the given values.
+            upper_limits: Node name → bool flags; a flagged given value is a limit (faint
+                limit for magnitudes, upper bound otherwise), sampled with guidance.
+            latent: Nodes to sample (default: every node that is not given).
+            sampler, steps, seed: Sampler settings and random seed.
+
+        Returns:
+            Node name → samples (S, *batch) in physical units, for the latent nodes.
+        """
+        s = self._sample_count(sample_shape)
+        given = {k: _as_array(v, self.diffuse[self._index(k)]) for k, v in (given or {}).items()}
+        errors = {k: _as_array(v, self.diffuse[self._index(k)]) for k, v in (errors or {}).items()}
+        limits = {k: np.asarray(v, bool) for k, v in (upper_limits or {}).items()}
+        if latent is None:
+            latent = [n for n in self.node_names if n not in given]
+        batch_shape, out = self._run(s, given, errors, limits, latent, sampler, steps, seed)
+        return {
+            name: torch.from_numpy(out[..., self._index(name)].reshape(s, *batch_shape))
+            for name in latent
+        }
+
+    def sample(
+        self,
+        sample_shape: Sequence[int] | int = (1000,),
+        x: Any = None,
+        *,
+        observed: Any = None,
+        errors: Any = None,
+        upper_limits: Any = None,
+        sampler: SamplerConfig | Mapping[str, Any] | str | None = None,
+        steps: int | None = None,
+        seed: int | None = None,
+    ) -> Tensor:
+        """Posterior samples of θ given x, in physical units.
+
+        Args:
+            sample_shape: (S,).
+            x: (*batch, D) in the order of :attr:`observable_names`, or a mapping from
+                observable name to values (astropy Quantities are converted).
+            observed: Optional bool mask like ``x``; default: the finite entries of x.
+                Unobserved observables are marginalised.
+            errors: 1σ uncertainties like ``x``.
+            upper_limits: Bool flags like ``x``: the value is a limit, not a measurement.
+            sampler, steps, seed: Sampler settings and random seed.
+
+        Returns:
+            (S, *batch, P) samples of :attr:`parameter_names`.
+        """
+        s = self._sample_count(sample_shape)
+        names = self.observable_names
+        given = self._named(x, names, "x")
+        obs = self._named(observed, names, "observed")
+        for name, mask in obs.items():
+            given[name] = np.where(np.asarray(mask, bool), given.get(name, np.nan), np.nan)
+        errs = self._named(errors, names, "errors")
+        lims = {
+            k: np.asarray(v, bool)
+            for k, v in self._named(upper_limits, names, "upper_limits").items()
+        }
+        latent = self.parameter_names
+        batch_shape, out = self._run(s, given, errs, lims, latent, sampler, steps, seed)
+        idx = [self._index(p) for p in latent]
+        return torch.from_numpy(out[..., idx].reshape(s, *batch_shape, len(idx)))
+
+    @staticmethod
+    def _sample_count(sample_shape: Sequence[int] | int) -> int:
+        shape = (sample_shape,) if isinstance(sample_shape, int) else tuple(sample_shape)
+        if len(shape) != 1 or shape[0] < 1:
+            raise ValueError(f"sample_shape must be (S,) with S >= 1, got {sample_shape}")
+        return int(shape[0])
+
+    def _run(
+        self,
+        s: int,
+        given: Mapping[str, np.ndarray],
+        errors: Mapping[str, np.ndarray],
+        limits: Mapping[str, np.ndarray],
+        latent: Sequence[str],
+        sampler: SamplerConfig | Mapping[str, Any] | str | None,
+        steps: int | None,
+        seed: int | None,
+    ) -> tuple[tuple[int, ...], np.ndarray]:
+        cfg = self._resolve_sampler(sampler, steps)
+        batch_shape, values, errs, state, limit = self._query(given, errors, limits, latent)
+        inputs = model_inputs(values, errs, (state == OBSERVED) | limit, limit, self.standardizer)
+        gen = torch.Generator().manual_seed(
+            int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, (1,)))
+        )
+        y = self._sample_model_space(s, inputs, state, limit, cfg, gen)
+        phys = self.standardizer.inverse(np.nan_to_num(y)).astype(np.float32)
+        phys = np.where(np.isnan(y), np.nan, phys)
+        phys = np.where((state == OBSERVED)[None], values[None], phys)
+        return batch_shape, phys
+
+    # -- persistence ---------------------------------------------------------------------
+    def model_meta(self) -> dict[str, Any]:
+        return {
+            "kind": "simformer",
+            "nodes": json.loads(self.nodes.to_json()),
+            "edges": [list(e) for e in self.edges],
+            "attention": self.attention,
+            "standardisation": self.standardizer.to_dict(),
+            **{k: v for k, v in self.meta.items() if k not in ("nodes", "edges")},
+            "sampler": to_dict(self.sampler),
+        }
+
+    def save(self, path: str | os.PathLike, config: str = "") -> Path:
+        """Write a checkpoint folder that :meth:`load` reads."""
+        weights = {k: v for k, v in self.net.state_dict().items()}
+        return save_checkpoint(
+            path, tensors={"best": weights}, config=config, meta=self.model_meta()
+        )
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any]) -> Posterior:
+        """An untrained model with the architecture recorded in ``meta``."""
+        try:
+            nodes = NodeSet(Node.from_dict(d) for d in meta["nodes"])
+            net_cfg = from_dict(NetworkConfig, meta["network"], path="network")
+            sde_cfg = from_dict(SDEConfig, meta["sde"], path="sde")
+            sampler = from_dict(SamplerConfig, meta.get("sampler", {}), path="sampler")
+            std = meta["standardisation"]
+        except KeyError as err:
+            raise CheckpointError(f"checkpoint metadata lacks {err}") from None
+        diffuse = nodes.diffuse
+        if std.get("names") != [n.name for n in diffuse]:
+            raise CheckpointError("checkpoint standardisation does not match its nodes")
+        standardizer = Standardizer(diffuse, np.array(std["mean"]), np.array(std["std"]))
+        net = Simformer(
+            len(diffuse), torch.tensor([n.kind == "observable" for n in diffuse]), net_cfg
+        )
+        extra = {
+            k: v for k, v in meta.items() if k in ("network", "sde", "needs_errors", "training")
+        }
+        return cls(
+            net,
+            build_sde(sde_cfg),
+            standardizer,
+            nodes,
+            [tuple(e) for e in meta.get("edges", [])],
+            meta.get("attention", "dense"),
+            sampler,
+            extra,
+        )
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike,
+        weights: str | None = None,
+        device: str | torch.device = "cpu",
+    ) -> Posterior:
+        """Load a checkpoint folder (``best`` weights if present, else ``ema``)."""
+        ck = load_checkpoint(path)
+        if ck.meta.get("kind") != "simformer":
+            raise CheckpointError(f"{str(path)!r} does not hold a Simformer model")
+        post = cls.from_meta(ck.meta)
+        order = [weights] if weights else ["best", "ema", "weights"]
+        for name in order:
+            if name in ck.tensors:
+                try:
+                    post.net.load_state_dict(ck.tensors[name])
+                except RuntimeError as err:
+                    raise CheckpointError(
+                        f"weights in {str(path)!r} do not fit the recorded architecture: "
+                        f"{str(err).splitlines()[0]}"
+                    ) from None
+                break
+        else:
+            raise CheckpointError(
+                f"{str(path)!r} has none of the weights {order}; it holds {sorted(ck.tensors)}"
+            )
+        post.net.to(device)
+        post.net.eval()
+        return post
+
+    def __repr__(self) -> str:
+        params = sum(p.numel() for p in self.net.parameters())
+        return (
+            f"Posterior(parameters={self.parameter_names}, observables="
+            f"{self.observable_names}, attention={self.attention!r}, "
+            f"network_params={params}, sde={type(self.sde).__name__})"
+        )
