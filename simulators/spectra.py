@@ -1,0 +1,396 @@
+r"""Stellar spectral libraries: surface flux F_λ(λ; T_eff, log g, [M/H]).
+
+Three implementations share the :class:`SpectralLibrary` interface:
+
+* :class:`CK04Library`: Castelli & Kurucz (2004) ATLAS9 models in the STScI CDBS layout.
+  The grid is loaded once into a cube of log10 F_λ and interpolated trilinearly in
+  (T_eff, log g, [M/H]), fully vectorised. Missing grid points (all-zero columns, mostly
+  low log g at high T_eff) are handled: a star whose interpolation cell touches a missing
+  point either raises :class:`OutOfGridError` or, with ``out_of_grid="clip"``, has its
+  log g raised to the lowest value populated at all four (T_eff, [M/H]) corners.
+* :class:`BandFluxLibrary`: tables of band-averaged surface flux per filter (the
+  astroARIADNE layout, CK04_DF.csv / Kurucz_DF.csv). Each "pixel" is a band, placed at the
+  band's pivot wavelength; photometry selects columns instead of integrating.
+* :class:`PlanckLibrary`: π B_λ(T_eff), the embedded fallback when no grid is installed.
+
+Outside the grid (T_eff, log g or [M/H] beyond the covered range) a library raises
+:class:`OutOfGridError` (``out_of_grid="raise"``, the default) or clips the parameters to
+the nearest covered values (``"clip"``).
+
+References:
+    Castelli, F. & Kurucz, R. L. (2004). New Grids of ATLAS9 Model Atmospheres.
+    arXiv:astro-ph/0405087.
+    Vines, J. I. & Jenkins, J. S. (2022). ARIADNE. MNRAS 513, 2719 (band-flux tables).
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import re
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import numpy as np
+import torch
+
+from .data import find_data
+from .units import C_AA_S, H_CGS, K_CGS
+
+__all__ = [
+    "BandFluxLibrary",
+    "CK04Library",
+    "OutOfGridError",
+    "PlanckLibrary",
+    "SpectralLibrary",
+    "make_library",
+]
+
+OutOfGrid = Literal["raise", "clip"]
+
+
+class OutOfGridError(ValueError):
+    """Stellar parameters outside a library's grid."""
+
+
+def _axis_weights(grid: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lower index and fractional weight of x in a sorted grid (x already inside)."""
+    i = np.clip(np.searchsorted(grid, x, side="right") - 1, 0, len(grid) - 2)
+    w = (x - grid[i]) / (grid[i + 1] - grid[i])
+    return i, np.clip(w, 0.0, 1.0)
+
+
+class SpectralLibrary(abc.ABC):
+    """Surface flux F_λ [erg s⁻¹ cm⁻² Å⁻¹] on ``wave_aa`` for (T_eff, log g, [M/H]).
+
+    Attributes:
+        name: Registry name.
+        kind: ``"spectrum"`` (a wavelength grid) or ``"bands"`` (one value per filter).
+        wave_aa: (W,) wavelengths (pivot wavelengths for band libraries).
+        bounds: Valid range of each parameter.
+    """
+
+    name: ClassVar[str]
+    kind: ClassVar[str] = "spectrum"
+    wave_aa: np.ndarray
+    bounds: dict[str, tuple[float, float]]
+
+    def __init__(self, out_of_grid: OutOfGrid = "raise") -> None:
+        if out_of_grid not in ("raise", "clip"):
+            raise ValueError(f"out_of_grid must be 'raise' or 'clip', got {out_of_grid!r}")
+        self.out_of_grid = out_of_grid
+
+    def _prepare(
+        self, teff: np.ndarray, logg: np.ndarray, feh: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        arrays = np.broadcast_arrays(*(np.asarray(a, np.float64) for a in (teff, logg, feh)))
+        teff, logg, feh = (np.ravel(a) for a in arrays)
+        for name, arr in (("teff", teff), ("logg", logg), ("feh", feh)):
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"{self.name}: {name} contains NaN or inf")
+        out = []
+        for name, arr in (("teff", teff), ("logg", logg), ("feh", feh)):
+            lo, hi = self.bounds[name]
+            bad = (arr < lo) | (arr > hi)
+            if bad.any():
+                if self.out_of_grid == "raise":
+                    raise OutOfGridError(
+                        f"{self.name}: {bad.sum()} stars have {name} outside [{lo}, {hi}] "
+                        f"(e.g. {arr[bad][0]:.4g}); restrict the prior or set "
+                        "out_of_grid='clip'"
+                    )
+                arr = np.clip(arr, lo, hi)
+            out.append(arr)
+        return out[0], out[1], out[2]
+
+    @abc.abstractmethod
+    def surface_flux(self, teff: np.ndarray, logg: np.ndarray, feh: np.ndarray) -> np.ndarray:
+        """(N, W) float32 surface F_λ for parameter arrays broadcast to (N,)."""
+
+    def observed_flux(
+        self,
+        teff: np.ndarray,
+        logg: np.ndarray,
+        feh: np.ndarray,
+        radius_rsun: np.ndarray,
+        distance_pc: np.ndarray,
+    ) -> np.ndarray:
+        """(N, W) F_λ at Earth, surface flux × (R/d)², before extinction."""
+        from .units import PC_CM, RSUN_CM
+
+        scale = (np.asarray(radius_rsun) * RSUN_CM / (np.asarray(distance_pc) * PC_CM)) ** 2
+        return self.surface_flux(teff, logg, feh) * np.ravel(scale)[:, None].astype(np.float32)
+
+
+class CK04Library(SpectralLibrary):
+    """Castelli & Kurucz (2004) models from a CDBS ``ck04models`` folder.
+
+    Args:
+        path: The ``ck04models`` folder (default: ``atmospheres/ck04models`` in the data
+            folder, see :func:`simulators.data.find_data`).
+        wave_range_aa: Keep wavelengths in this range (Å).
+        out_of_grid: ``"raise"`` or ``"clip"``.
+    """
+
+    name = "ck04"
+    _FOLDER = re.compile(r"^ck([mp])(\d\d)$")
+
+    def __init__(
+        self,
+        path: str | os.PathLike | None = None,
+        wave_range_aa: tuple[float, float] = (3000.0, 320_000.0),
+        out_of_grid: OutOfGrid = "raise",
+    ) -> None:
+        super().__init__(out_of_grid)
+        from astropy.io import fits
+
+        root = find_data("atmospheres/ck04models", path)
+        folders = sorted(p for p in Path(root).iterdir() if self._FOLDER.match(p.name))
+        if not folders:
+            raise FileNotFoundError(f"{root} holds no ck[mp]NN folders: not a CDBS ck04 grid")
+        fehs, teffs = [], set()
+        for f in folders:
+            sign, num = self._FOLDER.match(f.name).groups()
+            fehs.append((-1 if sign == "m" else 1) * int(num) / 10)
+            teffs |= {int(p.stem.split("_")[1]) for p in f.glob(f"{f.name}_*.fits")}
+        order = np.argsort(fehs)
+        folders = [folders[i] for i in order]
+        self.feh_grid = np.array(sorted(fehs), float)
+        self.teff_grid = np.array(sorted(teffs), float)
+        self.logg_grid = np.arange(0.0, 5.01, 0.5)
+        wave = None
+        cube = None
+        for i, folder in enumerate(folders):
+            for j, teff in enumerate(self.teff_grid):
+                fpath = folder / f"{folder.name}_{int(teff)}.fits"
+                if not fpath.exists():
+                    continue
+                try:
+                    with fits.open(fpath, memmap=False) as hdul:
+                        data = hdul[1].data
+                        w = np.asarray(data["WAVELENGTH"], np.float64)
+                        cols = [
+                            np.asarray(data[f"g{int(round(g * 10)):02d}"], np.float64)
+                            for g in self.logg_grid
+                        ]
+                except (OSError, KeyError, TypeError) as err:
+                    raise OSError(f"cannot read CK04 model {fpath}: {err}") from None
+                if wave is None:
+                    # keep the nodes that bracket the range, so it is covered entirely
+                    lo_i = max(np.searchsorted(w, wave_range_aa[0], side="right") - 1, 0)
+                    hi_i = min(np.searchsorted(w, wave_range_aa[1], side="left"), len(w) - 1)
+                    keep = np.zeros(len(w), bool)
+                    keep[lo_i : hi_i + 1] = True
+                    wave = w[keep]
+                    cube = np.full(
+                        (len(folders), len(self.teff_grid), len(self.logg_grid), keep.sum()),
+                        np.nan,
+                        np.float32,
+                    )
+                flux = np.stack(cols)[:, keep]
+                present = np.any(flux > 0, axis=1)
+                with np.errstate(divide="ignore"):
+                    logf = np.log10(np.maximum(flux, 1e-40))
+                cube[i, j, present] = logf[present]
+        if cube is None:
+            raise FileNotFoundError(f"{root} holds no model files")
+        # Beyond 10 µm the CDBS grid has nodes only at 10, 20, 40, … µm: resample onto a
+        # log grid (1% steps) by power-law (log-log) interpolation, the Rayleigh-Jeans shape
+        sparse = np.nonzero(np.diff(wave) / wave[:-1] > 0.05)[0]
+        if len(sparse):
+            start = sparse[0]
+            top = min(wave[-1], wave_range_aa[1])
+            fine = np.exp(np.arange(np.log(wave[start]), np.log(top), 0.01))[1:]
+            new_wave = np.concatenate([wave[: start + 1], fine[fine < top], [top]])
+            x_old, x_new = np.log10(wave[start:]), np.log10(new_wave[start + 1 :])
+            tail = cube[..., start:]
+            k = np.clip(np.searchsorted(x_old, x_new, side="right") - 1, 0, len(x_old) - 2)
+            f = ((x_new - x_old[k]) / (x_old[k + 1] - x_old[k])).astype(np.float32)
+            cube = np.concatenate(
+                [cube[..., : start + 1], tail[..., k] * (1 - f) + tail[..., k + 1] * f], axis=-1
+            )
+            wave = new_wave
+        self.wave_aa = wave
+        self._flat = torch.from_numpy(np.nan_to_num(cube, nan=-40.0)).reshape(-1, len(wave))
+        self.valid = ~np.isnan(cube[..., 0])  # (feh, teff, logg)
+        # lowest populated log g index per (feh, teff); valid points are contiguous upward
+        has = self.valid.any(axis=2)
+        first = np.where(has, self.valid.argmax(axis=2), len(self.logg_grid))
+        self._logg_min = np.where(
+            has, self.logg_grid[np.minimum(first, len(self.logg_grid) - 1)], np.inf
+        )
+        self.bounds = {
+            "teff": (self.teff_grid[0], self.teff_grid[-1]),
+            "logg": (self.logg_grid[0], self.logg_grid[-1]),
+            "feh": (self.feh_grid[0], self.feh_grid[-1]),
+        }
+
+    chunk = 2048
+
+    def log_surface_flux(
+        self, teff: np.ndarray, logg: np.ndarray, feh: np.ndarray
+    ) -> torch.Tensor:
+        """(N, W) float32 tensor of log10 F_λ (trilinear interpolation in log flux)."""
+        teff, logg, feh = self._prepare(teff, logg, feh)
+        it, wt = _axis_weights(self.teff_grid, teff)
+        i_f, wf = _axis_weights(self.feh_grid, feh)
+        need = np.max(
+            np.stack([self._logg_min[i_f + a, it + b] for a in (0, 1) for b in (0, 1)]), axis=0
+        )
+        low = logg < need - 1e-9
+        if low.any():
+            if self.out_of_grid == "raise" or not np.all(np.isfinite(need[low])):
+                k = int(np.argmax(low))
+                raise OutOfGridError(
+                    f"ck04: {low.sum()} stars fall where the grid has no models (e.g. teff="
+                    f"{teff[k]:.0f}, logg={logg[k]:.2f}, feh={feh[k]:.2f}: log g must be >= "
+                    f"{need[k]:.1f} there); restrict the prior or set out_of_grid='clip'"
+                )
+            logg = np.where(low, need, logg)
+        ig, wg = _axis_weights(self.logg_grid, logg)
+        nt, ng = len(self.teff_grid), len(self.logg_grid)
+        base = (i_f * nt + it) * ng + ig
+        out = torch.empty(len(teff), len(self.wave_aa), dtype=torch.float32)
+        for lo in range(0, len(teff), self.chunk):
+            sl = slice(lo, lo + self.chunk)
+            acc = out[sl]
+            acc.zero_()
+            for a, wa in ((0, 1 - wf[sl]), (1, wf[sl])):
+                for b, wb in ((0, 1 - wt[sl]), (1, wt[sl])):
+                    for c, wc in ((0, 1 - wg[sl]), (1, wg[sl])):
+                        idx = torch.from_numpy(base[sl] + (a * nt + b) * ng + c)
+                        w = torch.from_numpy((wa * wb * wc).astype(np.float32))[:, None]
+                        acc.addcmul_(torch.index_select(self._flat, 0, idx), w)
+        return out
+
+    def surface_flux(self, teff: np.ndarray, logg: np.ndarray, feh: np.ndarray) -> np.ndarray:
+        return torch.pow(10.0, self.log_surface_flux(teff, logg, feh)).numpy()
+
+
+class BandFluxLibrary(SpectralLibrary):
+    """Band-averaged surface fluxes from an astroARIADNE-style table.
+
+    The CSV has index columns ``logg, teff, feh`` and one column per band with the
+    band-averaged surface flux in erg s⁻¹ cm⁻² µm⁻¹ (converted to per Å here). Values are
+    interpolated linearly in log flux on the regular (feh, teff, logg) grid.
+
+    Args:
+        table: ``"CK04"``, ``"Kurucz"`` or a CSV path.
+        bands: Columns to keep (default: all).
+        out_of_grid: ``"raise"`` or ``"clip"``.
+    """
+
+    name = "bandflux"
+    kind = "bands"
+
+    def __init__(
+        self,
+        table: str | os.PathLike = "CK04",
+        bands: list[str] | None = None,
+        out_of_grid: OutOfGrid = "raise",
+    ) -> None:
+        super().__init__(out_of_grid)
+        import pandas as pd
+
+        if str(table) in ("CK04", "Kurucz"):
+            path = find_data(f"atmospheres/bandflux/{table}_DF.csv")
+        else:
+            path = Path(table)
+        try:
+            df = pd.read_csv(path)
+        except (OSError, ValueError) as err:
+            raise OSError(f"cannot read band-flux table {path}: {err}") from None
+        missing = {"logg", "teff", "feh"} - set(df.columns)
+        if missing:
+            raise ValueError(f"{path}: band-flux table lacks the columns {sorted(missing)}")
+        all_bands = [c for c in df.columns if c not in ("logg", "teff", "feh")]
+        bands = all_bands if bands is None else list(bands)
+        unknown = [b for b in bands if b not in all_bands]
+        if unknown:
+            raise ValueError(f"{path}: unknown bands {unknown}; the table has {all_bands}")
+        self.band_names = bands
+        self.teff_grid = np.unique(df["teff"].to_numpy(float))
+        self.logg_grid = np.unique(df["logg"].to_numpy(float))
+        self.feh_grid = np.unique(df["feh"].to_numpy(float))
+        cube = np.full(
+            (len(self.feh_grid), len(self.teff_grid), len(self.logg_grid), len(bands)), np.nan
+        )
+        i = np.searchsorted(self.feh_grid, df["feh"].to_numpy(float))
+        j = np.searchsorted(self.teff_grid, df["teff"].to_numpy(float))
+        k = np.searchsorted(self.logg_grid, df["logg"].to_numpy(float))
+        vals = df[bands].to_numpy(float) * 1e-4  # per µm → per Å
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cube[i, j, k] = np.where(vals > 0, np.log10(vals), np.nan)
+        self._cube = cube
+        self.valid = np.all(np.isfinite(cube), axis=-1)
+        from .bandpasses import pivot_wavelength
+
+        self.wave_aa = np.array([pivot_wavelength(b) for b in bands])
+        self.bounds = {
+            "teff": (self.teff_grid[0], self.teff_grid[-1]),
+            "logg": (self.logg_grid[0], self.logg_grid[-1]),
+            "feh": (self.feh_grid[0], self.feh_grid[-1]),
+        }
+
+    def surface_flux(self, teff: np.ndarray, logg: np.ndarray, feh: np.ndarray) -> np.ndarray:
+        teff, logg, feh = self._prepare(teff, logg, feh)
+        it, wt = _axis_weights(self.teff_grid, teff)
+        i_f, wf = _axis_weights(self.feh_grid, feh)
+        ig, wg = _axis_weights(self.logg_grid, logg)
+        out = np.zeros((len(teff), len(self.band_names)))
+        ok = np.ones(len(teff), bool)
+        for a, wa in ((0, 1 - wf), (1, wf)):
+            for b, wb in ((0, 1 - wt), (1, wt)):
+                for c, wc in ((0, 1 - wg), (1, wg)):
+                    w = wa * wb * wc
+                    v = self._cube[i_f + a, it + b, ig + c]
+                    ok &= np.all(np.isfinite(v), axis=1) | (w == 0)
+                    out += w[:, None] * np.nan_to_num(v)
+        if not ok.all():
+            k = int(np.argmin(ok))
+            raise OutOfGridError(
+                f"bandflux: {int((~ok).sum())} stars fall where the table has no models (e.g. "
+                f"teff={teff[k]:.0f}, logg={logg[k]:.2f}, feh={feh[k]:.2f})"
+            )
+        return (10.0**out).astype(np.float32)
+
+
+class PlanckLibrary(SpectralLibrary):
+    """Black bodies, surface flux π B_λ(T_eff); log g and [M/H] are accepted and ignored.
+
+    Args:
+        wave_range_aa: Range of the log-spaced wavelength grid (Å).
+        num: Number of wavelengths.
+    """
+
+    name = "planck"
+
+    def __init__(
+        self,
+        wave_range_aa: tuple[float, float] = (900.0, 350_000.0),
+        num: int = 2000,
+        out_of_grid: OutOfGrid = "raise",
+    ) -> None:
+        super().__init__(out_of_grid)
+        self.wave_aa = np.geomspace(wave_range_aa[0], wave_range_aa[1], num)
+        self.bounds = {"teff": (100.0, 1e6), "logg": (-10.0, 10.0), "feh": (-10.0, 10.0)}
+
+    def surface_flux(self, teff: np.ndarray, logg: np.ndarray, feh: np.ndarray) -> np.ndarray:
+        teff, _, _ = self._prepare(teff, logg, feh)
+        lam_cm = self.wave_aa * 1e-8
+        x = H_CGS * C_AA_S * 1e-8 / (lam_cm[None, :] * K_CGS * teff[:, None])
+        with np.errstate(over="ignore"):
+            b_lam = 2 * H_CGS * (C_AA_S * 1e-8) ** 2 / lam_cm**5 / np.expm1(x)  # per cm
+        return (np.pi * b_lam * 1e-8).astype(np.float32)  # per Å
+
+
+def make_library(name: str, **kwargs: object) -> SpectralLibrary:
+    """Build a library by name: ``ck04``, ``bandflux``, ``planck``."""
+    classes = {"ck04": CK04Library, "bandflux": BandFluxLibrary, "planck": PlanckLibrary}
+    try:
+        cls = classes[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown spectral library {name!r}; valid libraries are: {', '.join(classes)}"
+        ) from None
+    return cls(**kwargs)  # type: ignore[arg-type]
