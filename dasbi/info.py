@@ -62,14 +62,14 @@ def config_schema(cls: type, prefix: str = "") -> list[dict[str, Any]]:
 def describe_system(schema: str | None = None) -> dict[str, Any] | list[dict[str, Any]]:
     if schema:
         return config_schema(_config_class(schema))
-    from simulators import SIMULATORS
+    from simulators.registry import names as simulator_names
 
     from .bench import BENCHMARKS
 
     return {
         "versions": package_versions(),
         "machine": machine_info(),
-        "simulators": sorted(SIMULATORS),
+        "simulators": simulator_names(),
         "benchmarks": sorted(BENCHMARKS),
     }
 

@@ -29,7 +29,7 @@ __all__ = ["Node", "NodeSet", "THETA"]
 THETA = "theta"
 Kind = Literal["parameter", "observable"]
 Role = Literal["diffuse", "context"]
-_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-\[\]]*$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-\[\]]*$")
 
 
 @dataclass(frozen=True)

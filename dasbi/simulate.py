@@ -8,6 +8,7 @@ the run was interrupted and resumed.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -77,9 +78,21 @@ def _nodes_of(sim: Any) -> NodeSet:
     return NodeSet(Node.from_dict(d) for d in sim.nodes())
 
 
+_CACHE: dict[str, Any] = {}
+
+
+def _cached_simulator(options: dict[str, Any]) -> Any:
+    """One simulator instance per process and option set (loading grids is slow)."""
+    key = json.dumps(options, sort_keys=True, default=str)
+    if key not in _CACHE:
+        _CACHE.clear()
+        _CACHE[key] = build_simulator(options)
+    return _CACHE[key]
+
+
 def _simulate_chunk(options: dict[str, Any], seed: int, index: int, n: int) -> dict[str, Block]:
     """Simulate the rows of chunk ``index`` (top-level so process pools can pickle it)."""
-    sim = build_simulator(options)
+    sim = _cached_simulator(options)
     rng = np.random.default_rng([seed, index])
     out = sim(n, rng)
     blocks = {THETA: Block.exact(out.theta)}
@@ -101,7 +114,7 @@ def run_simulate(
     """
     out = Path(out)
     cfg = dataclasses.replace(cfg, simulator=resolve_simulator(cfg.simulator))
-    sim = build_simulator(cfg.simulator)
+    sim = _cached_simulator(cfg.simulator)
     nodes = _nodes_of(sim)
     # workers and backend do not change the result, so they are not part of the fingerprint
     fp = fingerprint(

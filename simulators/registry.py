@@ -22,11 +22,26 @@ for _cls in (TwoMoons, GaussianLinear, SLCP):
     register(_cls)
 
 
+def names() -> list[str]:
+    """All registered simulator names."""
+    _lazy()
+    return sorted(SIMULATORS)
+
+
+def _lazy() -> None:
+    """Register the astronomical simulators (they import heavier packages)."""
+    if "field_stars" not in SIMULATORS:
+        from .stars import FieldStars
+
+        register(FieldStars)
+
+
 def get_simulator(name: str) -> type[Simulator]:
     """The simulator class registered as ``name``."""
+    _lazy()
     try:
         return SIMULATORS[name]
     except KeyError:
         raise ValueError(
-            f"unknown simulator {name!r}; valid simulators are: {', '.join(sorted(SIMULATORS))}"
+            f"unknown simulator {name!r}; valid simulators are: {', '.join(names())}"
         ) from None

@@ -148,6 +148,14 @@ class CK04Library(SpectralLibrary):
         folders = sorted(p for p in Path(root).iterdir() if self._FOLDER.match(p.name))
         if not folders:
             raise FileNotFoundError(f"{root} holds no ck[mp]NN folders: not a CDBS ck04 grid")
+        cache = _cache_file(root, folders, wave_range_aa)
+        if cache is not None and cache.exists():
+            try:
+                with np.load(cache, allow_pickle=False) as z:
+                    self._setup(z["wave"], z["cube"], z["feh"], z["teff"], z["logg"])
+                return
+            except (OSError, KeyError, ValueError):
+                cache.unlink(missing_ok=True)
         fehs, teffs = [], set()
         for f in folders:
             sign, num = self._FOLDER.match(f.name).groups()
@@ -210,6 +218,26 @@ class CK04Library(SpectralLibrary):
                 [cube[..., : start + 1], tail[..., k] * (1 - f) + tail[..., k + 1] * f], axis=-1
             )
             wave = new_wave
+        if cache is not None:
+            _save_cache(
+                cache,
+                wave=wave,
+                cube=cube,
+                feh=self.feh_grid,
+                teff=self.teff_grid,
+                logg=self.logg_grid,
+            )
+        self._setup(wave, cube, self.feh_grid, self.teff_grid, self.logg_grid)
+
+    def _setup(
+        self,
+        wave: np.ndarray,
+        cube: np.ndarray,
+        feh: np.ndarray,
+        teff: np.ndarray,
+        logg: np.ndarray,
+    ) -> None:
+        self.feh_grid, self.teff_grid, self.logg_grid = feh, teff, logg
         self.wave_aa = wave
         self._flat = torch.from_numpy(np.nan_to_num(cube, nan=-40.0)).reshape(-1, len(wave))
         self.valid = ~np.isnan(cube[..., 0])  # (feh, teff, logg)
@@ -265,6 +293,31 @@ class CK04Library(SpectralLibrary):
 
     def surface_flux(self, teff: np.ndarray, logg: np.ndarray, feh: np.ndarray) -> np.ndarray:
         return torch.pow(10.0, self.log_surface_flux(teff, logg, feh)).numpy()
+
+
+def _cache_file(root: Path, folders: list[Path], wave_range: tuple[float, float]) -> Path | None:
+    """A cache path keyed by the grid's files (names, sizes, mtimes) and the range."""
+    import hashlib
+
+    base = os.environ.get("DASBI_CACHE", str(Path.home() / ".cache" / "dasbi"))
+    if base in ("", "0", "off"):
+        return None
+    h = hashlib.sha256(f"{Path(root).resolve()}|{wave_range}|v1".encode())
+    for folder in folders:
+        for f in sorted(folder.iterdir()):
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
+    return Path(base) / f"ck04_{h.hexdigest()[:16]}.npz"
+
+
+def _save_cache(path: Path, **arrays: np.ndarray) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # the cache is an optimisation only
 
 
 class BandFluxLibrary(SpectralLibrary):

@@ -1,0 +1,347 @@
+r"""Field stars: Galactic population → isochrones → SED → dust → survey photometry, parallax, XP.
+
+θ per star: T_eff [K], log g, [Fe/H], radius [R_sun], distance [pc], A_V [mag] (and R(V)
+when ``rv_sigma > 0``). The prior is the analytic Milky Way of :mod:`simulators.galaxy` in a
+cone on the sky, restricted to stars brighter than ``mag_limit`` in Gaia G: candidates are
+drawn from the population, their parameters come from the isochrones, and those fainter than
+the limit (or outside the spectral library's grid, or dead) are rejected.
+
+x per star: magnitudes in the configured bands with survey noise and depths
+(:mod:`simulators.instruments`), the parallax with a Gaia-like error, and optionally the
+Gaia XP spectrum as a context node.
+
+The SED pipeline per star is: interpolate log10 F_λ in the library, add
+2 log10(R/d) and -0.4 A(λ) (one pass, in log space), exponentiate, then one matmul for all
+bands and one for the XP spectrum.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from .base import ObsBlock, Simulator
+from .instruments import BandSpec, Spectrograph, observe_photometry, parallax_error_mas
+from .units import PC_CM, RSUN_CM
+
+__all__ = ["DEFAULT_BANDS", "FieldStars", "FieldStarsConfig", "StellarSED"]
+
+# 5σ depths and floors typical of each survey (Vega magnitudes)
+DEFAULT_BANDS: dict[str, dict[str, float]] = {
+    "gaia_G": {"depth": 20.7, "floor": 0.003},
+    "gaia_BP": {"depth": 20.5, "floor": 0.005},
+    "gaia_RP": {"depth": 19.8, "floor": 0.005},
+    "2mass_J": {"depth": 16.8, "floor": 0.02},
+    "2mass_H": {"depth": 16.1, "floor": 0.02},
+    "2mass_Ks": {"depth": 15.5, "floor": 0.02},
+    "wise_W1": {"depth": 17.0, "floor": 0.02},
+    "wise_W2": {"depth": 15.8, "floor": 0.02},
+    "wise_W3": {"depth": 11.5, "floor": 0.04},
+    "wise_W4": {"depth": 8.0, "floor": 0.06},
+    "irac_1": {"depth": 18.0, "floor": 0.03},
+    "irac_2": {"depth": 17.5, "floor": 0.03},
+    "irac_3": {"depth": 15.5, "floor": 0.04},
+    "irac_4": {"depth": 14.5, "floor": 0.04},
+    "mips_24": {"depth": 10.5, "floor": 0.06},
+}
+
+
+@dataclass
+class FieldStarsConfig:
+    """Options of :class:`FieldStars` (the ``simulator:`` section of a simulate config)."""
+
+    library: Literal["ck04", "planck"] = field(
+        default="ck04",
+        metadata={"help": "spectral library (ck04 needs the CDBS grid; planck is embedded)"},
+    )
+    library_path: str | None = field(default=None, metadata={"help": "ck04models folder"})
+    isochrones: Literal["mist", "parsec"] = "mist"
+    extinction_law: str = field(default="G23", metadata={"help": "dust_extinction law"})
+    rv_mean: float = field(default=3.1, metadata={"ge": 2.3, "le": 5.6})
+    rv_sigma: float = field(
+        default=0.0, metadata={"ge": 0.0, "le": 1.0, "help": "> 0: per-star R(V) in θ"}
+    )
+    l: float = field(default=90.0, metadata={"ge": 0.0, "le": 360.0, "help": "cone centre [deg]"})
+    b: float = field(default=30.0, metadata={"ge": -90.0, "le": 90.0})
+    radius: float = field(default=2.0, metadata={"gt": 0.0, "le": 90.0, "help": "cone [deg]"})
+    d_max: float = field(default=20_000.0, metadata={"gt": 0.0, "help": "pc"})
+    dust_kappa: float = field(default=0.7, metadata={"ge": 0.0, "help": "mag/kpc in the plane"})
+    mag_limit: float = field(default=17.0, metadata={"help": "Gaia G limit of the sample"})
+    m_min: float = field(default=0.1, metadata={"ge": 0.07, "help": "smallest stellar mass"})
+    bands: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {k: dict(v) for k, v in DEFAULT_BANDS.items()}
+    )
+    non_detection: Literal["missing", "upper_limit"] = "missing"
+    parallax: bool = True
+    parallax_error_factor: float = field(default=1.0, metadata={"gt": 0.0})
+    xp: bool = field(default=False, metadata={"help": "add Gaia XP spectra (context node)"})
+    missing_prob: float = field(default=0.0, metadata={"ge": 0.0, "le": 0.95})
+
+    def __post_init__(self) -> None:
+        from .bandpasses import get_filter
+
+        if "gaia_G" not in self.bands:
+            raise ValueError("bands must include gaia_G (the sample's magnitude limit)")
+        for name, spec in self.bands.items():
+            get_filter(name)
+            unknown = set(spec) - {"depth", "floor", "non_detection"}
+            if unknown:
+                raise ValueError(
+                    f"bands.{name}: unknown keys {sorted(unknown)}; valid: depth, "
+                    "floor, non_detection"
+                )
+
+
+class StellarSED:
+    """Library + dust + photometry (+ spectrograph), evaluated together in log space."""
+
+    def __init__(
+        self, library: Any, bands: list[str], law: str = "G23", spectrograph: str | None = None
+    ) -> None:
+        from .bandpasses import Photometry
+        from .dust import ExtinctionCurve
+
+        self.library = library
+        self.phot = Photometry(bands, library.wave_aa)
+        self.dust = ExtinctionCurve(law, library.wave_aa)
+        self.xp = None
+        if spectrograph:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the XP sampling warning is documented
+                self.xp = Spectrograph(spectrograph, library.wave_aa)
+
+    def flux(
+        self,
+        teff: np.ndarray,
+        logg: np.ndarray,
+        feh: np.ndarray,
+        radius: np.ndarray,
+        distance: np.ndarray,
+        av: np.ndarray,
+        rv: np.ndarray | float = 3.1,
+    ) -> torch.Tensor:
+        """(N, W) observed F_λ with extinction."""
+        if hasattr(self.library, "log_surface_flux"):
+            logf = self.library.log_surface_flux(teff, logg, feh)
+        else:
+            logf = torch.log10(torch.from_numpy(self.library.surface_flux(teff, logg, feh)))
+        scale = 2 * np.log10(np.asarray(radius) * RSUN_CM / (np.asarray(distance) * PC_CM))
+        logf += torch.from_numpy(np.ravel(scale).astype(np.float32))[:, None]
+        logf -= 0.4 * self.dust.a_lambda(av, rv)
+        return torch.pow(10.0, logf)
+
+    def magnitudes(self, flux: torch.Tensor) -> np.ndarray:
+        return self.phot.magnitudes(flux)
+
+
+class FieldStars(Simulator):
+    """Magnitude-limited field stars in a cone of the analytic Milky Way."""
+
+    name = "field_stars"
+    config_class = FieldStarsConfig
+
+    def __init__(self, config: Any | None = None) -> None:
+        super().__init__(config)
+        from .galaxy import ExponentialDust, GalaxyModel
+        from .isochrones import IsochroneGrid
+        from .spectra import CK04Library, PlanckLibrary
+
+        c = self.config
+        lib = (
+            CK04Library(c.library_path)
+            if c.library == "ck04"
+            else PlanckLibrary(wave_range_aa=(3000.0, 320_000.0))
+        )
+        self.bands = list(c.bands)
+        self.band_specs = [
+            BandSpec(**{"non_detection": c.non_detection, **c.bands[b]}) for b in self.bands
+        ]
+        self.sed = StellarSED(lib, self.bands, c.extinction_law, "gaia_xp" if c.xp else None)
+        self.iso = IsochroneGrid(c.isochrones)
+        self.galaxy = GalaxyModel()
+        self.dust = ExponentialDust(kappa_mag_per_kpc=c.dust_kappa)
+        self._weights: dict[str, float] | None = None
+        self._g = self.bands.index("gaia_G")
+
+    # -- declarations ------------------------------------------------------------------
+    @property
+    def theta_names(self) -> list[str]:
+        names = ["teff", "logg", "feh", "radius", "distance", "av"]
+        return names + (["rv"] if self.config.rv_sigma > 0 else [])
+
+    def nodes(self) -> list[dict[str, Any]]:
+        lib = self.sed.library
+        spec = {
+            "teff": dict(
+                unit="K", transform="log10", low=lib.bounds["teff"][0], high=lib.bounds["teff"][1]
+            ),
+            "logg": dict(unit="dex"),
+            "feh": dict(unit="dex"),
+            "radius": dict(unit="solRad", transform="log10"),
+            "distance": dict(unit="pc", transform="log10"),
+            "av": dict(unit="mag", low=0.0),
+            "rv": dict(unit="", low=2.3, high=5.6),
+        }
+        out = [
+            dict(name=n, kind="parameter", modality="theta", **spec[n]) for n in self.theta_names
+        ]
+        out += [
+            dict(name=b, kind="observable", modality="photometry", unit="mag") for b in self.bands
+        ]
+        if self.config.parallax:
+            out.append(dict(name="parallax", kind="observable", modality="astrometry", unit="mas"))
+        if self.config.xp:
+            out.append(
+                dict(
+                    name="xp_spectrum",
+                    kind="observable",
+                    modality="xp",
+                    unit="W m-2 nm-1",
+                    role="context",
+                    size=len(self.sed.xp.wave_nm),
+                )
+            )
+        return out
+
+    def edges(self) -> list[tuple[str, str]]:
+        out = [(p, b) for p in self.theta_names for b in self.bands]
+        if self.config.parallax:
+            out.append(("distance", "parallax"))
+        return out
+
+    def group_attrs(self) -> dict[str, dict[str, Any]]:
+        return {"xp": {"wavelength_nm": self.sed.xp.wave_nm}} if self.config.xp else {}
+
+    # -- prior and simulator -----------------------------------------------------------
+    def _candidates(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        from .galaxy import sample_stars
+
+        c = self.config
+        if self._weights is None:
+            self._weights = self.galaxy.expected_counts(c.l, c.b, c.radius, c.d_max, c.m_min)
+        s = sample_stars(self.galaxy, n, c.l, c.b, c.radius, c.d_max, rng, c.m_min, self._weights)
+        lo, hi = self.iso.bounds["feh"]
+        feh = np.clip(s["feh"], lo, hi)
+        props = self.iso.interpolate(s["mass"], s["log_age"], feh)
+        av = self.dust.av(s["l"], s["b"], s["distance"])
+        rv = (
+            np.clip(c.rv_mean + c.rv_sigma * rng.standard_normal(n), 2.3, 5.6)
+            if c.rv_sigma > 0
+            else np.full(n, c.rv_mean)
+        )
+        theta = {
+            "teff": props["teff"],
+            "logg": props["logg"],
+            "feh": feh,
+            "radius": props["radius"],
+            "distance": s["distance"],
+            "av": av,
+            "rv": rv,
+        }
+        ok = np.all([np.isfinite(v) for v in theta.values()], axis=0)
+        lib = self.sed.library
+        for key in ("teff", "logg", "feh"):
+            lo, hi = lib.bounds[key]
+            ok &= (theta[key] >= lo) & (theta[key] <= hi)
+        if hasattr(lib, "_logg_min"):  # CK04 holes at low log g
+            from .spectra import _axis_weights
+
+            it, _ = _axis_weights(lib.teff_grid, np.clip(theta["teff"], *lib.bounds["teff"]))
+            iz, _ = _axis_weights(lib.feh_grid, np.clip(theta["feh"], *lib.bounds["feh"]))
+            need = np.max(
+                np.stack([lib._logg_min[iz + a, it + b] for a in (0, 1) for b in (0, 1)]), axis=0
+            )
+            ok &= theta["logg"] >= need
+        return {k: v[ok] for k, v in theta.items()}
+
+    def _draw(
+        self, n: int, rng: np.random.Generator
+    ) -> tuple[dict[str, np.ndarray], torch.Tensor, np.ndarray]:
+        """n accepted stars: θ dict, their SEDs and true magnitudes."""
+        kept: list[tuple[dict[str, np.ndarray], torch.Tensor, np.ndarray]] = []
+        have, rate, tries = 0, 0.2, 0
+        while have < n:
+            tries += 1
+            if tries > 200:
+                raise RuntimeError(
+                    f"field_stars: only {have} of {n} stars brighter than G = "
+                    f"{self.config.mag_limit} after 200 batches; raise mag_limit or m_min"
+                )
+            k = int(min(max((n - have) / max(rate, 1e-3) * 1.2, 256), 200_000))
+            th = self._candidates(k, rng)
+            if len(th["teff"]) == 0:
+                rate = max(rate / 4, 1e-4)
+                continue
+            flux = self.sed.flux(
+                th["teff"], th["logg"], th["feh"], th["radius"], th["distance"], th["av"], th["rv"]
+            )
+            mags = self.sed.magnitudes(flux)
+            sel = mags[:, self._g] <= self.config.mag_limit
+            rate = max(sel.sum() / k, 1e-4)
+            idx = np.nonzero(sel)[0]
+            kept.append(({key: v[idx] for key, v in th.items()}, flux[idx], mags[idx]))
+            have += len(idx)
+        theta = {key: np.concatenate([t[0][key] for t in kept])[:n] for key in kept[0][0]}
+        flux = torch.cat([t[1] for t in kept])[:n]
+        mags = np.concatenate([t[2] for t in kept])[:n]
+        return theta, flux, mags
+
+    def sample_prior(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        theta, _, _ = self._draw(n, rng)
+        return np.stack([theta[k] for k in self.theta_names], axis=1)
+
+    def _observe(
+        self,
+        theta: dict[str, np.ndarray],
+        flux: torch.Tensor,
+        mags: np.ndarray,
+        rng: np.random.Generator,
+    ) -> dict[str, ObsBlock]:
+        c = self.config
+        values, errors, observed, upper = observe_photometry(mags, self.band_specs, rng)
+        out = {"photometry": ObsBlock(values, errors, observed, upper)}
+        if c.parallax:
+            err = parallax_error_mas(mags[:, self._g], c.parallax_error_factor)
+            plx = 1000.0 / theta["distance"] + err * rng.standard_normal(len(err))
+            out["astrometry"] = ObsBlock(plx[:, None], err[:, None], True, False)
+        if c.xp:
+            spec, err = self.sed.xp.observe(flux, mags[:, self._g], rng)
+            out["xp"] = ObsBlock(spec, err, True, False)
+        if c.missing_prob > 0:
+            for key in ("photometry", "astrometry"):
+                if key in out:
+                    block = out[key]
+                    out[key] = block.apply_missing(rng.random(block.values.shape) < c.missing_prob)
+        return out
+
+    def simulate(self, theta: np.ndarray, rng: np.random.Generator) -> dict[str, ObsBlock]:
+        theta = np.asarray(theta, np.float64)
+        names = self.theta_names
+        if theta.ndim != 2 or theta.shape[1] != len(names):
+            raise ValueError(
+                f"field_stars: theta must have shape (N, {len(names)}) for "
+                f"{names}, got {theta.shape}"
+            )
+        if not np.all(np.isfinite(theta)):
+            raise ValueError("field_stars: theta contains NaN or inf")
+        th = {k: theta[:, i] for i, k in enumerate(names)}
+        th.setdefault("rv", np.full(len(theta), self.config.rv_mean))
+        for key in ("radius", "distance"):
+            if np.any(th[key] <= 0):
+                raise ValueError(f"field_stars: {key} must be > 0")
+        flux = self.sed.flux(
+            th["teff"], th["logg"], th["feh"], th["radius"], th["distance"], th["av"], th["rv"]
+        )
+        return self._observe(th, flux, self.sed.magnitudes(flux), rng)
+
+    def __call__(self, n: int, rng: np.random.Generator) -> Any:
+        from .base import SimOutput
+
+        theta, flux, mags = self._draw(n, rng)
+        x = self._observe(theta, flux, mags, rng)
+        arr = np.stack([theta[k] for k in self.theta_names], axis=1).astype(np.float32)
+        return SimOutput(theta=arr, x=x)
