@@ -65,7 +65,9 @@ class FieldStarsConfig:
     rv_sigma: float = field(
         default=0.0, metadata={"ge": 0.0, "le": 1.0, "help": "> 0: per-star R(V) in θ"}
     )
-    l: float = field(default=90.0, metadata={"ge": 0.0, "le": 360.0, "help": "cone centre [deg]"})
+    l: float = field(  # noqa: E741 - Galactic longitude
+        default=90.0, metadata={"ge": 0.0, "le": 360.0, "help": "cone centre [deg]"}
+    )
     b: float = field(default=30.0, metadata={"ge": -90.0, "le": 90.0})
     radius: float = field(default=2.0, metadata={"gt": 0.0, "le": 90.0, "help": "cone [deg]"})
     d_max: float = field(default=20_000.0, metadata={"gt": 0.0, "help": "pc"})

@@ -1,0 +1,217 @@
+"""`dasbi bench simulate`: stars per second of the forward model against a synphot loop.
+
+The timed pipeline is the one `dasbi simulate` runs for every star: SED interpolation in
+the spectral library, dust (G23 with per-star R(V)), photometry in 15 bands and the Gaia XP
+spectrum. The baseline runs the same stars one by one the usual way: the library spectrum,
+``dust_extinction.G23(Rv).extinguish``, a ``synphot.SourceSpectrum`` and
+``Observation.effstim("vegamag")`` per band, and ``np.interp`` onto the XP grid. Both sides
+use the same stars; the largest magnitude difference between them is reported too.
+
+A second measurement runs ``dasbi simulate`` for ``rss_stars`` stars in a subprocess and
+reports its peak resident memory.
+"""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import from_dict, param, to_dict
+from . import register_bench
+
+__all__ = ["SimulateBenchConfig", "bench_simulate"]
+
+BANDS = [
+    "gaia_G",
+    "gaia_BP",
+    "gaia_RP",
+    "2mass_J",
+    "2mass_H",
+    "2mass_Ks",
+    "wise_W1",
+    "wise_W2",
+    "wise_W3",
+    "wise_W4",
+    "irac_1",
+    "irac_2",
+    "irac_3",
+    "irac_4",
+    "mips_24",
+]
+
+
+@dataclass
+class SimulateBenchConfig:
+    """Settings of the simulate benchmark."""
+
+    model: str = param("stars", help="stars (field stars); yso arrives with the YSO model")
+    library: str = param("ck04", help="ck04 or planck")
+    num_stars: int = param(100_000, ge=100, help="stars in the timed batch")
+    repeats: int = param(3, ge=1, help="timed repetitions (the best is reported)")
+    synphot_stars: int = param(20, ge=1, help="stars in the synphot loop")
+    rss_stars: int = param(0, ge=0, help="stars for the peak-RSS run (0: skip)")
+    threads: int = param(2, ge=1, help="torch threads")
+    seed: int = param(0, ge=0)
+
+
+def _pipeline(sim: Any, th: dict[str, np.ndarray]) -> tuple[np.ndarray, torch.Tensor]:
+    flux = sim.sed.flux(
+        th["teff"], th["logg"], th["feh"], th["radius"], th["distance"], th["av"], th["rv"]
+    )
+    mags = sim.sed.magnitudes(flux)
+    xp = sim.sed.xp.convolve(flux)
+    return mags, xp
+
+
+def _synphot_star(
+    sim: Any, th: dict[str, np.ndarray], i: int, vega: Any, bandpasses: list[Any]
+) -> np.ndarray:
+    import astropy.units as u
+    from dust_extinction.parameter_averages import G23
+    from synphot import Observation, SourceSpectrum
+    from synphot.models import Empirical1D
+
+    from simulators.units import PC_CM, RSUN_CM
+
+    lib = sim.sed.library
+    wave = lib.wave_aa
+    flux = lib.surface_flux([th["teff"][i]], [th["logg"][i]], [th["feh"][i]])[0].astype(float)
+    flux *= (th["radius"][i] * RSUN_CM / (th["distance"][i] * PC_CM)) ** 2
+    flux *= G23(Rv=float(th["rv"][i])).extinguish(wave * u.AA, Av=float(th["av"][i]))
+    sp = SourceSpectrum(
+        Empirical1D,
+        points=wave * u.AA,
+        lookup_table=flux * u.Unit("erg/(s cm2 AA)"),
+        keep_neg=True,
+    )
+    mags = [
+        Observation(sp, bp, force="taper").effstim("vegamag", vegaspec=vega).value
+        for bp in bandpasses
+    ]
+    np.interp(sim.sed.xp.wave_nm * 10, wave, flux)
+    return np.array(mags)
+
+
+@register_bench("simulate")
+def bench_simulate(
+    quick: bool, options: dict[str, Any], progress: bool
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    import astropy.units as u
+    from synphot import SourceSpectrum, SpectralElement
+    from synphot.models import Empirical1D
+
+    from simulators.bandpasses import get_filter, vega_spectrum
+    from simulators.stars import FieldStars
+
+    if quick:
+        options = {"num_stars": 5000, "repeats": 1, "synphot_stars": 5, **options}
+    cfg = from_dict(SimulateBenchConfig, options)
+    if cfg.model != "stars":
+        raise ValueError(f"unknown model {cfg.model!r} for bench simulate; valid: stars")
+    torch.set_num_threads(cfg.threads)
+    sim = FieldStars(
+        {"library": cfg.library, "xp": True, "rv_sigma": 0.3, "bands": {b: {} for b in BANDS}}
+    )
+    rng = np.random.default_rng(cfg.seed)
+    parts: list[dict[str, np.ndarray]] = []
+    while sum(len(p["teff"]) for p in parts) < cfg.num_stars:
+        parts.append(sim._candidates(cfg.num_stars, rng))
+    th = {k: np.concatenate([p[k] for p in parts])[: cfg.num_stars] for k in parts[0]}
+    n = len(th["teff"])
+    _pipeline(sim, {k: v[:100] for k, v in th.items()})  # warm-up
+    best = np.inf
+    for _ in range(cfg.repeats):
+        t0 = time.perf_counter()
+        mags, _ = _pipeline(sim, th)
+        best = min(best, time.perf_counter() - t0)
+    vw, vf = vega_spectrum()
+    vega = SourceSpectrum(
+        Empirical1D, points=vw * u.AA, lookup_table=vf * u.Unit("erg/(s cm2 AA)")
+    )
+    bps = []
+    for b in BANDS:
+        f = get_filter(b)
+        bps.append(
+            SpectralElement(Empirical1D, points=f.wave_aa * u.AA, lookup_table=f.transmission)
+        )
+    k = min(cfg.synphot_stars, n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t0 = time.perf_counter()
+        ref = np.stack([_synphot_star(sim, th, i, vega, bps) for i in range(k)])
+        loop_s = time.perf_counter() - t0
+    diff = float(np.nanmax(np.abs(ref - mags[:k])))
+    dasbi_rate = n / best
+    synphot_rate = k / loop_s
+    results = [
+        {
+            "method": "dasbi",
+            "stars": n,
+            "seconds": round(best, 4),
+            "stars_per_s": round(dasbi_rate, 1),
+            "bands": len(BANDS),
+            "xp_pixels": 343,
+        },
+        {
+            "method": "synphot_loop",
+            "stars": k,
+            "seconds": round(loop_s, 4),
+            "stars_per_s": round(synphot_rate, 3),
+            "bands": len(BANDS),
+            "xp_pixels": 343,
+        },
+        {
+            "method": "ratio",
+            "speedup": round(dasbi_rate / synphot_rate, 1),
+            "max_abs_mag_difference": diff,
+        },
+    ]
+    if cfg.rss_stars:
+        results.append(_rss_run(cfg))
+    return to_dict(cfg), results
+
+
+def _rss_run(cfg: SimulateBenchConfig) -> dict[str, Any]:
+    """Peak RSS of `dasbi simulate` for rss_stars field stars (in a child process)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "rss.h5"
+        cmd = [
+            sys.executable,
+            "-m",
+            "dasbi.cli",
+            "simulate",
+            "--simulator",
+            "field_stars",
+            "--num",
+            str(cfg.rss_stars),
+            "--chunk-size",
+            "20000",
+            "--quiet",
+            "--set",
+            f"simulator.library={cfg.library}",
+            "--set",
+            "simulator.xp=true",
+            "--out",
+            str(out),
+        ]
+        t0 = time.perf_counter()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        subprocess.run(cmd, check=True, capture_output=True)
+        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        return {
+            "method": "dasbi simulate",
+            "stars": cfg.rss_stars,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "peak_rss_mb": round(max(peak_kb, before) / 1024, 1),
+            "file_mb": round(out.stat().st_size / 2**20, 1),
+        }
