@@ -28,6 +28,7 @@ from __future__ import annotations
 import abc
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -278,18 +279,21 @@ class CK04Library(SpectralLibrary):
         ig, wg = _axis_weights(self.logg_grid, logg)
         nt, ng = len(self.teff_grid), len(self.logg_grid)
         base = (i_f * nt + it) * ng + ig
-        out = torch.empty(len(teff), len(self.wave_aa), dtype=torch.float32)
-        for lo in range(0, len(teff), self.chunk):
-            sl = slice(lo, lo + self.chunk)
-            acc = out[sl]
-            acc.zero_()
-            for a, wa in ((0, 1 - wf[sl]), (1, wf[sl])):
-                for b, wb in ((0, 1 - wt[sl]), (1, wt[sl])):
-                    for c, wc in ((0, 1 - wg[sl]), (1, wg[sl])):
-                        idx = torch.from_numpy(base[sl] + (a * nt + b) * ng + c)
-                        w = torch.from_numpy((wa * wb * wc).astype(np.float32))[:, None]
-                        acc.addcmul_(torch.index_select(self._flat, 0, idx), w)
-        return out
+        offsets = np.array([(a * nt + b) * ng + c for a in (0, 1) for b in (0, 1)
+                            for c in (0, 1)])
+        weights = np.stack([wa * wb * wc for wa in (1 - wf, wf) for wb in (1 - wt, wt)
+                            for wc in (1 - wg, wg)], axis=1).astype(np.float32)
+        # the 8-corner interpolation as one sparse (N × grid) @ dense (grid × W) product
+        n = len(teff)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # sparse CSR support is flagged as beta
+            s = torch.sparse_csr_tensor(
+                torch.arange(0, 8 * n + 1, 8),
+                torch.from_numpy((base[:, None] + offsets[None, :]).ravel()),
+                torch.from_numpy(weights.ravel()),
+                (n, self._flat.shape[0]),
+            )
+            return s @ self._flat
 
     def surface_flux(self, teff: np.ndarray, logg: np.ndarray, feh: np.ndarray) -> np.ndarray:
         return torch.pow(10.0, self.log_surface_flux(teff, logg, feh)).numpy()

@@ -132,9 +132,21 @@ class StellarSED:
         else:
             logf = torch.log10(torch.from_numpy(self.library.surface_flux(teff, logg, feh)))
         scale = 2 * np.log10(np.asarray(radius) * RSUN_CM / (np.asarray(distance) * PC_CM))
-        logf += torch.from_numpy(np.ravel(scale).astype(np.float32))[:, None]
-        logf -= 0.4 * self.dust.a_lambda(av, rv)
-        return torch.pow(10.0, logf)
+        av = np.broadcast_to(np.asarray(av, np.float64), np.shape(scale))
+        if self.dust.linear is not False:
+            # log10 F += 2 log10(R/d) - 0.4 A_V [a + b (1/R_V - 1/3.1)] as one addmm
+            self.dust._check_rv(np.broadcast_to(rv, av.shape))
+            eps = 1 / np.broadcast_to(np.asarray(rv, np.float64), av.shape) - 1 / 3.1
+            if np.any(av < 0) or not np.all(np.isfinite(av)):
+                raise ValueError("A(V) must be finite and >= 0")
+            coef = np.stack([np.ravel(scale), -0.4 * av, -0.4 * av * eps], axis=1)
+            basis = torch.stack([torch.ones_like(self.dust._t_base), self.dust._t_base,
+                                 self.dust._t_slope])
+            logf.addmm_(torch.from_numpy(coef.astype(np.float32)), basis)
+        else:
+            logf += torch.from_numpy(np.ravel(scale).astype(np.float32))[:, None]
+            logf -= 0.4 * self.dust.a_lambda(av, rv)
+        return logf.mul_(np.log(10.0)).exp_()
 
     def magnitudes(self, flux: torch.Tensor) -> np.ndarray:
         return self.phot.magnitudes(flux)
