@@ -273,7 +273,7 @@ class Posterior:
             interval = Interval(
                 interval.lower.repeat_interleave(s, 0), interval.upper.repeat_interleave(s, 0)
             )
-            big = cache.expand(s)
+            big = cache.expand(s, shared=True)
             lat = sample_latents(
                 lambda x, sig, big=big: self.net.denoise(big, x, sig),
                 (big.lat_index.shape[0], idx.shape[1]),

@@ -279,10 +279,11 @@ class CK04Library(SpectralLibrary):
         ig, wg = _axis_weights(self.logg_grid, logg)
         nt, ng = len(self.teff_grid), len(self.logg_grid)
         base = (i_f * nt + it) * ng + ig
-        offsets = np.array([(a * nt + b) * ng + c for a in (0, 1) for b in (0, 1)
-                            for c in (0, 1)])
-        weights = np.stack([wa * wb * wc for wa in (1 - wf, wf) for wb in (1 - wt, wt)
-                            for wc in (1 - wg, wg)], axis=1).astype(np.float32)
+        offsets = np.array([(a * nt + b) * ng + c for a in (0, 1) for b in (0, 1) for c in (0, 1)])
+        weights = np.stack(
+            [wa * wb * wc for wa in (1 - wf, wf) for wb in (1 - wt, wt) for wc in (1 - wg, wg)],
+            axis=1,
+        ).astype(np.float32)
         # the 8-corner interpolation as one sparse (N × grid) @ dense (grid × W) product
         n = len(teff)
         with warnings.catch_warnings():

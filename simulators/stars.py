@@ -140,8 +140,9 @@ class StellarSED:
             if np.any(av < 0) or not np.all(np.isfinite(av)):
                 raise ValueError("A(V) must be finite and >= 0")
             coef = np.stack([np.ravel(scale), -0.4 * av, -0.4 * av * eps], axis=1)
-            basis = torch.stack([torch.ones_like(self.dust._t_base), self.dust._t_base,
-                                 self.dust._t_slope])
+            basis = torch.stack(
+                [torch.ones_like(self.dust._t_base), self.dust._t_base, self.dust._t_slope]
+            )
             logf.addmm_(torch.from_numpy(coef.astype(np.float32)), basis)
         else:
             logf += torch.from_numpy(np.ravel(scale).astype(np.float32))[:, None]

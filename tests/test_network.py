@@ -199,3 +199,26 @@ def test_preconditioning_limits():
 def test_config_validation():
     with pytest.raises(ValueError, match="divisible"):
         NetworkConfig(dim=30, heads=4)
+
+
+@pytest.mark.parametrize("use_graph", [False, True])
+def test_shared_prefix_attention_and_shared_noise_level_match_the_plain_path(use_graph):
+    net = make_net()
+    values, errors, state = inputs(b=4)
+    g = None
+    if use_graph:
+        g = GraphMasks("undirected", N, [(0, 2), (1, 3), (0, 4), (1, 5)])(state == OBSERVED)
+    cache = net.encode(values, errors, state, g)
+    plain = cache.expand(3)
+    shared = cache.expand(3, shared=True)
+    x = torch.randn(12, cache.lat_index.shape[1])
+    sigma = torch.full((12,), 0.8)
+    a = net.denoise(plain, x, sigma)
+    b = net.denoise(shared, x, sigma)
+    d = net.denoise(plain, x, sigma + torch.linspace(0, 1e-7, 12))  # per-row time path
+    valid = plain.lat_valid
+    torch.testing.assert_close(a[valid], b[valid], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(a, d, rtol=1e-5, atol=1e-6)
+    b.sum().backward()  # differentiable (guidance)
+    with pytest.raises(ValueError, match="already expanded"):
+        shared.expand(2)

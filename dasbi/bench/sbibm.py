@@ -67,6 +67,9 @@ class SbibmBenchConfig:
     train: dict[str, Any] = param(default_factory=dict, help="dasbi TrainConfig overrides")
     sbi_max_epochs: int | None = param(None, ge=1, help="cap on NPE/NPSE epochs (sbi: none)")
     seed: int = param(0, ge=0, help="seed of simulations and training")
+    partial_jsonl: str | None = param(
+        None, help="append every record to this JSON-lines file as soon as it is measured"
+    )
     threads: int = param(2, ge=1, help="torch threads")
 
 
@@ -132,6 +135,16 @@ def _c2st(reference: np.ndarray, samples: np.ndarray, kinds: list[str]) -> dict[
 
 def _log(msg: str) -> None:
     print(f"[bench sbibm] {msg}", file=sys.stderr, flush=True)
+
+
+def _record(cfg: SbibmBenchConfig, rec: dict[str, Any]) -> dict[str, Any]:
+    _log(str(rec))
+    if cfg.partial_jsonl:
+        import json
+
+        with open(cfg.partial_jsonl, "a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+    return rec
 
 
 @register_bench("sbibm")
@@ -211,8 +224,7 @@ def _run_dasbi(
                 "sampler": f"{post.sampler.method}-{post.sampler.steps}",
                 **_c2st(ref, s.numpy(), cfg.c2st),
             }
-            _log(str(rec))
-            out.append(rec)
+            out.append(_record(cfg, rec))
     return out
 
 
@@ -270,8 +282,7 @@ def _run_sbi(
                 "sampler": "default",
                 **_c2st(ref, s.numpy(), cfg.c2st),
             }
-            _log(str(rec))
-            out.append(rec)
+            out.append(_record(cfg, rec))
     return out
 
 
