@@ -168,26 +168,26 @@ def _lr_lambda(cfg: TrainConfig, total: int) -> Any:
 
 
 def _plot_history(history: list[dict[str, float]], path: Path) -> None:
+    """Loss curves as PNG (object-oriented matplotlib: no pyplot, no backend switch)."""
     import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    steps = [h["step"] for h in history]
-    ax.plot(steps, [h["train_loss"] for h in history], label="train (running mean)")
-    val = [(h["step"], h["val_loss"]) for h in history if h.get("val_loss") is not None]
-    if val:
-        ax.plot(*zip(*val, strict=True), "o-", label="validation (EMA weights)")
-    ax.set_xlabel("step")
-    ax.set_ylabel("denoising score-matching loss")
-    ax.set_yscale("log")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    with matplotlib.rc_context({"text.usetex": False}):
+        fig = Figure(figsize=(6, 3.5))
+        ax = fig.subplots()
+        steps = [h["step"] for h in history]
+        ax.plot(steps, [h["train_loss"] for h in history], label="train (running mean)")
+        val = [(h["step"], h["val_loss"]) for h in history if h.get("val_loss") is not None]
+        if val:
+            ax.plot(*zip(*val, strict=True), "o-", label="validation (EMA weights)")
+        ax.set_xlabel("step")
+        ax.set_ylabel("denoising score-matching loss")
+        ax.set_yscale("log")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=120)
 
 
 def train(

@@ -242,9 +242,15 @@ def _lsf_matrix(lib_nm: np.ndarray, out_nm: np.ndarray, fwhm: np.ndarray) -> tor
 
 def _gaiaxpy_sampling() -> np.ndarray:
     """gaiaxpy's default XP sampling grid in nm (336-1020 nm, 343 points)."""
+    import matplotlib
+
+    usetex = matplotlib.rcParams["text.usetex"]
     try:
         from gaiaxpy.core.config import load_xpmerge_from_xml
 
         return np.asarray(load_xpmerge_from_xml()[0], np.float64)
     except ImportError:  # pragma: no cover - gaiaxpy is a dependency
         return np.arange(336.0, 1020.0 + 1e-9, 2.0)
+    finally:
+        # importing gaiaxpy switches matplotlib to LaTeX text globally; undo that
+        matplotlib.rcParams["text.usetex"] = usetex
