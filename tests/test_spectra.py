@@ -13,15 +13,9 @@ from simulators.spectra import (
 )
 
 
-@pytest.fixture(scope="module")
-def ck04():
-    from tests.conftest import IN_CI, SHARED_DATA
-
-    if not (SHARED_DATA / "atmospheres" / "ck04models").is_dir():
-        if IN_CI:
-            pytest.fail("ck04models missing under CI")
-        pytest.skip("ck04models not present")
-    return CK04Library()
+@pytest.fixture
+def ck04(shared_data):
+    return CK04Library(shared_data / "atmospheres" / "ck04models")
 
 
 def test_ck04_reproduces_grid_nodes(ck04, shared_data):
