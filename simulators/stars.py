@@ -81,6 +81,10 @@ class FieldStarsConfig:
     parallax: bool = True
     parallax_error_factor: float = field(default=1.0, metadata={"gt": 0.0})
     xp: bool = field(default=False, metadata={"help": "add Gaia XP spectra (context node)"})
+    spectrographs: list[str] = field(
+        default_factory=list,
+        metadata={"help": "more spectra as context nodes: lamost, boss, apogee"},
+    )
     missing_prob: float = field(default=0.0, metadata={"ge": 0.0, "le": 0.95})
 
     def __post_init__(self) -> None:
@@ -176,6 +180,11 @@ class FieldStars(Simulator):
             BandSpec(**{"non_detection": c.non_detection, **c.bands[b]}) for b in self.bands
         ]
         self.sed = StellarSED(lib, self.bands, c.extinction_law, "gaia_xp" if c.xp else None)
+        unknown = [n for n in c.spectrographs if n not in ("lamost", "boss", "apogee")]
+        if unknown:
+            raise ValueError(f"unknown spectrographs {unknown}; valid: lamost, boss, apogee")
+        # these warn when the library is coarser than the instrument (CK04 always is)
+        self.spectrographs = {n: Spectrograph(n, lib.wave_aa) for n in c.spectrographs}
         self.iso = IsochroneGrid(c.isochrones)
         self.galaxy = GalaxyModel()
         self.dust = ExponentialDust(kappa_mag_per_kpc=c.dust_kappa)
@@ -220,6 +229,17 @@ class FieldStars(Simulator):
                     size=len(self.sed.xp.wave_nm),
                 )
             )
+        for name, sg in self.spectrographs.items():
+            out.append(
+                dict(
+                    name=f"{name}_spectrum",
+                    kind="observable",
+                    modality=name,
+                    unit="W m-2 nm-1",
+                    role="context",
+                    size=len(sg.wave_nm),
+                )
+            )
         return out
 
     def edges(self) -> list[tuple[str, str]]:
@@ -229,7 +249,9 @@ class FieldStars(Simulator):
         return out
 
     def group_attrs(self) -> dict[str, dict[str, Any]]:
-        return {"xp": {"wavelength_nm": self.sed.xp.wave_nm}} if self.config.xp else {}
+        out = {"xp": {"wavelength_nm": self.sed.xp.wave_nm}} if self.config.xp else {}
+        out.update({n: {"wavelength_nm": sg.wave_nm} for n, sg in self.spectrographs.items()})
+        return out
 
     # -- prior and simulator -----------------------------------------------------------
     def _candidates(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -326,6 +348,9 @@ class FieldStars(Simulator):
         if c.xp:
             spec, err = self.sed.xp.observe(flux, mags[:, self._g], rng)
             out["xp"] = ObsBlock(spec, err, True, False)
+        for name, sg in self.spectrographs.items():
+            spec, err = sg.observe(flux, mags[:, self._g], rng)
+            out[name] = ObsBlock(spec, err, True, False)
         if c.missing_prob > 0:
             for key in ("photometry", "astrometry"):
                 if key in out:

@@ -78,3 +78,21 @@ def test_config_errors():
         FieldStars({"library": "planck", "bands": {"gaia_G": {}, "foo": {}}})
     with pytest.raises(ValueError, match="unknown keys"):
         FieldStars({"library": "planck", "bands": {"gaia_G": {"dpth": 3}}})
+
+
+def test_survey_spectrographs_add_context_nodes(rng):
+    with pytest.warns(UserWarning, match="coarser than half"):
+        sim = FieldStars(
+            {
+                "library": "planck",
+                "mag_limit": 14.0,
+                "spectrographs": ["lamost"],
+                "bands": {"gaia_G": {}},
+            }
+        )
+    out = sim(20, rng)
+    node = [n for n in sim.nodes() if n["name"] == "lamost_spectrum"][0]
+    assert node["role"] == "context" and out.x["lamost"].values.shape == (20, node["size"])
+    assert "wavelength_nm" in sim.group_attrs()["lamost"]
+    with pytest.raises(ValueError, match="unknown spectrographs"):
+        FieldStars({"library": "planck", "spectrographs": ["hires"]})
