@@ -38,6 +38,7 @@ References:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -45,6 +46,7 @@ __all__ = [
     "COMPONENTS",
     "sample_stars",
     "ExponentialDust",
+    "GridDustMap",
     "GalaxyModel",
     "Population",
     "imf_mean_mass",
@@ -259,6 +261,184 @@ class ExponentialDust:
             * np.exp(-(R - R_SUN) / self.h_r - np.abs(z) / self.h_z)
         )
         return np.trapezoid(dens, s, axis=-1)
+
+    def grid(
+        self,
+        l_range: tuple[float, float],
+        b_range: tuple[float, float],
+        d_max: float,
+        n_l: int = 41,
+        n_b: int | None = None,
+        n_dist: int = 257,
+        steps: int = 4096,
+    ) -> GridDustMap:
+        """Tabulates cumulative A_V on an (l, b, d) grid covering a sky region.
+
+        Sight lines are integrated once on ``steps`` log-spaced points (1 pc to d_max) and
+        stored at ``n_dist`` distances, so a star's A_V costs one trilinear interpolation
+        instead of an integral. ``n_b`` defaults to 41, or to a 0.05° spacing (at most 401
+        rows) when the region comes within 10° of the plane, where A_V changes quickly with
+        latitude. Used by :class:`~simulators.stars.FieldStars` for cones of radius ≤ 10°;
+        tested against :meth:`av` to 1 % (0.5 % away from the plane).
+        """
+        if n_b is None:
+            near_plane = b_range[0] < 10.0 and b_range[1] > -10.0
+            n_b = int(np.clip(np.ceil((b_range[1] - b_range[0]) / 0.05) + 1, 41, 401))
+            n_b = n_b if near_plane else 41
+        ls = np.linspace(*l_range, n_l)
+        bs = np.linspace(*b_range, n_b)
+        s = np.concatenate([[0.0], np.geomspace(1.0, d_max, steps)])
+        d = np.concatenate([[0.0], np.geomspace(1.0, d_max, n_dist - 1)])
+        idx = np.clip(np.searchsorted(s, d), 0, len(s) - 1)  # store at the nodes of s
+        ds = np.diff(s)
+        out = np.empty((n_l, n_b, n_dist))
+        for i, lv in enumerate(ls):  # one longitude row at a time bounds the memory
+            x, y, z = heliocentric_to_galactocentric(
+                np.full((n_b, 1), lv), bs[:, None], s[None, :]
+            )
+            dens = (
+                self.kappa_mag_per_kpc
+                / 1000.0
+                * np.exp(-(np.hypot(x, y) - R_SUN) / self.h_r - np.abs(z) / self.h_z)
+            )
+            cum = np.zeros_like(dens)
+            np.cumsum(0.5 * (dens[:, 1:] + dens[:, :-1]) * ds, axis=-1, out=cum[:, 1:])
+            out[i] = cum[:, idx]
+        return GridDustMap(ls, bs, s[idx], out)
+
+
+class GridDustMap:
+    """A user-supplied 3D dust map: cumulative A_V on a regular (l, b, distance) grid.
+
+    Values between grid points are interpolated trilinearly
+    (``scipy.interpolate.RegularGridInterpolator``). Longitudes are wrapped into the grid's
+    range; a query outside the grid in b or distance raises :class:`ValueError`, with
+    ``clip=True`` it is clipped to the edge instead.
+
+    Args:
+        l_deg: (nl,) increasing Galactic longitudes [deg].
+        b_deg: (nb,) increasing Galactic latitudes [deg].
+        d_pc: (nd,) increasing distances [pc], usually starting at 0.
+        av: (nl, nb, nd) cumulative A_V [mag] to each distance (non-decreasing in d).
+        clip: Clip out-of-grid queries instead of raising.
+    """
+
+    def __init__(
+        self,
+        l_deg: np.ndarray,
+        b_deg: np.ndarray,
+        d_pc: np.ndarray,
+        av: np.ndarray,
+        clip: bool = False,
+    ) -> None:
+        from scipy.interpolate import RegularGridInterpolator
+
+        axes = {"l": l_deg, "b": b_deg, "distance": d_pc}
+        axes = {k: np.asarray(v, np.float64) for k, v in axes.items()}
+        av = np.asarray(av, np.float64)
+        for k, v in axes.items():
+            if v.ndim != 1 or len(v) < 2 or not np.all(np.diff(v) > 0):
+                raise ValueError(
+                    f"dust map axis {k!r} must be 1-D, strictly increasing, with >= 2 points"
+                )
+            if not np.all(np.isfinite(v)):
+                raise ValueError(f"dust map axis {k!r} contains NaN or inf")
+        shape = tuple(len(v) for v in axes.values())
+        if av.shape != shape:
+            raise ValueError(
+                f"dust map 'av' has shape {av.shape}; expected (len(l), len(b), len(distance))"
+                f" = {shape}"
+            )
+        if not np.all(np.isfinite(av)) or np.any(av < 0):
+            raise ValueError("dust map 'av' must be finite and >= 0 everywhere")
+        if np.any(np.diff(av, axis=-1) < -1e-6):
+            raise ValueError(
+                "dust map 'av' must be cumulative: non-decreasing with distance along each "
+                "sight line (pass the integral of dA_V/ds, not the density)"
+            )
+        if axes["distance"][0] < 0:
+            raise ValueError("dust map distances must be >= 0 pc")
+        self.l_deg, self.b_deg, self.d_pc = axes["l"], axes["b"], axes["distance"]
+        self.av_grid = av
+        self.clip = clip
+        self._interp = RegularGridInterpolator(
+            (self.l_deg, self.b_deg, self.d_pc), av, bounds_error=False, fill_value=None
+        )
+
+    @classmethod
+    def from_file(cls, path: str | Path, clip: bool = False) -> GridDustMap:
+        """Reads a map from HDF5 (datasets l, b, distance, av), FITS (extensions L, B,
+        DISTANCE, AV) or ``.npz`` (arrays l, b, distance, av); distances in pc."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"dust map {path} does not exist")
+        keys = ("l", "b", "distance", "av")
+        suffix = "".join(path.suffixes).lower()
+        try:
+            if suffix.endswith((".h5", ".hdf5")):
+                import h5py
+
+                with h5py.File(path, "r") as f:
+                    missing = [k for k in keys if k not in f]
+                    if missing:
+                        raise ValueError(
+                            f"dust map {path}: missing datasets {missing}; need {list(keys)}"
+                        )
+                    arrays = [f[k][()] for k in keys]
+            elif suffix.endswith((".fits", ".fits.gz", ".fit")):
+                from astropy.io import fits
+
+                with fits.open(path) as hdul:
+                    names = {h.name.lower(): h for h in hdul}
+                    missing = [k for k in keys if k not in names]
+                    if missing:
+                        raise ValueError(
+                            f"dust map {path}: missing extensions "
+                            f"{[m.upper() for m in missing]}; need L, B, DISTANCE, AV"
+                        )
+                    arrays = [np.asarray(names[k].data) for k in keys]
+            elif suffix.endswith(".npz"):
+                with np.load(path, allow_pickle=False) as z:
+                    missing = [k for k in keys if k not in z]
+                    if missing:
+                        raise ValueError(
+                            f"dust map {path}: missing arrays {missing}; need {list(keys)}"
+                        )
+                    arrays = [z[k] for k in keys]
+            else:
+                raise ValueError(
+                    f"dust map {path}: unknown format {suffix!r}; use .h5/.hdf5, .fits or .npz"
+                )
+        except (OSError, EOFError) as err:
+            raise ValueError(f"dust map {path} could not be read ({err}); is it corrupt?") from err
+        return cls(*arrays, clip=clip)
+
+    def av(self, l_deg: np.ndarray, b_deg: np.ndarray, d_pc: np.ndarray) -> np.ndarray:
+        """Cumulative A_V [mag] to distance d towards (l, b)."""
+        l_deg, b_deg, d_pc = np.broadcast_arrays(
+            np.asarray(l_deg, np.float64), np.asarray(b_deg, np.float64), d_pc
+        )
+        lo = self.l_deg[0]
+        l_w = (l_deg - lo) % 360.0 + lo
+        pts = np.stack([l_w, b_deg, np.asarray(d_pc, np.float64)], axis=-1)
+        if self.clip:
+            for i, ax in enumerate((self.l_deg, self.b_deg, self.d_pc)):
+                pts[..., i] = np.clip(pts[..., i], ax[0], ax[-1])
+        else:
+            for i, (name, ax) in enumerate(
+                zip(("l", "b", "distance"), (self.l_deg, self.b_deg, self.d_pc), strict=True)
+            ):
+                tol = 1e-9 * max(1.0, abs(ax[-1]))
+                bad = (pts[..., i] < ax[0] - tol) | (pts[..., i] > ax[-1] + tol)
+                if np.any(bad):
+                    v = pts[..., i][bad][0]
+                    raise ValueError(
+                        f"dust map: {name} = {v:g} is outside the map's range "
+                        f"[{ax[0]:g}, {ax[-1]:g}]; use a map that covers the sky region and "
+                        "distances, or clip=True"
+                    )
+                pts[..., i] = np.clip(pts[..., i], ax[0], ax[-1])
+        return self._interp(pts)
 
 
 @dataclass

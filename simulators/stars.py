@@ -72,6 +72,13 @@ class FieldStarsConfig:
     radius: float = field(default=2.0, metadata={"gt": 0.0, "le": 90.0, "help": "cone [deg]"})
     d_max: float = field(default=20_000.0, metadata={"gt": 0.0, "help": "pc"})
     dust_kappa: float = field(default=0.7, metadata={"ge": 0.0, "help": "mag/kpc in the plane"})
+    dust_map: str | None = field(
+        default=None,
+        metadata={
+            "help": "3D dust map file (HDF5/FITS/npz with l, b, distance [pc], cumulative av) "
+            "replacing the exponential disc"
+        },
+    )
     mag_limit: float = field(default=17.0, metadata={"help": "Gaia G limit of the sample"})
     m_min: float = field(default=0.1, metadata={"ge": 0.07, "help": "smallest stellar mass"})
     bands: dict[str, dict[str, Any]] = field(
@@ -165,7 +172,7 @@ class FieldStars(Simulator):
 
     def __init__(self, config: Any | None = None) -> None:
         super().__init__(config)
-        from .galaxy import ExponentialDust, GalaxyModel
+        from .galaxy import ExponentialDust, GalaxyModel, GridDustMap
         from .isochrones import IsochroneGrid
         from .spectra import CK04Library, PlanckLibrary
 
@@ -187,7 +194,18 @@ class FieldStars(Simulator):
         self.spectrographs = {n: Spectrograph(n, lib.wave_aa) for n in c.spectrographs}
         self.iso = IsochroneGrid(c.isochrones)
         self.galaxy = GalaxyModel()
-        self.dust = ExponentialDust(kappa_mag_per_kpc=c.dust_kappa)
+        if c.dust_map:
+            self.dust = GridDustMap.from_file(c.dust_map)
+        else:
+            self.dust = ExponentialDust(kappa_mag_per_kpc=c.dust_kappa)
+            if c.radius <= 10.0:  # tabulate the sight lines of the cone once
+                top = abs(c.b) + c.radius
+                dl = 180.0 if top >= 89.0 else min(180.0, c.radius / np.cos(np.radians(top)))
+                self.dust = self.dust.grid(
+                    (c.l - dl - 0.01, c.l + dl + 0.01),
+                    (max(-90.0, c.b - c.radius - 0.01), min(90.0, c.b + c.radius + 0.01)),
+                    c.d_max,
+                )
         self._weights: dict[str, float] | None = None
         self._g = self.bands.index("gaia_G")
 

@@ -68,7 +68,9 @@ class SbibmBenchConfig:
     sbi_max_epochs: int | None = param(None, ge=1, help="cap on NPE/NPSE epochs (sbi: none)")
     seed: int = param(0, ge=0, help="seed of simulations and training")
     partial_jsonl: str | None = param(
-        None, help="append every record to this JSON-lines file as soon as it is measured"
+        None,
+        help="append every record to this JSON-lines file as soon as it is measured; a rerun "
+        "with the same file reuses the (task, budget, method) groups it already holds",
     )
     threads: int = param(2, ge=1, help="torch threads")
 
@@ -137,6 +139,37 @@ def _log(msg: str) -> None:
     print(f"[bench sbibm] {msg}", file=sys.stderr, flush=True)
 
 
+def _load_partial(cfg: SbibmBenchConfig) -> dict[tuple[str, int, str], list[dict[str, Any]]]:
+    """Records of an earlier, interrupted run of the same benchmark, grouped by method."""
+    import json
+
+    done: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
+    if not cfg.partial_jsonl or not Path(cfg.partial_jsonl).exists():
+        return done
+    with open(cfg.partial_jsonl) as fh:
+        for line in fh:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a crash
+                continue
+            key = (rec.get("task"), rec.get("budget"), rec.get("method"))
+            done.setdefault(key, []).append(rec)
+    return done
+
+
+def _reuse(
+    done: dict[tuple[str, int, str], list[dict[str, Any]]],
+    key: tuple[str, int, str],
+    wanted: list[int],
+) -> list[dict[str, Any]] | None:
+    """The earlier records of one group if they cover every wanted observation."""
+    recs = {r["observation"]: r for r in done.get(key, [])}
+    if all(k in recs for k in wanted):
+        _log(f"{key[0]} {key[1]} {key[2]}: reusing {len(wanted)} records from partial_jsonl")
+        return [recs[k] for k in wanted]
+    return None
+
+
 def _record(cfg: SbibmBenchConfig, rec: dict[str, Any]) -> dict[str, Any]:
     _log(str(rec))
     if cfg.partial_jsonl:
@@ -173,6 +206,7 @@ def bench_sbibm(
             raise ValueError(f"unknown method {m!r}; valid methods are: {', '.join(METHODS)}")
     torch.set_num_threads(cfg.threads)
     results: list[dict[str, Any]] = []
+    done = _load_partial(cfg)
     with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):
         for task in cfg.tasks:
             refs = {k: reference_files(task, k) for k in cfg.observations}
@@ -181,9 +215,9 @@ def bench_sbibm(
                     SimulateConfig, {"num": budget, "seed": cfg.seed, "simulator": {"name": task}}
                 )
                 data = run_simulate(sim_cfg, Path(tmp) / f"{task}_{budget}.h5", progress=False)
-                results += _run_dasbi(cfg, task, budget, data, refs, progress)
+                results += _run_dasbi(cfg, task, budget, data, refs, progress, done)
                 if "npe" in cfg.methods or "npse" in cfg.methods:
-                    results += _run_sbi(cfg, task, budget, data, refs)
+                    results += _run_sbi(cfg, task, budget, data, refs, done)
     summary = _summary(results)
     return to_dict(cfg), results, {"summary": summary, "summary_table": _table(summary)}
 
@@ -195,6 +229,7 @@ def _run_dasbi(
     data: Path,
     refs: dict[int, tuple[np.ndarray, np.ndarray]],
     progress: bool,
+    done: dict[tuple[str, int, str], list[dict[str, Any]]],
 ) -> list[dict[str, Any]]:
     if "dasbi" not in cfg.methods:
         return []
@@ -202,6 +237,10 @@ def _run_dasbi(
     for attention in cfg.attention:
         tcfg = from_dict(TrainConfig, {"seed": cfg.seed, **cfg.train, "attention": attention})
         method = "dasbi" if attention == "dense" else f"dasbi-{attention}"
+        earlier = _reuse(done, (task, budget, method), list(refs))
+        if earlier is not None:
+            out += earlier
+            continue
         result = train(data, tcfg, progress=progress)
         post = result.posterior
         _log(
@@ -234,6 +273,7 @@ def _run_sbi(
     budget: int,
     data: Path,
     refs: dict[int, tuple[np.ndarray, np.ndarray]],
+    done: dict[tuple[str, int, str], list[dict[str, Any]]],
 ) -> list[dict[str, Any]]:
     from sbi.inference import NPE, NPSE
 
@@ -247,6 +287,13 @@ def _run_sbi(
     out = []
     for method in ("npe", "npse"):
         if method not in cfg.methods:
+            continue
+        wanted = list(refs)
+        if method == "npse" and cfg.npse_observations is not None:
+            wanted = [k for k in refs if k in cfg.npse_observations]
+        earlier = _reuse(done, (task, budget, method), wanted)
+        if earlier is not None:
+            out += earlier
             continue
         torch.manual_seed(cfg.seed)
         inference = (
