@@ -122,36 +122,36 @@ def test_tabulated_exponential_dust_matches_the_integral(l0, b0, radius, tol, rn
     assert np.max(np.abs(got - ref)[m] / ref[m]) < tol
 
 
-def _write_map(path, l, b, d, av):
+def _write_map(path, lon, b, d, av):
     if path.suffix == ".h5":
         import h5py
 
         with h5py.File(path, "w") as f:
-            for k, v in zip(("l", "b", "distance", "av"), (l, b, d, av), strict=True):
+            for k, v in zip(("l", "b", "distance", "av"), (lon, b, d, av), strict=True):
                 f[k] = v
     elif path.suffix == ".fits":
         from astropy.io import fits
 
         hdus = [fits.PrimaryHDU()] + [
             fits.ImageHDU(np.asarray(v), name=k)
-            for k, v in zip(("L", "B", "DISTANCE", "AV"), (l, b, d, av), strict=True)
+            for k, v in zip(("L", "B", "DISTANCE", "AV"), (lon, b, d, av), strict=True)
         ]
         fits.HDUList(hdus).writeto(path)
     else:
-        np.savez(path, l=l, b=b, distance=d, av=av)
+        np.savez(path, l=lon, b=b, distance=d, av=av)
 
 
 @pytest.mark.parametrize("suffix", [".h5", ".fits", ".npz"])
 def test_user_dust_map_round_trip_and_interpolation(tmp_path, suffix):
     from simulators.galaxy import GridDustMap
 
-    l = np.array([350.0, 355.0, 360.0, 365.0])  # crosses l = 0
+    lon = np.array([350.0, 355.0, 360.0, 365.0])  # crosses l = 0
     b = np.array([-5.0, 0.0, 5.0])
     d = np.array([0.0, 1000.0, 2000.0])
     # A_V = 1 mag/kpc × d × (1 + b/10): linear in each axis, so trilinear is exact
     av = np.broadcast_to((d[None, :] / 1000.0) * (1 + b[:, None] / 10.0), (4, 3, 3)).copy()
     path = tmp_path / f"map{suffix}"
-    _write_map(path, l, b, d, av)
+    _write_map(path, lon, b, d, av)
     m = GridDustMap.from_file(path)
     got = m.av(np.array([2.0, 357.5]), np.array([2.5, -5.0]), np.array([1500.0, 500.0]))
     np.testing.assert_allclose(got, [1.5 * 1.25, 0.5 * 0.5], rtol=1e-12)
@@ -168,18 +168,18 @@ def test_user_dust_map_errors(tmp_path):
 
     from simulators.galaxy import GridDustMap
 
-    l, b, d = np.array([0.0, 10.0]), np.array([-1.0, 1.0]), np.array([0.0, 100.0])
+    lon, b, d = np.array([0.0, 10.0]), np.array([-1.0, 1.0]), np.array([0.0, 100.0])
     good = np.zeros((2, 2, 2))
     with pytest.raises(ValueError, match="strictly increasing"):
-        GridDustMap(l[::-1], b, d, good)
+        GridDustMap(lon[::-1], b, d, good)
     with pytest.raises(ValueError, match="expected"):
-        GridDustMap(l, b, d, np.zeros((2, 2, 3)))
+        GridDustMap(lon, b, d, np.zeros((2, 2, 3)))
     with pytest.raises(ValueError, match="non-decreasing with distance"):
-        GridDustMap(l, b, d, np.stack([np.ones((2, 2)), np.zeros((2, 2))], -1))
+        GridDustMap(lon, b, d, np.stack([np.ones((2, 2)), np.zeros((2, 2))], -1))
     with pytest.raises(ValueError, match="finite and >= 0"):
-        GridDustMap(l, b, d, np.full((2, 2, 2), np.nan))
+        GridDustMap(lon, b, d, np.full((2, 2, 2), np.nan))
     with h5py.File(tmp_path / "m.h5", "w") as f:
-        f["l"], f["b"], f["av"] = l, b, good
+        f["l"], f["b"], f["av"] = lon, b, good
     with pytest.raises(ValueError, match=r"missing datasets \['distance'\]"):
         GridDustMap.from_file(tmp_path / "m.h5")
     (tmp_path / "bad.h5").write_bytes(b"not an hdf5 file at all")

@@ -100,10 +100,10 @@ def test_survey_spectrographs_add_context_nodes(rng):
 
 def test_field_stars_with_a_user_dust_map(tmp_path):
     """A map with A_V = 2 mag everywhere beyond 10 pc gives every star A_V = 2."""
-    l, b = np.array([0.0, 180.0, 360.0]), np.array([-90.0, 0.0, 90.0])
+    lon, b = np.array([0.0, 180.0, 360.0]), np.array([-90.0, 0.0, 90.0])
     d = np.array([0.0, 10.0, 1e5])
     av = np.broadcast_to(np.array([0.0, 2.0, 2.0]), (3, 3, 3)).copy()
-    np.savez(tmp_path / "flat.npz", l=l, b=b, distance=d, av=av)
+    np.savez(tmp_path / "flat.npz", l=lon, b=b, distance=d, av=av)
     sim = FieldStars({"library": "planck", "dust_map": str(tmp_path / "flat.npz")})
     out = sim(200, np.random.default_rng(0))
     av_col = sim.theta_names.index("av")
