@@ -81,13 +81,31 @@ class FieldStarsConfig:
     )
     mag_limit: float = field(default=17.0, metadata={"help": "Gaia G limit of the sample"})
     m_min: float = field(default=0.1, metadata={"ge": 0.07, "help": "smallest stellar mass"})
-    bands: dict[str, dict[str, Any]] = field(
-        default_factory=lambda: {k: dict(v) for k, v in DEFAULT_BANDS.items()}
+    surveys: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "survey definitions (names in configs/surveys or YAML paths) giving the "
+            "bands, astrometry and spectra; empty: the embedded 15-band default"
+        },
+    )
+    bands: dict[str, dict[str, Any]] | None = field(
+        default=None,
+        metadata={
+            "help": "band -> {depth, floor, non_detection}; with surveys, per-band overrides "
+            "of theirs"
+        },
     )
     non_detection: Literal["missing", "upper_limit"] = "missing"
-    parallax: bool = True
-    parallax_error_factor: float = field(default=1.0, metadata={"gt": 0.0})
-    xp: bool = field(default=False, metadata={"help": "add Gaia XP spectra (context node)"})
+    parallax: bool | None = field(
+        default=None, metadata={"help": "observe parallaxes (default: yes, or as the surveys)"}
+    )
+    parallax_error_factor: float | None = field(
+        default=None, metadata={"gt": 0.0, "help": "× Gaia DR3-like σ_ϖ (default 1)"}
+    )
+    xp: bool | None = field(
+        default=None,
+        metadata={"help": "add Gaia XP spectra as a context node (default: no, or as surveys)"},
+    )
     spectrographs: list[str] = field(
         default_factory=list,
         metadata={"help": "more spectra as context nodes: lamost, boss, apogee"},
@@ -97,6 +115,29 @@ class FieldStarsConfig:
     def __post_init__(self) -> None:
         from .bandpasses import get_filter
 
+        self._survey_spectra: dict[str, Any] = {}
+        if self.surveys:
+            from .surveys import load_survey, merge_surveys
+
+            merged = merge_surveys([load_survey(s) for s in self.surveys])
+            bands = {b: dict(v) for b, v in merged.bands.items()}
+            for b, over in (self.bands or {}).items():
+                bands[b] = {**bands.get(b, {}), **(over or {})}
+            self.bands = bands
+            if self.parallax is None:
+                self.parallax = merged.parallax_error_factor is not None
+            if self.parallax_error_factor is None:
+                self.parallax_error_factor = merged.parallax_error_factor or 1.0
+            if self.xp is None:
+                self.xp = "gaia_xp" in merged.spectra
+            extra = [n for n in merged.spectra if n != "gaia_xp"]
+            self.spectrographs = list(dict.fromkeys([*self.spectrographs, *extra]))
+            self._survey_spectra = merged.spectra
+        if self.bands is None:
+            self.bands = {k: dict(v) for k, v in DEFAULT_BANDS.items()}
+        self.parallax = True if self.parallax is None else self.parallax
+        self.parallax_error_factor = self.parallax_error_factor or 1.0
+        self.xp = False if self.xp is None else self.xp
         if "gaia_G" not in self.bands:
             raise ValueError("bands must include gaia_G (the sample's magnitude limit)")
         for name, spec in self.bands.items():
@@ -113,7 +154,12 @@ class StellarSED:
     """Library + dust + photometry (+ spectrograph), evaluated together in log space."""
 
     def __init__(
-        self, library: Any, bands: list[str], law: str = "G23", spectrograph: str | None = None
+        self,
+        library: Any,
+        bands: list[str],
+        law: str = "G23",
+        spectrograph: str | None = None,
+        spectrograph_spec: Any | None = None,
     ) -> None:
         from .bandpasses import Photometry
         from .dust import ExtinctionCurve
@@ -125,7 +171,7 @@ class StellarSED:
         if spectrograph:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the XP sampling warning is documented
-                self.xp = Spectrograph(spectrograph, library.wave_aa)
+                self.xp = Spectrograph(spectrograph, library.wave_aa, spectrograph_spec)
 
     def flux(
         self,
@@ -186,12 +232,17 @@ class FieldStars(Simulator):
         self.band_specs = [
             BandSpec(**{"non_detection": c.non_detection, **c.bands[b]}) for b in self.bands
         ]
-        self.sed = StellarSED(lib, self.bands, c.extinction_law, "gaia_xp" if c.xp else None)
+        specs = getattr(c, "_survey_spectra", {})
+        self.sed = StellarSED(
+            lib, self.bands, c.extinction_law, "gaia_xp" if c.xp else None, specs.get("gaia_xp")
+        )
         unknown = [n for n in c.spectrographs if n not in ("lamost", "boss", "apogee")]
         if unknown:
             raise ValueError(f"unknown spectrographs {unknown}; valid: lamost, boss, apogee")
         # these warn when the library is coarser than the instrument (CK04 always is)
-        self.spectrographs = {n: Spectrograph(n, lib.wave_aa) for n in c.spectrographs}
+        self.spectrographs = {
+            n: Spectrograph(n, lib.wave_aa, specs.get(n)) for n in c.spectrographs
+        }
         self.iso = IsochroneGrid(c.isochrones)
         self.galaxy = GalaxyModel()
         if c.dust_map:
