@@ -66,6 +66,23 @@ def test_parallel_and_serial_runs_are_identical(tmp_path):
     assert sha(a) != sha(c)
 
 
+def test_ray_local_backend_equals_the_local_backend(tmp_path):
+    """`--backend ray` (a local Ray instance) writes the same data as the serial run."""
+    ray = pytest.importorskip("ray", reason="Ray is the 'distributed' extra")
+    base = dict(num=600, chunk_size=100, seed=3, simulator={"name": "two_moons"})
+    a = run_simulate(cfg(**base), tmp_path / "a.h5", progress=False)
+    try:
+        b = run_simulate(cfg(**base, backend="ray", workers=2), tmp_path / "b.h5", progress=False)
+    finally:
+        ray.shutdown()
+    with Dataset(a) as da, Dataset(b) as db:
+        ra, rb = da.read(), db.read()
+        assert set(ra) == set(rb)
+        for group, block in ra.items():
+            for name in ("values", "errors", "observed", "upper_limit"):
+                np.testing.assert_array_equal(getattr(block, name), getattr(rb[group], name))
+
+
 def test_rerun_is_noop_but_other_arguments_are_refused(tmp_path):
     out = run_simulate(cfg(num=100), tmp_path / "s.h5", progress=False)
     mtime = out.stat().st_mtime_ns
