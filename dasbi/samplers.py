@@ -10,6 +10,12 @@ the score of :math:`x_t` is :math:`(\alpha_t D(x_t/\alpha_t, \tilde\sigma_t) - x
   x ~ N(0, σ_max² + 1) is shifted by the mean that the denoiser predicts at σ_max, since the
   deterministic ODE cannot forget an offset of the initial distribution. ``steps`` noise
   levels cost 2·steps network evaluations.
+* ``dpm2m``: DPM-Solver++(2M) (Lu et al. 2022), the multistep second-order solver of the
+  same ODE in data-prediction form on the same grid: with h = log(σ_i/σ_{i+1}) and
+  r = h_{i-1}/h_i, :math:`\tilde x_{i+1} = \frac{\sigma_{i+1}}{\sigma_i}\tilde x_i +
+  (1 - \frac{\sigma_{i+1}}{\sigma_i})[(1 + \frac1{2r})D_i - \frac1{2r}D_{i-1}]`. One
+  network evaluation per noise level (plus one for the mean shift), so 15 steps cost
+  16 evaluations against Heun's 49 for 25 levels.
 * ``euler_maruyama``: the reverse SDE :math:`\mathrm dx = [f x - g^2 \nabla\log p_t]
   \mathrm dt + g\,\mathrm d\bar W` on a uniform t grid, ending with a Tweedie denoising step.
 * ``pc``: the same predictor plus Langevin corrector steps (Song et al. 2021) of size
@@ -24,12 +30,15 @@ sharpens as the noise vanishes (Gloeckler et al. 2024, appendix). Gradients go t
 References:
     Karras, T. et al. (2022). Elucidating the Design Space of Diffusion-Based Generative
     Models. NeurIPS.
+    Lu, C. et al. (2022). DPM-Solver++: Fast Solver for Guided Sampling of Diffusion
+    Probabilistic Models. arXiv:2211.01095.
     Song, Y. et al. (2021). Score-Based Generative Modeling through SDEs. ICLR.
     Gloeckler, M. et al. (2024). All-in-one simulation-based inference. ICML.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -50,9 +59,11 @@ Denoiser = Callable[[Tensor, Tensor], Tensor]
 class SamplerConfig:
     """How posterior samples are drawn."""
 
-    method: Literal["heun", "euler_maruyama", "pc"] = param("heun", help="sampler")
-    steps: int = param(25, ge=2, le=10_000, help="noise levels (heun) or time steps (SDE)")
-    rho: float = param(7.0, gt=0.0, help="Karras grid exponent (heun)")
+    method: Literal["heun", "dpm2m", "euler_maruyama", "pc"] = param("heun", help="sampler")
+    steps: int = param(
+        25, ge=2, le=10_000, help="noise levels (heun, dpm2m) or time steps (SDE samplers)"
+    )
+    rho: float = param(7.0, gt=0.0, help="Karras grid exponent (heun, dpm2m)")
     corrector_steps: int = param(1, ge=0, le=100, help="Langevin steps per level (pc)")
     snr: float = param(0.1, gt=0.0, help="corrector signal-to-noise ratio (pc)")
     guidance_scale: float = param(1.0, ge=0.0, help="strength γ of interval guidance")
@@ -128,7 +139,7 @@ def sample_latents(
     def randn() -> Tensor:
         return torch.randn(shape, generator=generator).to(device)
 
-    if cfg.method == "heun":
+    if cfg.method in ("heun", "dpm2m"):
         sigmas = karras_sigmas(sde.sigma_min, sde.sigma_max, cfg.steps, cfg.rho).tolist()
         s0 = sigmas[0]
         x = randn() * (s0**2 + 1.0) ** 0.5
@@ -137,6 +148,8 @@ def sample_latents(
         # denoiser call, m ≈ D(x; σ_max) - x/(σ_max² + 1) (exact for unit-variance data).
         d0 = denoise(x, torch.full((r,), s0, device=device))
         x = x + d0 - x / (s0**2 + 1.0)
+        if cfg.method == "dpm2m":
+            return _dpm_solver_2m(denoise, x, sigmas, interval, cfg)
 
         def slope(x: Tensor, s: float) -> Tensor:
             sig = torch.full((r,), s, device=device)
@@ -185,3 +198,33 @@ def sample_latents(
                 x = x + eps * sc + (2 * eps) ** 0.5 * randn()
     _, d = score(x, ts[-1])
     return d
+
+
+def _dpm_solver_2m(
+    denoise: Denoiser,
+    x: Tensor,
+    sigmas: list[float],
+    interval: Interval | None,
+    cfg: SamplerConfig,
+) -> Tensor:
+    """DPM-Solver++(2M) in data-prediction form (VE: α = 1, λ = -log σ)."""
+    r = x.shape[0]
+    d_prev: Tensor | None = None
+    h_prev = 0.0
+    for s_cur, s_next in zip(sigmas[:-1], sigmas[1:], strict=True):
+        sig = torch.full((r,), s_cur, device=x.device)
+        d, grad = _denoise_guided(denoise, x, sig, interval, cfg)
+        if grad is not None:
+            d = d + s_cur**2 * grad  # the guided score, written as a denoiser
+        if s_next == 0:
+            return d
+        h = math.log(s_cur / s_next)
+        if d_prev is None:
+            d_hat = d
+        else:
+            c = h / (2 * h_prev)  # 1 / (2r)
+            d_hat = (1 + c) * d - c * d_prev
+        ratio = s_next / s_cur
+        x = ratio * x + (1 - ratio) * d_hat
+        d_prev, h_prev = d, h
+    return x

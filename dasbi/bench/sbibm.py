@@ -63,6 +63,10 @@ class SbibmBenchConfig:
     npse_observations: list[int] | None = param(
         None, help="observations sampled with NPSE (default: all; its sampler is slow)"
     )
+    samplers: list[str] = param(
+        default_factory=lambda: ["heun-25", "dpm2m-15"],
+        help="dasbi samplers as method-steps, each run on the same trained model",
+    )
     c2st: list[str] = param(default_factory=lambda: ["rf", "mlp"], help="C2ST classifiers")
     train: dict[str, Any] = param(default_factory=dict, help="dasbi TrainConfig overrides")
     sbi_max_epochs: int | None = param(None, ge=1, help="cap on NPE/NPSE epochs (sbi: none)")
@@ -233,13 +237,15 @@ def _run_dasbi(
 ) -> list[dict[str, Any]]:
     if "dasbi" not in cfg.methods:
         return []
+    samplers = _parse_samplers(cfg.samplers)
     out = []
     for attention in cfg.attention:
         tcfg = from_dict(TrainConfig, {"seed": cfg.seed, **cfg.train, "attention": attention})
         method = "dasbi" if attention == "dense" else f"dasbi-{attention}"
-        earlier = _reuse(done, (task, budget, method), list(refs))
-        if earlier is not None:
-            out += earlier
+        names = [method if i == 0 else f"{method}[{sp}]" for i, sp in enumerate(samplers)]
+        earlier = [_reuse(done, (task, budget, n), list(refs)) for n in names]
+        if all(e is not None for e in earlier):
+            out += [r for e in earlier for r in e]
             continue
         result = train(data, tcfg, progress=progress)
         post = result.posterior
@@ -247,23 +253,46 @@ def _run_dasbi(
             f"{task} {budget} {method}: trained {result.steps} steps in "
             f"{result.train_seconds:.0f} s"
         )
-        for k, (obs, ref) in refs.items():
-            t0 = time.perf_counter()
-            s = post.sample((cfg.num_samples,), x=obs[None], seed=cfg.seed + k)[:, 0]
-            dt = time.perf_counter() - t0
-            rec = {
-                "task": task,
-                "budget": budget,
-                "observation": k,
-                "method": method,
-                "train_s": round(result.train_seconds, 2),
-                "steps": result.steps,
-                "sample_s": round(dt, 3),
-                "samples_per_s": round(cfg.num_samples / dt, 1),
-                "sampler": f"{post.sampler.method}-{post.sampler.steps}",
-                **_c2st(ref, s.numpy(), cfg.c2st),
-            }
-            out.append(_record(cfg, rec))
+        for name, (kind, steps) in zip(names, samplers.values(), strict=True):
+            for k, (obs, ref) in refs.items():
+                t0 = time.perf_counter()
+                s = post.sample(
+                    (cfg.num_samples,), x=obs[None], seed=cfg.seed + k, sampler=kind, steps=steps
+                )[:, 0]
+                dt = time.perf_counter() - t0
+                rec = {
+                    "task": task,
+                    "budget": budget,
+                    "observation": k,
+                    "method": name,
+                    "train_s": round(result.train_seconds, 2),
+                    "steps": result.steps,
+                    "sample_s": round(dt, 3),
+                    "samples_per_s": round(cfg.num_samples / dt, 1),
+                    "sampler": f"{kind}-{steps}",
+                    **_c2st(ref, s.numpy(), cfg.c2st),
+                }
+                out.append(_record(cfg, rec))
+    return out
+
+
+def _parse_samplers(specs: list[str]) -> dict[str, tuple[str, int]]:
+    from typing import get_args, get_type_hints
+
+    from ..samplers import SamplerConfig
+
+    valid = get_args(get_type_hints(SamplerConfig)["method"])
+    out = {}
+    for spec in specs:
+        kind, _, steps = spec.rpartition("-")
+        if kind not in valid or not steps.isdigit():
+            raise ValueError(
+                f"samplers: {spec!r} is not method-steps with method one of {list(valid)}, "
+                "e.g. heun-25 or dpm2m-15"
+            )
+        out[spec] = (kind, int(steps))
+    if not out:
+        raise ValueError("samplers: give at least one, e.g. [heun-25]")
     return out
 
 

@@ -60,6 +60,10 @@ class SimulateBenchConfig:
     repeats: int = param(3, ge=1, help="timed repetitions (the best is reported)")
     synphot_stars: int = param(20, ge=1, help="stars in the synphot loop")
     rss_stars: int = param(0, ge=0, help="stars for the peak-RSS run (0: skip)")
+    rss_xp: bool = param(
+        False, help="XP spectra in the RSS run too (343 pixels per star: ~27 GB at 1e7 stars)"
+    )
+    rss_dir: str | None = param(None, help="folder for the RSS run's file (default: a tmp dir)")
     threads: int = param(2, ge=1, help="torch threads")
     seed: int = param(0, ge=0)
 
@@ -183,7 +187,7 @@ def bench_simulate(
 
 def _rss_run(cfg: SimulateBenchConfig) -> dict[str, Any]:
     """Peak RSS of `dasbi simulate` for rss_stars field stars (in a child process)."""
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=cfg.rss_dir) as tmp:
         out = Path(tmp) / "rss.h5"
         cmd = [
             sys.executable,
@@ -200,7 +204,7 @@ def _rss_run(cfg: SimulateBenchConfig) -> dict[str, Any]:
             "--set",
             f"simulator.library={cfg.library}",
             "--set",
-            "simulator.xp=true",
+            f"simulator.xp={str(cfg.rss_xp).lower()}",
             "--out",
             str(out),
         ]
@@ -214,4 +218,6 @@ def _rss_run(cfg: SimulateBenchConfig) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - t0, 1),
             "peak_rss_mb": round(max(peak_kb, before) / 1024, 1),
             "file_mb": round(out.stat().st_size / 2**20, 1),
+            "xp": cfg.rss_xp,
+            "chunk_size": 20000,
         }
