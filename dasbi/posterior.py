@@ -32,7 +32,7 @@ from .masks import GraphMasks
 from .network import LATENT, OBSERVED, NetworkConfig, Simformer
 from .nodes import Node, NodeSet
 from .samplers import Interval, SamplerConfig, sample_latents
-from .sde import SDE, VESDE, VPSDE
+from .sde import SDE, VESDE, VPSDE, FlowSDE
 from .transforms import Standardizer
 
 __all__ = ["Posterior", "SDEConfig", "build_sde"]
@@ -42,21 +42,29 @@ __all__ = ["Posterior", "SDEConfig", "build_sde"]
 class SDEConfig:
     """The noise process and the loss weighting."""
 
-    name: Literal["ve", "vp"] = param("ve", help="variance exploding or preserving")
+    name: Literal["ve", "vp", "flow"] = param(
+        "ve", help="variance exploding, variance preserving, or the flow-matching path"
+    )
     sigma_min: float = param(1e-3, gt=0.0, help="VE: smallest noise level")
     sigma_max: float = param(15.0, gt=0.0, help="VE: largest noise level")
     beta_min: float = param(0.01, gt=0.0, help="VP: β at t = 0")
     beta_max: float = param(10.0, gt=0.0, help="VP: β at t = 1")
-    t_min: float | None = param(None, gt=0.0, lt=1.0, help="smallest time (VE 1e-5, VP 1e-3)")
-    weighting: Literal["edm", "g2", "sigma2"] = param(
+    t_min: float | None = param(
+        None, gt=0.0, lt=1.0, help="smallest time (VE 1e-5, VP and flow 1e-3)"
+    )
+    t_max: float = param(0.999, gt=0.0, lt=1.0, help="flow: largest time (σ̃ = t/(1-t))")
+    weighting: Literal["edm", "g2", "sigma2", "fm"] = param(
         "edm",
-        help="loss weight: EDM (uniform on the preconditioned output), g(t)² or σ_t²",
+        help="loss weight: EDM (uniform on the preconditioned output), g(t)², σ_t², or fm "
+        "(the flow-matching loss; use with name: flow)",
     )
 
 
 def build_sde(cfg: SDEConfig) -> SDE:
     if cfg.name == "ve":
         return VESDE(cfg.sigma_min, cfg.sigma_max, 1e-5 if cfg.t_min is None else cfg.t_min)
+    if cfg.name == "flow":
+        return FlowSDE(1e-3 if cfg.t_min is None else cfg.t_min, cfg.t_max)
     return VPSDE(cfg.beta_min, cfg.beta_max, 1e-3 if cfg.t_min is None else cfg.t_min)
 
 

@@ -11,11 +11,13 @@ the score of :math:`x_t` is :math:`(\alpha_t D(x_t/\alpha_t, \tilde\sigma_t) - x
   deterministic ODE cannot forget an offset of the initial distribution. ``steps`` noise
   levels cost 2·steps network evaluations.
 * ``dpm2m``: DPM-Solver++(2M) (Lu et al. 2022), the multistep second-order solver of the
-  same ODE in data-prediction form on the same grid: with h = log(σ_i/σ_{i+1}) and
-  r = h_{i-1}/h_i, :math:`\tilde x_{i+1} = \frac{\sigma_{i+1}}{\sigma_i}\tilde x_i +
-  (1 - \frac{\sigma_{i+1}}{\sigma_i})[(1 + \frac1{2r})D_i - \frac1{2r}D_{i-1}]`. One
-  network evaluation per noise level (plus one for the mean shift), so 15 steps cost
-  16 evaluations against Heun's 49 for 25 levels.
+  same ODE in data-prediction form, on a grid uniform in log σ (log-SNR; on an exact
+  Gaussian denoiser it leaves half the error of the ρ = 7 grid at 15 steps). With
+  h = log(σ_i/σ_{i+1}) and r = h_{i-1}/h_i, :math:`\hat D = (1 + \frac1{2r})D_i -
+  \frac1{2r}D_{i-1}` and :math:`\tilde x_{i+1} = \frac{\sigma_{i+1}}{\sigma_i}\tilde x_i +
+  (1 - \frac{\sigma_{i+1}}{\sigma_i})\hat D`. One network evaluation per noise level
+  (plus one for the mean shift), so 15 steps cost 16 evaluations against Heun's 49 for
+  25 levels.
 * ``euler_maruyama``: the reverse SDE :math:`\mathrm dx = [f x - g^2 \nabla\log p_t]
   \mathrm dt + g\,\mathrm d\bar W` on a uniform t grid, ending with a Tweedie denoising step.
 * ``pc``: the same predictor plus Langevin corrector steps (Song et al. 2021) of size
@@ -63,7 +65,10 @@ class SamplerConfig:
     steps: int = param(
         25, ge=2, le=10_000, help="noise levels (heun, dpm2m) or time steps (SDE samplers)"
     )
-    rho: float = param(7.0, gt=0.0, help="Karras grid exponent (heun, dpm2m)")
+    rho: float = param(7.0, gt=0.0, help="Karras grid exponent (heun)")
+    sigma_start: float = param(
+        80.0, gt=0.0, help="largest noise level of the ODE grid, if below the SDE's (heun, dpm2m)"
+    )
     corrector_steps: int = param(1, ge=0, le=100, help="Langevin steps per level (pc)")
     snr: float = param(0.1, gt=0.0, help="corrector signal-to-noise ratio (pc)")
     guidance_scale: float = param(1.0, ge=0.0, help="strength γ of interval guidance")
@@ -140,7 +145,22 @@ def sample_latents(
         return torch.randn(shape, generator=generator).to(device)
 
     if cfg.method in ("heun", "dpm2m"):
-        sigmas = karras_sigmas(sde.sigma_min, sde.sigma_max, cfg.steps, cfg.rho).tolist()
+        # starting above σ ≈ 80 only spends steps where x̃ is pure noise (Karras et al.)
+        s_max = min(sde.sigma_max, cfg.sigma_start)
+        if cfg.method == "dpm2m":  # uniform in log-SNR, as Lu et al. recommend
+            sigmas = torch.cat(
+                [
+                    torch.logspace(
+                        math.log10(s_max),
+                        math.log10(sde.sigma_min),
+                        cfg.steps,
+                        dtype=torch.float64,
+                    ),
+                    torch.zeros(1, dtype=torch.float64),
+                ]
+            ).tolist()
+        else:
+            sigmas = karras_sigmas(sde.sigma_min, s_max, cfg.steps, cfg.rho).tolist()
         s0 = sigmas[0]
         x = randn() * (s0**2 + 1.0) ** 0.5
         # The marginal at σ_max is ≈ N(m, σ_max² + v), not N(0, ·): the deterministic ODE

@@ -10,12 +10,17 @@ single network and a single set of ODE samplers serve both SDEs.
 * VP: :math:`\beta(t) = \beta_{min} + t(\beta_{max}-\beta_{min})`,
   :math:`\log\alpha_t = -\tfrac12(\beta_{min} t + \tfrac12(\beta_{max}-\beta_{min})t^2)`,
   :math:`f(x, t) = -\tfrac12\beta(t)x`, :math:`g^2 = \beta(t)`.
+* Flow matching (:class:`FlowSDE`): :math:`x_t = (1-t)x_0 + t\varepsilon`, trained with the
+  flow-matching loss (``weighting="fm"``).
 
 References:
     Song, Y. et al. (2021). Score-Based Generative Modeling through Stochastic Differential
     Equations. ICLR.
     Karras, T. et al. (2022). Elucidating the Design Space of Diffusion-Based Generative
     Models. NeurIPS.
+    Lipman, Y. et al. (2023). Flow Matching for Generative Modeling. ICLR.
+    Liu, X. et al. (2023). Flow Straight and Fast: Learning to Generate and Transfer Data
+    with Rectified Flow. ICLR.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["SDE", "VESDE", "VPSDE", "make_sde"]
+__all__ = ["SDE", "FlowSDE", "VESDE", "VPSDE", "make_sde"]
 
 
 class SDE(abc.ABC):
@@ -80,7 +85,9 @@ class SDE(abc.ABC):
         /\tilde\sigma^2`. For VE both are identical up to a constant; we divide g2 by its
         constant :math:`2\ln(\sigma_{max}/\sigma_{min})` so VE losses are O(1). ``edm`` is
         Karras et al.'s :math:`(\tilde\sigma^2+1)/\tilde\sigma^2`, a uniform weight on the
-        preconditioned network output, which puts more weight on high noise levels.
+        preconditioned network output, which puts more weight on high noise levels. ``fm``
+        is :math:`(1+\tilde\sigma)^2/\tilde\sigma^2`, the flow-matching velocity loss on the
+        path of :class:`FlowSDE`.
         """
         s = self.sigma(t)
         if weighting == "sigma2":
@@ -89,7 +96,11 @@ class SDE(abc.ABC):
             return (s**2 + 1.0) / s**2
         if weighting == "g2":
             return self.g2(t) / (self.alpha(t) ** 2 * s**4) / self._g2_scale()
-        raise ValueError(f"unknown loss weighting {weighting!r}; valid: 'g2', 'sigma2', 'edm'")
+        if weighting == "fm":
+            return (1.0 + s) ** 2 / s**2
+        raise ValueError(
+            f"unknown loss weighting {weighting!r}; valid: 'g2', 'sigma2', 'edm', 'fm'"
+        )
 
     def _g2_scale(self) -> float:
         return 1.0
@@ -158,10 +169,45 @@ class VPSDE(SDE):
         return self.bmin + t * (self.bmax - self.bmin)
 
 
+class FlowSDE(SDE):
+    r"""The linear interpolation path of flow matching, :math:`x_t = (1-t)x_0 + t\varepsilon`.
+
+    :math:`\alpha_t = 1-t` and :math:`\tilde\sigma_t = t/(1-t)`; as an SDE the drift is
+    :math:`f = -1/(1-t)` and :math:`g^2 = 2t/(1-t)`. With ``weighting="fm"`` the loss
+    :math:`\|D - x_0\|^2 (1+\tilde\sigma)^2/\tilde\sigma^2 = \|D-x_0\|^2/t^2` is the
+    conditional flow-matching loss :math:`\|v_\theta - (\varepsilon - x_0)\|^2` of Lipman et
+    al. (2023) and Liu et al. (2023, rectified flow), with :math:`v_\theta = (x_t - \alpha_t
+    D)/t` written through the same denoiser, and t ~ U(t_min, t_max) as in those papers.
+    The probability-flow ODE samplers are the same as for the other paths.
+    """
+
+    def __init__(self, t_min: float = 1e-3, t_max: float = 0.999) -> None:
+        if not 0 < t_min < t_max < 1:
+            raise ValueError(f"need 0 < t_min < t_max < 1, got {t_min}, {t_max}")
+        self.t_min, self.t_max = float(t_min), float(t_max)
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return 1.0 - t
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return t / (1.0 - t)
+
+    def t_of_sigma(self, sigma: Tensor) -> Tensor:
+        return sigma / (1.0 + sigma)
+
+    def drift_coef(self, t: Tensor) -> Tensor:
+        return -1.0 / (1.0 - t)
+
+    def g2(self, t: Tensor) -> Tensor:
+        return 2.0 * t / (1.0 - t)
+
+
 def make_sde(name: str, **kwargs: float) -> SDE:
-    """Build ``"ve"`` or ``"vp"`` with its keyword parameters."""
+    """Build ``"ve"``, ``"vp"`` or ``"flow"`` with its keyword parameters."""
     if name == "ve":
         return VESDE(**kwargs)
     if name == "vp":
         return VPSDE(**kwargs)
-    raise ValueError(f"unknown SDE {name!r}; valid SDEs are: 've', 'vp'")
+    if name == "flow":
+        return FlowSDE(**kwargs)
+    raise ValueError(f"unknown SDE {name!r}; valid SDEs are: 've', 'vp', 'flow'")

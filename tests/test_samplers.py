@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dasbi.samplers import Interval, SamplerConfig, karras_sigmas, sample_latents
-from dasbi.sde import VESDE, VPSDE
+from dasbi.sde import VESDE, VPSDE, FlowSDE
 
 MU = torch.tensor([0.5, -1.0, 2.0])
 S = torch.tensor([1.0, 0.3, 0.05])
@@ -24,6 +24,9 @@ CASES = [
     ("heun", 25, VPSDE()),
     ("dpm2m", 15, VESDE()),
     ("dpm2m", 15, VPSDE()),
+    ("heun", 25, FlowSDE()),
+    ("dpm2m", 15, FlowSDE()),
+    ("euler_maruyama", 400, FlowSDE()),
     ("euler_maruyama", 400, VESDE()),
     ("euler_maruyama", 400, VPSDE()),
     ("pc", 200, VESDE()),

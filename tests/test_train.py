@@ -60,6 +60,19 @@ def test_posterior_matches_analytic_gaussian(trained):
     assert abs(corr) < 0.1
 
 
+def test_flow_matching_objective_and_dpm_solver(gl_data, tmp_path):
+    """The flow-matching option trains the same network; DPM-Solver++ samples it."""
+    cfg = tcfg(max_steps=1000, sde={"name": "flow", "weighting": "fm"})
+    train(gl_data, cfg, out=tmp_path / "fm", progress=False)
+    post = Posterior.load(tmp_path / "fm")
+    assert post.meta["sde"]["name"] == "flow"
+    x = np.array([[0.6, -0.4]])
+    for sampler in ("heun", "dpm2m"):
+        s = post.sample((3000,), x=x, errors=np.full((1, 2), np.sqrt(0.1)), seed=0, sampler=sampler)
+        np.testing.assert_allclose(s.mean(0).numpy(), x / 2, atol=0.06)
+        np.testing.assert_allclose(s.var(0).numpy(), 0.05, rtol=0.4)
+
+
 def test_any_conditional_likelihood_and_marginal(trained):
     post = Posterior.load(trained[1])
     lik = post.sample_nodes((3000,), given={"theta_1": 0.3, "theta_2": -0.2}, seed=1)
