@@ -68,7 +68,9 @@ def test_flow_matching_objective_and_dpm_solver(gl_data, tmp_path):
     assert post.meta["sde"]["name"] == "flow"
     x = np.array([[0.6, -0.4]])
     for sampler in ("heun", "dpm2m"):
-        s = post.sample((3000,), x=x, errors=np.full((1, 2), np.sqrt(0.1)), seed=0, sampler=sampler)
+        s = post.sample(
+            (3000,), x=x, errors=np.full((1, 2), np.sqrt(0.1)), seed=0, sampler=sampler
+        )
         np.testing.assert_allclose(s.mean(0).numpy(), x / 2, atol=0.06)
         np.testing.assert_allclose(s.var(0).numpy(), 0.05, rtol=0.4)
 
