@@ -10,7 +10,7 @@ from dasbi.config import from_dict
 from dasbi.simulate import SimulateConfig, run_simulate
 from dasbi.train import TrainConfig, train
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 
 def test_c2st_against_analytic_posterior(tmp_path):
