@@ -62,7 +62,9 @@ def config_schema(cls: type, prefix: str = "") -> list[dict[str, Any]]:
 def describe_system(schema: str | None = None) -> dict[str, Any] | list[dict[str, Any]]:
     if schema:
         return config_schema(_config_class(schema))
+    from simulators.bandpasses import FILTERS
     from simulators.registry import names as simulator_names
+    from simulators.surveys import available_surveys, survey_dirs
 
     from .bench import BENCHMARKS
 
@@ -71,6 +73,9 @@ def describe_system(schema: str | None = None) -> dict[str, Any] | list[dict[str
         "machine": machine_info(),
         "simulators": simulator_names(),
         "benchmarks": sorted(BENCHMARKS),
+        "filters": sorted(FILTERS),
+        "surveys": available_surveys(),
+        "survey_folders": [str(d) for d in survey_dirs()],
     }
 
 

@@ -86,7 +86,9 @@ def test_config_file_flags_and_info(tmp_path, capsys):
     schema = json.loads(capsys.readouterr().out)
     assert {r["key"] for r in schema} >= {"num", "seed", "chunk_size", "simulator"}
     assert main(["info"]) == 0
-    assert "two_moons" in capsys.readouterr().out
+    system = json.loads(capsys.readouterr().out)
+    assert "two_moons" in system["simulators"] and "field_stars" in system["simulators"]
+    assert "gaia_dr3" in system["surveys"] and "irac_1" in system["filters"]
 
 
 def test_train_cli_end_to_end_and_errors(cli, tmp_path):
