@@ -249,6 +249,7 @@ def _run_dasbi(
             continue
         result = train(data, tcfg, progress=progress)
         post = result.posterior
+        errors = _task_errors(data)
         _log(
             f"{task} {budget} {method}: trained {result.steps} steps in "
             f"{result.train_seconds:.0f} s"
@@ -257,7 +258,12 @@ def _run_dasbi(
             for k, (obs, ref) in refs.items():
                 t0 = time.perf_counter()
                 s = post.sample(
-                    (cfg.num_samples,), x=obs[None], seed=cfg.seed + k, sampler=kind, steps=steps
+                    (cfg.num_samples,),
+                    x=obs[None],
+                    errors=errors,
+                    seed=cfg.seed + k,
+                    sampler=kind,
+                    steps=steps,
                 )[:, 0]
                 dt = time.perf_counter() - t0
                 rec = {
@@ -274,6 +280,21 @@ def _run_dasbi(
                 }
                 out.append(_record(cfg, rec))
     return out
+
+
+def _task_errors(data: Path) -> np.ndarray | None:
+    """The observation noise of a task (constant per node in sbibm), from its simulations.
+
+    The Simformer conditions on each value's 1σ error, so a reference observation is
+    passed with the errors its simulator reports; tasks without them give None.
+    """
+    from ..dataset import Dataset
+
+    with Dataset(data) as ds:
+        x = ds.read()["x"]
+    if not np.any(x.errors > 0):
+        return None
+    return np.median(np.where(x.observed, x.errors, np.nan), axis=0)[None]
 
 
 def _parse_samplers(specs: list[str]) -> dict[str, tuple[str, int]]:

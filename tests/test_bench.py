@@ -1,0 +1,57 @@
+"""Benchmarks run end to end on tiny settings (the real figures come from `dasbi bench`)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from dasbi.bench import run_bench
+from dasbi.bench.sbibm import _parse_samplers, _task_errors
+from dasbi.config import from_dict
+from dasbi.simulate import SimulateConfig, run_simulate
+
+
+def test_task_errors_come_from_the_simulations(tmp_path):
+    cfg = from_dict(SimulateConfig, {"num": 50, "simulator": {"name": "gaussian_linear"}})
+    errors = _task_errors(run_simulate(cfg, tmp_path / "gl.h5", progress=False))
+    np.testing.assert_allclose(errors, np.full((1, 10), np.sqrt(0.1)), rtol=1e-6)
+    cfg = from_dict(SimulateConfig, {"num": 50, "simulator": {"name": "two_moons"}})
+    assert _task_errors(run_simulate(cfg, tmp_path / "tm.h5", progress=False)) is None
+
+
+def test_sampler_specs_are_checked():
+    assert _parse_samplers(["heun-25", "dpm2m-15"]) == {
+        "heun-25": ("heun", 25),
+        "dpm2m-15": ("dpm2m", 15),
+    }
+    with pytest.raises(ValueError, match="method-steps"):
+        _parse_samplers(["rk4-3"])
+
+
+@pytest.mark.parametrize("task", ["gaussian_linear", "two_moons"])
+def test_bench_sbibm_tiny(tmp_path, task):
+    if importlib.util.find_spec("sbibm") is None:
+        pytest.skip("needs sbibm's reference posteriors: pip install --no-deps sbibm")
+    options = {
+        "tasks": [task],
+        "budgets": [300],
+        "observations": [1],
+        "num_samples": 200,
+        "methods": ["dasbi"],
+        "samplers": ["heun-5", "dpm2m-5"],
+        "c2st": ["rf"],
+        "partial_jsonl": str(tmp_path / "p.jsonl"),
+        "train": {"max_steps": 20, "val_every": 10, "network": {"dim": 16, "depth": 1}},
+    }
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(options))
+    path = run_bench("sbibm", out=tmp_path / "b.json", config=tmp_path / "b.yaml", progress=False)
+    records = json.loads(path.read_text())["results"]
+    assert [r["method"] for r in records] == ["dasbi", "dasbi[dpm2m-5]"]
+    assert all(0.0 <= r["c2st_rf"] <= 1.0 for r in records)
+    # a rerun reuses the partial records instead of training again
+    path = run_bench("sbibm", out=tmp_path / "c.json", config=tmp_path / "b.yaml", progress=False)
+    assert json.loads(path.read_text())["results"] == records
