@@ -19,7 +19,7 @@ import numpy as np
 
 from .config import dumps, fingerprint, from_dict, param, save_config, to_dict
 from .dataset import Block, DatasetWriter
-from .errors import ConfigError, NotAvailableError
+from .errors import ConfigError, DataError, NotAvailableError
 from .nodes import THETA, Node, NodeSet
 from .progress import progress_bar
 from .provenance import package_versions
@@ -71,7 +71,13 @@ def build_simulator(options: dict[str, Any]) -> Any:
 
     resolved = resolve_simulator(options)
     cls = get_simulator(resolved.pop("name"))
-    return cls(from_dict(cls.config_class, resolved, path="simulator"))
+    cfg = from_dict(cls.config_class, resolved, path="simulator")
+    try:
+        return cls(cfg)
+    except FileNotFoundError as err:  # a grid, map or survey file named in the config
+        raise ConfigError(f"simulator: {err}") from None
+    except ValueError as err:  # a file that exists but cannot be used
+        raise DataError(f"simulator {cls.name}: {err}") from None
 
 
 def _nodes_of(sim: Any) -> NodeSet:

@@ -139,7 +139,10 @@ class FieldStarsConfig:
         self.parallax_error_factor = self.parallax_error_factor or 1.0
         self.xp = False if self.xp is None else self.xp
         if "gaia_G" not in self.bands:
-            raise ValueError("bands must include gaia_G (the sample's magnitude limit)")
+            raise ValueError(
+                "bands must include gaia_G (the sample's magnitude limit): add the gaia_dr3 "
+                "survey or bands: {gaia_G: {}}"
+            )
         for name, spec in self.bands.items():
             get_filter(name)
             unknown = set(spec) - {"depth", "floor", "non_detection"}

@@ -34,9 +34,31 @@ def test_every_subcommand_has_help(command, capsys):
         ),
         (["bench", "nope"], "unknown benchmark 'nope'"),
         (["info", "/no/such/file.h5"], "does not exist"),
+        (
+            [
+                "simulate",
+                "--simulator",
+                "field_stars",
+                "--set",
+                "simulator.library=planck",
+                "--set",
+                "simulator.dust_map=/no/such/map.h5",
+            ],
+            "dust map /no/such/map.h5 does not exist",
+        ),
+        (
+            ["simulate", "--simulator", "field_stars", "--set", "simulator.surveys=[gaia_dr9]"],
+            "unknown survey 'gaia_dr9'; known surveys:",
+        ),
+        (
+            ["simulate", "--simulator", "field_stars", "--set", "simulator.surveys=[2mass]"],
+            "bands must include gaia_G",
+        ),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(argv, fragment, tmp_path, capsys):
+    if argv[0] == "simulate":
+        argv = [*argv, "--out", str(tmp_path / "s.h5")]
     code = main([*argv, "--quiet"] if argv[0] != "info" else argv)
     err = capsys.readouterr().err
     assert code == 2
