@@ -55,3 +55,20 @@ def test_bench_sbibm_tiny(tmp_path, task):
     # a rerun reuses the partial records instead of training again
     path = run_bench("sbibm", out=tmp_path / "c.json", config=tmp_path / "b.yaml", progress=False)
     assert json.loads(path.read_text())["results"] == records
+
+
+def test_bench_sampling_quick(tmp_path):
+    options = {
+        "num_samples": 100,
+        "samplers": ["heun-3", "dpm2m-3"],
+        "baselines": ["npe"],
+        "train_steps": 2,
+        "sbi_epochs": 1,
+        "network": {"dim": 16, "depth": 1},
+    }
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(options))
+    path = run_bench("sampling", out=tmp_path / "s.json", config=tmp_path / "s.yaml", quick=True)
+    out = json.loads(path.read_text())
+    assert [r["method"] for r in out["results"]] == ["dasbi heun-3", "dasbi dpm2m-3", "npe"]
+    assert all(r["samples_per_s"] > 0 for r in out["results"])
+    assert (tmp_path / "s.md").exists()

@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, BenchFn | str] = {
     # name -> function, or the module that defines it (imported on first use)
     "sbibm": "dasbi.bench.sbibm",
     "simulate": "dasbi.bench.simulate",
+    "sampling": "dasbi.bench.sampling",
     "infer": "dasbi.bench.infer",
     "domain-adapt": "dasbi.bench.domain_adapt",
 }
