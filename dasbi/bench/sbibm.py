@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from ..config import from_dict, param, to_dict
 from ..errors import NotAvailableError
@@ -266,18 +267,8 @@ def _run_dasbi(
                     steps=steps,
                 )[:, 0]
                 dt = time.perf_counter() - t0
-                rec = {
-                    "task": task,
-                    "budget": budget,
-                    "observation": k,
-                    "method": name,
-                    "train_s": round(result.train_seconds, 2),
-                    "steps": result.steps,
-                    "sample_s": round(dt, 3),
-                    "samples_per_s": round(cfg.num_samples / dt, 1),
-                    "sampler": f"{kind}-{steps}",
-                    **_c2st(ref, s.numpy(), cfg.c2st),
-                }
+                rec = _measurement(cfg, task, budget, k, name, result.train_seconds, dt, ref, s)
+                rec.update(steps=result.steps, sampler=f"{kind}-{steps}")
                 out.append(_record(cfg, rec))
     return out
 
@@ -357,10 +348,8 @@ def _run_sbi(
         train_s = time.perf_counter() - t0
         posterior = inference.build_posterior()
         _log(f"{task} {budget} {method}: trained in {train_s:.0f} s")
-        observations = refs
-        if method == "npse" and cfg.npse_observations is not None:
-            observations = {k: v for k, v in refs.items() if k in cfg.npse_observations}
-        for k, (obs, ref) in observations.items():
+        for k in wanted:
+            obs, ref = refs[k]
             torch.manual_seed(cfg.seed + k)
             t0 = time.perf_counter()
             kwargs = {"show_progress_bars": False}
@@ -368,19 +357,34 @@ def _run_sbi(
                 (cfg.num_samples,), x=torch.as_tensor(obs, dtype=torch.float32), **kwargs
             )
             dt = time.perf_counter() - t0
-            rec = {
-                "task": task,
-                "budget": budget,
-                "observation": k,
-                "method": method,
-                "train_s": round(train_s, 2),
-                "sample_s": round(dt, 3),
-                "samples_per_s": round(cfg.num_samples / dt, 1),
-                "sampler": "default",
-                **_c2st(ref, s.numpy(), cfg.c2st),
-            }
+            rec = _measurement(cfg, task, budget, k, method, train_s, dt, ref, s)
+            rec["sampler"] = "default"
             out.append(_record(cfg, rec))
     return out
+
+
+def _measurement(
+    cfg: SbibmBenchConfig,
+    task: str,
+    budget: int,
+    observation: int,
+    method: str,
+    train_s: float,
+    sample_s: float,
+    reference: np.ndarray,
+    samples: Tensor,
+) -> dict[str, Any]:
+    """One record: timings of a method on one observation and its C2ST scores."""
+    return {
+        "task": task,
+        "budget": budget,
+        "observation": observation,
+        "method": method,
+        "train_s": round(train_s, 2),
+        "sample_s": round(sample_s, 3),
+        "samples_per_s": round(cfg.num_samples / sample_s, 1),
+        **_c2st(reference, samples.numpy(), cfg.c2st),
+    }
 
 
 def _summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
