@@ -32,8 +32,10 @@ def _lazy() -> None:
     """Register the astronomical simulators (they import heavier packages)."""
     if "field_stars" not in SIMULATORS:
         from .stars import FieldStars
+        from .yso import YSOSimulator
 
         register(FieldStars)
+        register(YSOSimulator)
 
 
 def get_simulator(name: str) -> type[Simulator]:

@@ -73,19 +73,22 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from .base import ObsBlock, Simulator
 from .units import C_AA_S, H_CGS, K_CGS, PC_CM, RSUN_CM, SIGMA_SB
 
 __all__ = [
     "MODEL_SETS",
     "PARAMETERS",
     "ModelSet",
+    "YSOConfig",
     "YSOModel",
+    "YSOSimulator",
     "YSOParameter",
     "parse_model_set",
     "sample_parameters",
@@ -921,3 +924,222 @@ def luminosity_out(model: YSOModel, params: dict[str, Any], n_incl: int = 12) ->
         lum = np.trapezoid(f, model.wave_aa, axis=1) * 4 * np.pi * (1000.0 * PC_CM) ** 2
         total += w * lum / c["L_star"]
     return total
+
+
+# -- the simulator ----------------------------------------------------------------------
+DEFAULT_SURVEYS = ["gaia_dr3", "2mass", "allwise", "spitzer_c2d"]
+
+
+@dataclass
+class YSOConfig:
+    """Options of :class:`YSOSimulator` (the ``simulator:`` section of a simulate config)."""
+
+    model_set: str = field(
+        default="spubhmi",
+        metadata={"help": "Robitaille (2017) model set, e.g. s---s-i, sp--s-i, spubhmi"},
+    )
+    grid: str | None = field(
+        default=None,
+        metadata={
+            "help": "sedfitter model folder (R17 / Richardson+24 format); draws its models "
+            "instead of the embedded semi-analytic SEDs"
+        },
+    )
+    library: Literal["ck04", "planck"] = field(
+        default="ck04", metadata={"help": "photosphere library (ck04 needs the CDBS grid)"}
+    )
+    library_path: str | None = None
+    distance: list[float] = field(
+        default_factory=lambda: [100.0, 2000.0],
+        metadata={"help": "[min, max] pc, log-uniform; equal values fix the distance"},
+    )
+    av: list[float] = field(
+        default_factory=lambda: [0.0, 20.0],
+        metadata={"help": "[min, max] interstellar A_V [mag], uniform"},
+    )
+    aperture_arcsec: float | None = field(
+        default=None,
+        metadata={
+            "gt": 0.0,
+            "help": "photometric aperture radius; aperture [AU] = arcsec × d [pc] instead of "
+            "a sampled parameter",
+        },
+    )
+    surveys: list[str] = field(
+        default_factory=lambda: list(DEFAULT_SURVEYS),
+        metadata={"help": "survey definitions (configs/surveys) giving bands and astrometry"},
+    )
+    bands: dict[str, dict[str, Any]] | None = field(
+        default=None, metadata={"help": "band -> {depth, floor, non_detection} overrides"}
+    )
+    non_detection: Literal["missing", "upper_limit"] = "missing"
+    parallax: bool | None = field(
+        default=None, metadata={"help": "observe parallaxes (default: as the surveys)"}
+    )
+    missing_prob: float = field(default=0.0, metadata={"ge": 0.0, "le": 0.95})
+
+    def __post_init__(self) -> None:
+        parse_model_set(self.model_set)
+        for key, lo in (("distance", 1e-3), ("av", 0.0)):
+            v = getattr(self, key)
+            if len(v) != 2 or not all(np.isfinite(v)) or v[0] > v[1] or v[0] < lo:
+                raise ValueError(f"{key} must be [min, max] with {lo} <= min <= max, got {v}")
+        from .bandpasses import get_filter
+        from .surveys import load_survey, merge_surveys
+
+        merged = merge_surveys([load_survey(s) for s in self.surveys]) if self.surveys else None
+        bands = {b: dict(v) for b, v in (merged.bands if merged else {}).items()}
+        for b, over in (self.bands or {}).items():
+            bands[b] = {**bands.get(b, {}), **(over or {})}
+        if not bands:
+            raise ValueError("no bands: list surveys or give bands")
+        for name, spec in bands.items():
+            get_filter(name)
+            unknown = set(spec) - {"depth", "floor", "non_detection"}
+            if unknown:
+                raise ValueError(
+                    f"bands.{name}: unknown keys {sorted(unknown)}; valid: depth, floor, "
+                    "non_detection"
+                )
+        self.bands = bands
+        if self.parallax is None:
+            self.parallax = bool(merged and merged.parallax_error_factor is not None)
+        self._plx_factor = (merged.parallax_error_factor if merged else None) or 1.0
+
+
+class YSOSimulator(Simulator):
+    """Young stellar objects: R17 parameters → embedded SED model (or a grid) → photometry.
+
+    θ: the model set's R17 parameters, inclination, aperture (unless ``aperture_arcsec``),
+    distance [pc] and interstellar A_V [mag]. x: magnitudes in the surveys' bands (noise,
+    depths, non-detections as upper limits or missing) and the parallax when Gaia is among
+    the surveys (σ_ϖ from G; sources fainter than G = 21 have no parallax).
+    """
+
+    name = "yso"
+    config_class = YSOConfig
+
+    def __init__(self, config: Any | None = None) -> None:
+        super().__init__(config)
+        from .bandpasses import Photometry
+        from .instruments import BandSpec
+
+        c = self.config
+        self.bands = list(c.bands)
+        self.band_specs = [
+            BandSpec(**{"non_detection": c.non_detection, **c.bands[b]}) for b in self.bands
+        ]
+        self.grid = None
+        if c.grid:
+            from .sedgrid import SEDGrid
+
+            self.grid = SEDGrid.read(c.grid)
+            self.set = None
+            self.phot = self.grid.photometry(self.bands)
+        else:
+            self.model = YSOModel(c.model_set, library=c.library, library_path=c.library_path)
+            self.set = self.model.set
+            self.phot = Photometry(self.bands, self.model.wave_aa)
+        self._g = self.bands.index("gaia_G") if "gaia_G" in self.bands else None
+        if c.parallax and self._g is None:
+            raise ValueError("parallaxes need gaia_G among the bands (add the gaia_dr3 survey)")
+
+    # -- declarations ------------------------------------------------------------------
+    @property
+    def r17_names(self) -> list[str]:
+        if self.grid is not None:
+            names = list(self.grid.parameter_names)
+        else:
+            names = [*self.set.parameters, "inclination"]
+        if self.config.aperture_arcsec is None:
+            names.append("aperture")
+        return names
+
+    @property
+    def theta_names(self) -> list[str]:
+        return [*self.r17_names, "distance", "av"]
+
+    def nodes(self) -> list[dict[str, Any]]:
+        out = []
+        for n in self.r17_names:
+            spec = PARAMETERS.get(n)
+            d: dict[str, Any] = dict(name=n, kind="parameter", modality="theta")
+            if spec is not None:
+                d.update(unit=spec.unit, low=spec.low, high=spec.high)
+                if spec.log:
+                    d["transform"] = "log10"
+            out.append(d)
+        out.append(
+            dict(name="distance", kind="parameter", modality="theta", unit="pc", transform="log10")
+        )
+        out.append(dict(name="av", kind="parameter", modality="theta", unit="mag", low=0.0))
+        out += [
+            dict(name=b, kind="observable", modality="photometry", unit="mag") for b in self.bands
+        ]
+        if self.config.parallax:
+            out.append(dict(name="parallax", kind="observable", modality="astrometry", unit="mas"))
+        return out
+
+    def edges(self) -> list[tuple[str, str]]:
+        out = [(p, b) for p in self.theta_names for b in self.bands]
+        if self.config.parallax:
+            out.append(("distance", "parallax"))
+        return out
+
+    # -- prior and simulator -----------------------------------------------------------
+    def sample_prior(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        c = self.config
+        if self.grid is not None:
+            th = self.grid.sample_parameters(n, rng, aperture=c.aperture_arcsec is None)
+        else:
+            th = sample_parameters(self.set, n, rng, aperture=c.aperture_arcsec is None)
+        lo, hi = c.distance
+        th["distance"] = 10 ** rng.uniform(np.log10(lo), np.log10(hi), n)
+        th["av"] = rng.uniform(c.av[0], c.av[1], n)
+        return np.stack([th[k] for k in self.theta_names], axis=1)
+
+    def magnitudes(self, theta: np.ndarray) -> np.ndarray:
+        """(N, B) noiseless magnitudes of θ (N, P)."""
+        theta = np.asarray(theta, np.float64)
+        names = self.theta_names
+        if theta.ndim != 2 or theta.shape[1] != len(names):
+            raise ValueError(
+                f"yso: theta must have shape (N, {len(names)}) for {names}, got {theta.shape}"
+            )
+        if not np.all(np.isfinite(theta)):
+            raise ValueError("yso: theta contains NaN or inf")
+        th = {k: theta[:, i] for i, k in enumerate(names)}
+        if np.any(th["distance"] <= 0) or np.any(th["av"] < 0):
+            raise ValueError("yso: distance must be > 0 and av >= 0")
+        if self.config.aperture_arcsec is not None:
+            th["aperture"] = np.clip(self.config.aperture_arcsec * th["distance"], 100.0, 1e6)
+        if self.grid is not None:
+            return self.grid.magnitudes(th, self.bands, self.phot)
+        out = []
+        for s in range(0, len(theta), 8192):
+            part = {k: v[s : s + 8192] for k, v in th.items()}
+            flux = self.model.sed(part, part["distance"], part["av"])
+            out.append(self.phot.magnitudes(flux))
+        return np.concatenate(out) if out else np.zeros((0, len(self.bands)))
+
+    def simulate(self, theta: np.ndarray, rng: np.random.Generator) -> dict[str, ObsBlock]:
+        from .instruments import observe_photometry, parallax_error_mas
+
+        c = self.config
+        mags = self.magnitudes(theta)
+        values, errors, observed, upper = observe_photometry(mags, self.band_specs, rng)
+        out = {"photometry": ObsBlock(values, errors, observed, upper)}
+        if c.parallax:
+            g = mags[:, self._g]
+            seen = np.isfinite(g) & (g <= 21.0)
+            err = parallax_error_mas(np.where(seen, g, 21.0), c._plx_factor)
+            dist = np.asarray(theta, np.float64)[:, self.theta_names.index("distance")]
+            plx = 1000.0 / dist + err * rng.standard_normal(len(err))
+            out["astrometry"] = ObsBlock(
+                np.where(seen, plx, np.nan)[:, None], err[:, None], seen[:, None], False
+            )
+        if c.missing_prob > 0:
+            for key in list(out):
+                block = out[key]
+                out[key] = block.apply_missing(rng.random(block.values.shape) < c.missing_prob)
+        return out
