@@ -55,11 +55,17 @@ semi-analytic pieces, vectorised over objects (torch, float32 spectra):
   the aperture radius, 1 - √(1 - (A/r)²) for r > A.
 * **Interstellar extinction** A_V with G23 at R(V) = 3.1 on the total.
 
-Energy bookkeeping (:meth:`YSOModel.energy`): the luminosity re-emitted by the disc and by
-the envelope never exceeds L*; the luminosity leaving the system, integrated over
-wavelength and inclination, equals L* up to the envelope's self-absorption of its own
-emission (which only removes energy) and the grey-versus-spectral opacity difference (tested
-to a few per cent).
+Energy bookkeeping (:meth:`YSOModel.energy`): the disc re-emits at most half of L*, the
+envelope at most L*, and each re-emits exactly what it absorbs. Envelope shells whose own
+emission cannot escape (direction-averaged escape fraction E(T, τ) < 1/e) pass their
+luminosity to the envelope's thermal photosphere, and each shell's spectrum is normalised to
+what escapes, so the energy leaves in the far-IR as it would after repeated reprocessing.
+The luminosity leaving the system (F_λ over 0.09 µm - 3 mm and over all inclinations)
+equals L* with a median error under 6%, within 15% for 85% of prior draws and within 35%
+for all of them (tested per model set); the residual comes from grey versus spectral
+opacities and the angular quadrature. Against the same model at 4× the radial and 2.7× the
+angular resolution the 15-band photometry differs by a median of 0.006 mag and 0.11 mag at
+the 95th percentile (2×10⁴ prior draws of ``spubhmi``).
 
 References:
     Robitaille, T. P. (2017). A&A 600, A11. Richardson, T. et al. (2024). ApJ 961, 188.
@@ -73,6 +79,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -314,7 +321,8 @@ def spectral_index(k_mag: np.ndarray, m24_mag: np.ndarray) -> np.ndarray:
     l1, l2, z1, z2 = 2.159, 23.675, 666.7, 7.17
     fnu1 = z1 * 10 ** (-0.4 * np.asarray(k_mag, np.float64))
     fnu2 = z2 * 10 ** (-0.4 * np.asarray(m24_mag, np.float64))
-    return np.log10((fnu2 / l2) / (fnu1 / l1)) / np.log10(l2 / l1)
+    with np.errstate(divide="ignore", invalid="ignore"):  # undetected: NaN or ±inf
+        return np.log10((fnu2 / l2) / (fnu1 / l1)) / np.log10(l2 / l1)
 
 
 def yso_class(alpha: np.ndarray) -> np.ndarray:
@@ -826,7 +834,8 @@ class _EmissionTable:
     Bilinear weights in (ln T, ln τ) pick four rows per layer, so the emission of N objects
     × K layers costs N·K·4·W multiply-adds instead of N·K·W exponentials. Below τ_min a
     slab scales ∝ τ (its optically thin limit) and a shell is unattenuated; above τ_max
-    both saturate. Relative error of the interpolation: < 1% where the layer contributes.
+    both saturate. Relative error of the interpolation: < 2.5% where a layer's flux is above
+    0.1% of its peak (tested).
     """
 
     def __init__(
@@ -871,12 +880,15 @@ class _EmissionTable:
         cols_a = np.stack(cols, -1).reshape(n, -1)
         vals_a = np.stack(vals, -1).reshape(n, -1)
         crow = torch.arange(0, n * 4 * k + 1, 4 * k, dtype=torch.int64)
-        mat = torch.sparse_csr_tensor(
-            crow,
-            torch.from_numpy(cols_a.ravel()),
-            torch.from_numpy(vals_a.ravel().astype(np.float32)),
-            size=(n, self.table.shape[0]),
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+            mat = torch.sparse_csr_tensor(
+                crow,
+                torch.from_numpy(cols_a.ravel()),
+                torch.from_numpy(vals_a.ravel().astype(np.float32)),
+                size=(n, self.table.shape[0]),
+                check_invariants=False,
+            )
         return mat @ self.table
 
 
