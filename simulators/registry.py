@@ -31,11 +31,13 @@ def names() -> list[str]:
 def _lazy() -> None:
     """Register the astronomical simulators (they import heavier packages)."""
     if "field_stars" not in SIMULATORS:
+        from .clusters import YoungClusterSimulator
         from .stars import FieldStars
         from .yso import YSOSimulator
 
         register(FieldStars)
         register(YSOSimulator)
+        register(YoungClusterSimulator)
 
 
 def get_simulator(name: str) -> type[Simulator]:
