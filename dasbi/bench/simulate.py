@@ -54,7 +54,11 @@ BANDS = [
 class SimulateBenchConfig:
     """Settings of the simulate benchmark."""
 
-    model: str = param("stars", help="stars (field stars); yso arrives with the YSO model")
+    model: str = param("stars", help="stars (field stars) or yso (R17 YSO SEDs)")
+    model_sets: list[str] = param(
+        default_factory=lambda: ["s---s-i", "sp--s-i", "spubhmi"],
+        help="YSO model sets timed with model=yso",
+    )
     library: str = param("ck04", help="ck04 or planck")
     num_stars: int = param(100_000, ge=100, help="stars in the timed batch")
     repeats: int = param(3, ge=1, help="timed repetitions (the best is reported)")
@@ -120,9 +124,11 @@ def bench_simulate(
     if quick:
         options = {"num_stars": 5000, "repeats": 1, "synphot_stars": 5, **options}
     cfg = from_dict(SimulateBenchConfig, options)
-    if cfg.model != "stars":
-        raise ValueError(f"unknown model {cfg.model!r} for bench simulate; valid: stars")
+    if cfg.model not in ("stars", "yso"):
+        raise ValueError(f"unknown model {cfg.model!r} for bench simulate; valid: stars, yso")
     torch.set_num_threads(cfg.threads)
+    if cfg.model == "yso":
+        return to_dict(cfg), _bench_yso(cfg)
     sim = FieldStars(
         {"library": cfg.library, "xp": True, "rv_sigma": 0.3, "bands": {b: {} for b in BANDS}}
     )
@@ -183,6 +189,106 @@ def bench_simulate(
     if cfg.rss_stars:
         results.append(_rss_run(cfg))
     return to_dict(cfg), results
+
+
+def _synphot_mags(wave_aa: np.ndarray, flam: np.ndarray, vega: Any, bps: list[Any]) -> np.ndarray:
+    import astropy.units as u
+    from synphot import Observation, SourceSpectrum
+    from synphot.models import Empirical1D
+
+    sp = SourceSpectrum(
+        Empirical1D, points=wave_aa * u.AA, lookup_table=flam * u.Unit("erg/(s cm2 AA)")
+    )
+    from synphot.exceptions import SynphotError
+
+    out = []
+    for bp in bps:
+        try:
+            out.append(Observation(sp, bp, force="taper").effstim("vegamag", vegaspec=vega).value)
+        except SynphotError:  # no flux in the band (a deeply embedded source)
+            out.append(np.nan)
+    return np.array(out)
+
+
+def _bench_yso(cfg: SimulateBenchConfig) -> list[dict[str, Any]]:
+    """YSO SEDs with 15-band photometry per second, per model set, against a synphot loop.
+
+    The timed batch is ``YSOSimulator.magnitudes`` on prior draws (SED model, distance,
+    interstellar A_V and photometry); the loop evaluates the same model one object at a time
+    and integrates each band with synphot's ``Observation.effstim``.
+    """
+    import astropy.units as u
+    from synphot import SourceSpectrum, SpectralElement
+    from synphot.models import Empirical1D
+
+    from simulators.bandpasses import get_filter, vega_spectrum
+    from simulators.yso import YSOSimulator
+
+    vw, vf = vega_spectrum()
+    vega = SourceSpectrum(
+        Empirical1D, points=vw * u.AA, lookup_table=vf * u.Unit("erg/(s cm2 AA)")
+    )
+    bps = [
+        SpectralElement(
+            Empirical1D,
+            points=get_filter(b).wave_aa * u.AA,
+            lookup_table=get_filter(b).transmission,
+        )
+        for b in BANDS
+    ]
+    results: list[dict[str, Any]] = []
+    for ms in cfg.model_sets:
+        sim = YSOSimulator({"model_set": ms, "library": cfg.library})
+        rng = np.random.default_rng(cfg.seed)
+        theta = sim.sample_prior(cfg.num_stars, rng)
+        sim.magnitudes(theta[:100])  # warm-up
+        best = np.inf
+        for _ in range(cfg.repeats):
+            t0 = time.perf_counter()
+            mags = sim.magnitudes(theta)
+            best = min(best, time.perf_counter() - t0)
+        k = min(cfg.synphot_stars, len(theta))
+        names = sim.theta_names
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t0 = time.perf_counter()
+            ref = []
+            for i in range(k):
+                th = {n: theta[i : i + 1, j] for j, n in enumerate(names)}
+                flam = sim.model.sed(th, th["distance"], th["av"]).double().numpy()[0]
+                ref.append(_synphot_mags(sim.model.wave_aa, flam, vega, bps))
+            loop_s = time.perf_counter() - t0
+        ref_a = np.array(ref)
+        ok = np.isfinite(ref_a) & np.isfinite(mags[:k]) & (ref_a < 30)
+        rate, loop_rate = len(theta) / best, k / loop_s
+        results.append(
+            {
+                "method": "dasbi",
+                "model_set": ms,
+                "seds": len(theta),
+                "seconds": round(best, 4),
+                "seds_per_s": round(rate, 1),
+                "bands": len(BANDS),
+            }
+        )
+        results.append(
+            {
+                "method": "synphot_loop",
+                "model_set": ms,
+                "seds": k,
+                "seconds": round(loop_s, 4),
+                "seds_per_s": round(loop_rate, 3),
+            }
+        )
+        results.append(
+            {
+                "method": "ratio",
+                "model_set": ms,
+                "speedup": round(rate / loop_rate, 1),
+                "max_abs_mag_difference": float(np.max(np.abs(ref_a - mags[:k])[ok])),
+            }
+        )
+    return results
 
 
 def _rss_run(cfg: SimulateBenchConfig) -> dict[str, Any]:
