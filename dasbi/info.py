@@ -65,6 +65,7 @@ def describe_system(schema: str | None = None) -> dict[str, Any] | list[dict[str
     from simulators.bandpasses import FILTERS
     from simulators.registry import names as simulator_names
     from simulators.surveys import available_surveys, survey_dirs
+    from simulators.yso import MODEL_SETS
 
     from .bench import BENCHMARKS
 
@@ -75,6 +76,7 @@ def describe_system(schema: str | None = None) -> dict[str, Any] | list[dict[str
         "benchmarks": sorted(BENCHMARKS),
         "filters": sorted(FILTERS),
         "surveys": available_surveys(),
+        "yso_model_sets": list(MODEL_SETS),
         "survey_folders": [str(d) for d in survey_dirs()],
     }
 

@@ -72,3 +72,21 @@ def test_bench_sampling_quick(tmp_path):
     assert [r["method"] for r in out["results"]] == ["dasbi heun-3", "dasbi dpm2m-3", "npe"]
     assert all(r["samples_per_s"] > 0 for r in out["results"])
     assert (tmp_path / "s.md").exists()
+
+
+def test_bench_simulate_yso_quick(tmp_path):
+    options = {
+        "model": "yso",
+        "library": "planck",
+        "model_sets": ["sp--s-i", "spubsmi"],
+        "num_stars": 500,
+        "synphot_stars": 2,
+    }
+    (tmp_path / "y.yaml").write_text(yaml.safe_dump(options))
+    path = run_bench("simulate", out=tmp_path / "y.json", config=tmp_path / "y.yaml", quick=True)
+    res = json.loads(path.read_text())["results"]
+    rates = [r for r in res if r["method"] == "dasbi"]
+    assert [r["model_set"] for r in rates] == ["sp--s-i", "spubsmi"]
+    assert all(r["seds_per_s"] > 0 and r["bands"] == 15 for r in rates)
+    # the vectorised photometry agrees with synphot on the same SEDs
+    assert all(r["max_abs_mag_difference"] < 0.01 for r in res if r["method"] == "ratio")

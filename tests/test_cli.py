@@ -54,6 +54,14 @@ def test_every_subcommand_has_help(command, capsys):
             ["simulate", "--simulator", "field_stars", "--set", "simulator.surveys=[2mass]"],
             "bands must include gaia_G",
         ),
+        (
+            ["simulate", "--simulator", "yso", "--set", "simulator.model_set=spubhmx"],
+            "unknown YSO model set 'spubhmx'",
+        ),
+        (
+            ["simulate", "--simulator", "yso", "--set", "simulator.grid=/no/such/grid"],
+            "YSO model grid folder /no/such/grid not found",
+        ),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(argv, fragment, tmp_path, capsys):

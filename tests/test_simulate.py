@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,3 +140,32 @@ def test_kill_and_resume_gives_identical_file(tmp_path):
     subprocess.run([*cmd, "--out", str(out)], check=True, env=env, timeout=300)
     assert not parts.exists()
     assert sha(out) == sha(ref)
+
+
+def test_dasbi_simulate_yso_missing_config(cli, tmp_path):
+    """The 50%-missing YSO config: limits at the survey depths, half the values dropped."""
+    import h5py
+
+    out = tmp_path / "yso.h5"
+    res = cli(
+        "simulate",
+        "--config",
+        "configs/simulate/yso_missing.yaml",
+        "--set",
+        "num=600",
+        "--set",
+        "chunk_size=300",
+        "--set",
+        "simulator.library=planck",
+        "--out",
+        str(out),
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert res.returncode == 0, res.stderr
+    with h5py.File(out) as f:
+        assert f["theta/values"].shape[0] == 600
+        obs = f["x/photometry/observed"][:]
+        assert 0.3 < obs.mean() < 0.52
+        assert f["x/photometry/upper_limit"][:].any()
+    nodes = [n.name for n in Dataset(out).nodes if n.kind == "parameter"]
+    assert nodes[0] == "star.radius" and nodes[-2:] == ["distance", "av"]
