@@ -32,25 +32,33 @@ semi-analytic pieces, vectorised over objects (torch, float32 spectra):
   sublimation radius R_sub = R* (T_sub/T*)^{-2.085}, T_sub = 1600 K (Whitney et al. 2004;
   R17), or R_sub times the ``disk.rmin`` factor for ``h`` sets. Thick annuli radiate
   ∝ 2|cos i|, thin ones isotropically, the rim ∝ 1/2 + (2/π) sin i (each averages to 1
-  over the sphere). The star and the rim are extinguished by the disc column along the line
-  of sight through a Gaussian vertical profile, so edge-on discs hide the optical star.
-  The disc's absorbed fraction is capped at 0.5 of L* (a flat-plus-flared disc cannot
-  shadow more than half the sky of its star).
+  over the sphere). The disc hides the star from the band of directions within
+  |sin ψ| < f of its midplane (ψ the elevation, f the fraction of L* the disc absorbs: the
+  solid angle whose light it takes), behind the inner disc's vertical optical depth, so
+  edge-on discs hide the optical star; the rim is hidden only by the band of the flared disc
+  outside it. Annuli never drop below T_min = 10 K (heating by the interstellar radiation
+  field). The disc's absorbed fraction is capped at 0.5 of L* (a flat-plus-flared disc
+  cannot shadow more than half the sky of its star).
 * **Envelope.** Ulrich (1976) rotating collapse, ρ = ρ_0 (r/R_c)^{-3/2}
   (1 + μ/μ_0)^{-1/2} (μ/2μ_0 + μ_0² R_c/r)^{-1} with μ_0 the streamline root of
-  μ_0³ + μ_0 (r/R_c - 1) - μ r/R_c = 0 (Newton iterations from μ_0 = 1), or a power law
+  μ_0³ + μ_0 (r/R_c - 1) - μ r/R_c = 0 (closed form, tabulated in (ln r/R_c, μ)), or a
+  power law
   ρ = ρ_0 (r/1000 AU)^γ; from R_sub (or the ``h`` inner radius) to 10⁵ AU. With the disc,
   R_c equals the disc's outer radius (as in R17).
 * **Bipolar cavity.** Where z > K ϖ^c (c = ``cavity.power``, K set so the cavity
-  half-opening angle is θ_0 at 10⁴ AU) the density is min(ρ_cav, ρ_env).
+  half-opening angle is θ_0 at 10⁴ AU) the density is min(ρ_cav, ρ_env). A ray inside the
+  cavity at the inner radius runs in it out to where it crosses the wall (the cavity narrows
+  outwards), then through the envelope.
 * **Ambient medium.** A floor ρ_amb on the density out to 10⁵ AU.
-* **Reprocessing.** On 32 log-spaced shells and 8 Gauss-Legendre directions per hemisphere,
-  each shell absorbs the part of L* that its grey (Planck-mean at T*) optical depth removes,
-  and re-emits it optically thin, κ_λ B_λ(T) normalised to that luminosity, at
-  T = T_sub (r/R_sub)^{-0.4} (κ ∝ ν¹ grains; Kenyon, Calvet & Hartmann 1993; Chandler &
-  Richer 2000). Shell emission is extinguished by the envelope outside it on the line of
-  sight, and the star, rim and disc by the whole column at inclination i (through the
-  cavity when i < θ_cav).
+* **Reprocessing.** On 24 log-spaced shells (columns exact for a power law within each) and
+  6 Gauss-Legendre directions per hemisphere (plus the solid angle that stays inside the
+  cavity, counted exactly), each shell absorbs the part of the central light that its grey
+  optical depth removes (Planck mean at T* for the star's share, at the disc's
+  luminosity-weighted temperature for the disc's), and re-emits it optically thin,
+  κ_λ B_λ(T) normalised to that luminosity, at T = T_sub (r/R_sub)^{-0.4} ≥ T_min (κ ∝ ν¹
+  grains; Kenyon, Calvet & Hartmann 1993; Chandler & Richer 2000). Shell emission is
+  extinguished by the envelope outside the shell's middle on the line of sight, and the
+  star, rim and disc by the whole column at inclination i.
 * **Aperture.** Shells and annuli count with the fraction of their projected area inside
   the aperture radius, 1 - √(1 - (A/r)²) for r > A.
 * **Interstellar extinction** A_V with G23 at R(V) = 3.1 on the total.
