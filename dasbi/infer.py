@@ -1,13 +1,368 @@
-"""`dasbi infer`: not implemented yet in this version (see the issue tracker)."""
+"""`dasbi infer`: posteriors for every object of a real catalogue, in resumable chunks.
+
+Steps: load the model (:class:`dasbi.Posterior`), read the catalogue with astropy, apply the
+survey's column map (:mod:`dasbi.catalogue`: units, fluxes → magnitudes, limits, missing
+values; every rejected row and ignored value goes to ``<out>.rejected.ecsv``), then sample
+``num_samples`` posterior draws per object chunk by chunk. Chunk ``i`` uses the random seed
+``(seed, i)`` and ``threads`` torch threads, so the result does not depend on the backend,
+on the number of workers, or on whether the run was interrupted: each finished chunk is
+written atomically to ``<out>.parts/`` and a rerun skips it.
+
+Output ``<out>`` (HDF5): ``/summary`` with one row per accepted object — ``id``, ``row``
+(its row in the input), ``<param>_median``, ``_p16``, ``_p84``, ``_mean``, ``_std``,
+``n_observed`` and ``flags`` — optionally ``/samples`` (N, S, P), gzip-compressed, and the
+attributes ``model_sha256``, ``config`` (resolved YAML), ``parameters``, ``n_input``,
+``n_rejected``. The same summary is written as FITS next to it (``<out stem>.fits``).
+
+Flags (bits): 1 fewer than 3 observed values; 2 upper limits used; 4 some samples not
+finite.
+"""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
 
-from .errors import NotAvailableError
+import numpy as np
 
-__all__ = ["run_infer_cli"]
+from .config import apply_overrides, dumps, fingerprint, from_dict, param, read_yaml, to_dict
+from .errors import ConfigError, NotAvailableError, ResumeError
+
+__all__ = ["FLAGS", "InferConfig", "read_posteriors", "run_infer", "run_infer_cli"]
+
+FLAGS = {"few_observed": 1, "upper_limits": 2, "nonfinite_samples": 4}
+
+
+@dataclass
+class InferConfig:
+    """Settings of `dasbi infer` (YAML or ``--set``; flags win)."""
+
+    model: str | None = param(None, help="checkpoint folder written by `dasbi train`")
+    catalogue: str | None = param(
+        None, help="catalogue file (FITS, CSV, MRT, VOTable, HDF5, Parquet)"
+    )
+    survey: str | None = param(None, help="survey YAML with a catalogue: column map")
+    format: str | None = param(None, help="astropy format of the catalogue (default: extension)")
+    num_samples: int = param(100, ge=1, help="posterior samples per object")
+    chunk_size: int = param(1000, ge=1, help="objects per chunk (unit of resume and parallelism)")
+    seed: int = param(0, ge=0, help="random seed")
+    sampler: str | None = param(None, help="sampler, e.g. heun or dpm2m (default: the model's)")
+    steps: int | None = param(None, ge=1, help="solver steps (default: the model's)")
+    threads: int = param(2, ge=1, help="torch threads per chunk (fixed so results repeat)")
+    save_samples: bool = param(False, help="store the (N, S, P) samples in /samples")
+    samples_dtype: Literal["float32", "float16"] = param("float32", help="dtype of /samples")
+    fits: bool = param(True, help="also write the summary as <out stem>.fits")
+    backend: Literal["local", "ray"] = param("local", help="local process or Ray")
+    workers: int = param(1, ge=1, le=1024, help="Ray tasks in flight")
+    ray_address: str | None = param(None, help="Ray cluster address (default: local Ray)")
+
+
+# -- one chunk ------------------------------------------------------------------------------
+_POSTERIORS: dict[str, Any] = {}
+
+
+def _posterior(path: str) -> Any:
+    from .posterior import Posterior
+
+    if path not in _POSTERIORS:
+        _POSTERIORS.clear()
+        _POSTERIORS[path] = Posterior.load(path)
+    return _POSTERIORS[path]
+
+
+def _infer_chunk(
+    model: str,
+    index: int,
+    given: dict[str, np.ndarray],
+    errors: dict[str, np.ndarray],
+    limits: dict[str, np.ndarray],
+    opts: dict[str, Any],
+) -> dict[str, np.ndarray]:
+    """Summaries (and samples) of one chunk; top level so Ray can ship it."""
+    import torch
+
+    torch.set_num_threads(opts["threads"])
+    post = _posterior(model)
+    seed = (
+        int.from_bytes(hashlib.sha256(f"{opts['seed']}-{index}".encode()).digest()[:4], "little")
+        & 0x7FFFFFFF
+    )
+    kw = {}
+    if opts.get("sampler"):
+        kw["sampler"] = opts["sampler"]
+    if opts.get("steps"):
+        kw["steps"] = opts["steps"]
+    with torch.inference_mode():
+        s = post.sample(
+            (opts["num_samples"],), x=given, errors=errors, upper_limits=limits, seed=seed, **kw
+        ).numpy()  # (S, B, P)
+    finite = np.all(np.isfinite(s), axis=(0, 2))
+    with np.errstate(all="ignore"):
+        q = np.nanpercentile(s, [50, 16, 84], axis=0)
+        out = {
+            "median": q[0],
+            "p16": q[1],
+            "p84": q[2],
+            "mean": np.nanmean(s, axis=0),
+            "std": np.nanstd(s, axis=0),
+        }
+    n_obs = np.sum([np.isfinite(v) for v in given.values()], axis=0)
+    lim = np.any([v for v in limits.values()], axis=0) if limits else np.zeros(len(n_obs), bool)
+    flags = (
+        (n_obs < 3) * FLAGS["few_observed"]
+        + lim * FLAGS["upper_limits"]
+        + (~finite) * FLAGS["nonfinite_samples"]
+    )
+    out = {k: v.astype(np.float32) for k, v in out.items()}
+    out["n_observed"] = n_obs.astype(np.int32)
+    out["flags"] = flags.astype(np.int32)
+    if opts["save_samples"]:
+        out["samples"] = np.moveaxis(s, 0, 1).astype(opts["samples_dtype"])
+    return out
+
+
+# -- driver ---------------------------------------------------------------------------------
+def _model_sha256(path: Path) -> str:
+    from .checkpoint import read_meta
+
+    meta = read_meta(path)
+    blob = json.dumps(meta.get("files", {}), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _file_stamp(path: Path) -> dict[str, Any]:
+    st = path.stat()
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        h.update(f.read(1 << 20))
+    return {"size": st.st_size, "head_sha256": h.hexdigest()}
+
+
+def _atomic_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def run_infer(
+    cfg: InferConfig,
+    out: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Run `dasbi infer` (see the module docstring); returns the output path."""
+    from .catalogue import load_column_map, map_catalogue, read_catalogue
+    from .progress import progress_bar
+
+    for key in ("model", "catalogue", "survey"):
+        if not getattr(cfg, key):
+            raise ConfigError(f"dasbi infer needs --{key} (or {key}: in the config)")
+    out = Path(out)
+    if out.suffix.lower() not in (".h5", ".hdf5"):
+        raise ConfigError(f"--out must end in .h5 or .hdf5, got {out.name}")
+    model = Path(cfg.model).expanduser()
+    model_sha = _model_sha256(model)
+    post = _posterior(str(model))
+    cmap = load_column_map(cfg.survey)
+    table = read_catalogue(cfg.catalogue, cfg.format)
+    observables = [n for n in post.diffuse if n.kind == "observable"]
+    mapped = map_catalogue(table, cmap, observables)
+    params = post.parameter_names
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report_path = out.with_name(out.stem + ".rejected.ecsv")
+    mapped.report.write(report_path)
+    if out.exists() and not overwrite:
+        raise ResumeError(f"{out} exists; pass --overwrite to replace it")
+    fp = fingerprint(
+        {
+            "config": {
+                k: v
+                for k, v in to_dict(cfg).items()
+                if k not in ("backend", "workers", "ray_address", "fits")
+            },
+            "model": model_sha,
+            "catalogue": _file_stamp(Path(cfg.catalogue)),
+            "map": Path(cmap.source).read_text() if cmap.source else "",
+        }
+    )
+    parts = out.with_name(out.name + ".parts")
+    manifest = parts / "manifest.json"
+    if parts.exists():
+        old = json.loads(manifest.read_text()) if manifest.exists() else {}
+        if old.get("fingerprint") != fp:
+            if not overwrite:
+                raise ResumeError(
+                    f"{parts} holds chunks of a different run (config, model or catalogue "
+                    "changed); pass --overwrite to start again"
+                )
+            shutil.rmtree(parts)
+    parts.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(json.dumps({"fingerprint": fp, "n": len(mapped)}))
+    n = len(mapped)
+    starts = list(range(0, n, cfg.chunk_size))
+    todo = [i for i, _ in enumerate(starts) if not (parts / f"chunk_{i:06d}.npz").exists()]
+    opts = {
+        "num_samples": cfg.num_samples,
+        "seed": cfg.seed,
+        "sampler": cfg.sampler,
+        "steps": cfg.steps,
+        "threads": cfg.threads,
+        "save_samples": cfg.save_samples,
+        "samples_dtype": cfg.samples_dtype,
+    }
+
+    def job(i: int) -> tuple[int, dict, dict, dict]:
+        a, b = starts[i], min(starts[i] + cfg.chunk_size, n)
+        sl = slice(a, b)
+        return (
+            i,
+            {k: v[sl] for k, v in mapped.values.items()},
+            {k: v[sl] for k, v in mapped.errors.items()},
+            {k: v[sl] for k, v in mapped.upper_limits.items()},
+        )
+
+    done = n - sum(min(cfg.chunk_size, n - starts[i]) for i in todo)
+    bar = progress_bar(total=n, initial=done, desc="infer", unit="obj", disable=not progress)
+    with bar:
+        if cfg.backend == "ray":
+            results = _run_ray(cfg, str(model), [job(i) for i in todo], opts)
+        else:
+            results = (
+                (i, _infer_chunk(str(model), i, g, e, lim, opts))
+                for i, g, e, lim in map(job, todo)
+            )
+        for i, res in results:
+            _atomic_npz(parts / f"chunk_{i:06d}.npz", res)
+            bar.update(len(res["flags"]))
+    return _assemble(cfg, out, parts, starts, mapped, params, model_sha)
+
+
+def _run_ray(cfg: InferConfig, model: str, jobs: list[tuple], opts: dict[str, Any]) -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise NotAvailableError(
+            "backend 'ray' needs Ray: pip install 'dasbi[distributed]'"
+        ) from None
+    if not ray.is_initialized():
+        ray.init(
+            address=cfg.ray_address,
+            num_cpus=None if cfg.ray_address else cfg.workers * cfg.threads,
+            include_dashboard=False,
+            log_to_driver=False,
+        )
+    task = ray.remote(num_cpus=cfg.threads)(_infer_chunk)
+    in_flight: dict[Any, int] = {}
+    queue = list(jobs)
+    while queue or in_flight:
+        while queue and len(in_flight) < 2 * cfg.workers:
+            i, g, e, lim = queue.pop(0)
+            in_flight[task.remote(model, i, g, e, lim, opts)] = i
+        ready, _ = ray.wait(list(in_flight), num_returns=1)
+        for ref in ready:
+            yield in_flight.pop(ref), ray.get(ref)
+
+
+def _assemble(
+    cfg: InferConfig,
+    out: Path,
+    parts: Path,
+    starts: list[int],
+    mapped: Any,
+    params: list[str],
+    model_sha: str,
+) -> Path:
+    import h5py
+    from astropy.table import Table
+
+    chunks = []
+    for i in range(len(starts)):
+        with np.load(parts / f"chunk_{i:06d}.npz") as z:
+            chunks.append({k: z[k] for k in z.files})
+    cols: dict[str, np.ndarray] = {"id": mapped.ids.astype(str), "row": mapped.rows}
+    empty = {"median": np.zeros((0, len(params)), np.float32)}
+    cat = {
+        k: np.concatenate([c[k] for c in chunks])
+        if chunks
+        else empty.get(k, np.zeros((0, len(params)), np.float32))
+        for k in ("median", "p16", "p84", "mean", "std")
+    }
+    for j, p in enumerate(params):
+        for stat in ("median", "p16", "p84", "mean", "std"):
+            cols[f"{p}_{stat}"] = cat[stat][:, j]
+    cols["n_observed"] = (
+        np.concatenate([c["n_observed"] for c in chunks]) if chunks else np.zeros(0, np.int32)
+    )
+    cols["flags"] = (
+        np.concatenate([c["flags"] for c in chunks]) if chunks else np.zeros(0, np.int32)
+    )
+    summary = Table(cols)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        tmp.unlink()
+    summary.write(tmp, path="summary", format="hdf5", serialize_meta=False)
+    with h5py.File(tmp, "a") as f:
+        if cfg.save_samples and chunks:
+            s = np.concatenate([c["samples"] for c in chunks])
+            f.create_dataset(
+                "samples", data=s, chunks=(min(len(s), 1024),) + s.shape[1:], compression="gzip"
+            )
+            f["samples"].attrs["parameters"] = json.dumps(params)
+        f.attrs["format"] = "dasbi-posteriors"
+        f.attrs["schema_version"] = 1
+        f.attrs["model_sha256"] = model_sha
+        f.attrs["config"] = dumps(cfg)
+        f.attrs["parameters"] = json.dumps(params)
+        f.attrs["n_input"] = mapped.n_input
+        f.attrs["n_rejected"] = mapped.n_input - len(mapped)
+        f.attrs["flags"] = json.dumps(FLAGS)
+    os.replace(tmp, out)
+    if cfg.fits:
+        fits_path = out.with_suffix(".fits")
+        ftmp = fits_path.with_name(fits_path.name + ".tmp")
+        summary.meta.update({"MODELSHA": model_sha[:64], "NINPUT": mapped.n_input})
+        summary.write(ftmp, format="fits", overwrite=True)
+        os.replace(ftmp, fits_path)
+    shutil.rmtree(parts)
+    return out
+
+
+def read_posteriors(path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
+    """The ``/summary`` table and the file attributes of a `dasbi infer` output."""
+    import h5py
+    from astropy.table import Table
+
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("format") != "dasbi-posteriors":
+            from .errors import DataError
+
+            raise DataError(f"{path} is not a `dasbi infer` output")
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    return Table.read(path, path="summary", format="hdf5"), attrs
 
 
 def run_infer_cli(args: argparse.Namespace) -> int:
-    raise NotAvailableError("`dasbi infer` is not implemented in this version of dasbi yet")
+    data = read_yaml(args.config) if args.config else {}
+    data = apply_overrides(data, args.overrides)
+    for key in ("model", "catalogue", "survey", "backend"):
+        if getattr(args, key, None):
+            data[key] = getattr(args, key)
+    if getattr(args, "num_samples", None):
+        data["num_samples"] = args.num_samples
+    cfg = from_dict(InferConfig, data)
+    path = run_infer(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet)
+    from .config import save_config
+
+    save_config(cfg, path.with_name(path.stem + ".config.yaml"))
+    print(
+        f"wrote posteriors to {path} (summary also in {path.with_suffix('.fits').name}; "
+        f"rejected rows in {path.stem}.rejected.ecsv)"
+    )
+    return 0

@@ -35,6 +35,7 @@ __all__ = [
     "get_filter",
     "pivot_wavelength",
     "vega_spectrum",
+    "vega_zero_point_jy",
 ]
 
 # canonical name -> (package, name in the package)
@@ -251,6 +252,19 @@ class Photometry:
         rel = self.relative_flux(flam).double().numpy()
         with np.errstate(divide="ignore"):
             return -2.5 * np.log10(rel)
+
+
+@functools.cache
+def vega_zero_point_jy(name: str) -> float:
+    """F_ν [Jy] of a flat-spectrum source with Vega magnitude 0 in the band.
+
+    For photon-counting magnitudes, 10^{-0.4 m} = F_ν c ∫T/λ dλ / ∫F_Vega T λ dλ for a source
+    of constant F_ν, so the zero point is ∫F_Vega T λ dλ / (c ∫T/λ dλ). This converts
+    catalogue fluxes in the filter's (ν-flat) convention to the simulators' magnitudes.
+    """
+    f = get_filter(name)
+    ref = _reference_integral(f, "vega")
+    return float(ref / (C_AA_S * np.trapezoid(f.transmission / f.wave_aa, f.wave_aa)) / 1e-23)
 
 
 def _outside_fraction(f: Filter, grid: np.ndarray) -> float:

@@ -1,0 +1,380 @@
+"""Real catalogues → model inputs: column maps, unit conversion, limits, validation report.
+
+A column map is the ``catalogue:`` section of a survey YAML file (``configs/surveys/``)::
+
+    catalogue:
+      id: source_id                 # identifier column (default: the row number)
+      sentinels: [99.99, -99.99]    # values that mean "missing" in any mapped column
+      columns:
+        gaia_G: {value: phot_g_mean_mag, error: phot_g_mean_mag_error}
+        parallax: {value: parallax, error: parallax_error, unit: mas}
+        irac_1: {value: F3_6, error: e_F3_6, unit: mJy, limit: l_F3_6}
+        mips_24: {value: "[24]", limit: "l_[24]", error: 0.1}
+
+Each key is a model node. ``value`` names the column; ``error`` a column or a constant
+(1σ, in the value's unit); ``limit`` a flag column whose true or non-empty entries (``<``,
+``1``, ``True``) mark an upper limit (a faint limit for magnitudes); ``unit`` the value's
+unit where the table does not carry one. Fluxes (mJy, Jy, erg/s/cm²/Hz, …) of photometric
+nodes become Vega magnitudes with the filter's zero point (computed from the CALSPEC Vega
+spectrum on the filter curve, :func:`simulators.bandpasses.vega_zero_point_jy`), flux errors
+become magnitude errors (1.0857 σ_F/F); other units are converted with astropy.
+
+Missing values are NaN, masked entries and sentinels. Every problem is reported, never
+dropped silently: a bad value (non-positive flux, negative or non-finite error, a magnitude
+outside [-5, 35]) is ignored and listed, and a row without a single usable value, or with a
+missing or duplicate identifier, is rejected and listed (:class:`Report`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError, DataError
+
+__all__ = [
+    "ColumnMap",
+    "MappedCatalogue",
+    "Report",
+    "load_column_map",
+    "map_catalogue",
+    "read_catalogue",
+]
+
+FORMATS = {
+    ".fits": "fits",
+    ".fit": "fits",
+    ".fts": "fits",
+    ".csv": "ascii.csv",
+    ".ecsv": "ascii.ecsv",
+    ".txt": "ascii.mrt",
+    ".mrt": "ascii.mrt",
+    ".dat": "ascii.mrt",
+    ".vot": "votable",
+    ".xml": "votable",
+    ".votable": "votable",
+    ".h5": "hdf5",
+    ".hdf5": "hdf5",
+    ".parquet": "parquet",
+}
+_COLUMN_KEYS = {"value", "error", "limit", "unit"}
+_MAP_KEYS = {"id", "sentinels", "columns"}
+MAG_RANGE = (-5.0, 35.0)
+
+
+@dataclass
+class ColumnSpec:
+    value: str
+    error: str | float | None = None
+    limit: str | None = None
+    unit: str | None = None
+
+
+@dataclass
+class ColumnMap:
+    """A validated ``catalogue:`` section (see the module docstring)."""
+
+    columns: dict[str, ColumnSpec]
+    id: str | None = None
+    sentinels: list[float] = field(default_factory=list)
+    source: str = ""
+
+
+def load_column_map(path: str | os.PathLike[str]) -> ColumnMap:
+    """Read the ``catalogue:`` section of a survey YAML file (by path or survey name)."""
+    import yaml
+
+    from simulators.surveys import _find
+
+    try:
+        p = _find(path)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(str(err)) from None
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{p} is not valid YAML: {err}") from None
+    cat = raw.get("catalogue")
+    if not isinstance(cat, dict):
+        raise ConfigError(
+            f"{p} has no 'catalogue:' section mapping model nodes to catalogue columns "
+            "(see dasbi/catalogue.py or configs/surveys/rebull2015_ngc1333.yaml)"
+        )
+    unknown = set(cat) - _MAP_KEYS
+    if unknown:
+        raise ConfigError(
+            f"{p}: catalogue: unknown keys {sorted(unknown)}; valid: {sorted(_MAP_KEYS)}"
+        )
+    cols = cat.get("columns") or {}
+    if not isinstance(cols, dict) or not cols:
+        raise ConfigError(f"{p}: catalogue.columns must map node names to {{value: column, ...}}")
+    specs = {}
+    for node, spec in cols.items():
+        if isinstance(spec, str):
+            spec = {"value": spec}
+        if not isinstance(spec, dict) or "value" not in spec:
+            raise ConfigError(f"{p}: catalogue.columns.{node} needs at least 'value: <column>'")
+        bad = set(spec) - _COLUMN_KEYS
+        if bad:
+            raise ConfigError(
+                f"{p}: catalogue.columns.{node}: unknown keys {sorted(bad)}; valid: "
+                f"{sorted(_COLUMN_KEYS)}"
+            )
+        err = spec.get("error")
+        if isinstance(err, bool) or (isinstance(err, int | float) and not err >= 0):
+            raise ConfigError(f"{p}: catalogue.columns.{node}.error must be a column or >= 0")
+        specs[str(node)] = ColumnSpec(
+            str(spec["value"]),
+            err if isinstance(err, int | float) else (None if err is None else str(err)),
+            None if spec.get("limit") is None else str(spec["limit"]),
+            None if spec.get("unit") is None else str(spec["unit"]),
+        )
+    sentinels = [float(s) for s in (cat.get("sentinels") or [])]
+    return ColumnMap(specs, None if cat.get("id") is None else str(cat["id"]), sentinels, str(p))
+
+
+def read_catalogue(path: str | os.PathLike[str], fmt: str | None = None) -> Any:
+    """Read a catalogue with astropy (format from the extension unless given)."""
+    from astropy.table import Table
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"catalogue {p} does not exist")
+    suffixes = "".join(p.suffixes[-2:]).lower()
+    if fmt is None:
+        fmt = FORMATS.get(p.suffix.lower()) or FORMATS.get(suffixes.replace(".gz", ""))
+    if fmt is None:
+        raise DataError(
+            f"cannot tell the format of {p.name} from its extension; known: "
+            f"{', '.join(sorted(FORMATS))} (or pass the astropy format)"
+        )
+    kwargs: dict[str, Any] = {}
+    if fmt == "fits":
+        kwargs["memmap"] = True
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # unit-parsing chatter of MRT/FITS headers
+            return Table.read(p, format=fmt, **kwargs)
+    except ImportError as err:
+        raise DataError(
+            f"reading {p.name} ({fmt}) needs {err.name}: pip install {err.name}"
+        ) from None
+    except Exception as err:
+        raise DataError(
+            f"catalogue {p} could not be read as {fmt}: {type(err).__name__}: {err}"
+        ) from None
+
+
+@dataclass
+class Report:
+    """What happened to each row: rejected rows and ignored values, with reasons."""
+
+    rows: list[int] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+
+    def add(
+        self, rows: np.ndarray, ids: np.ndarray, column: str, action: str, reason: str
+    ) -> None:
+        for r in np.asarray(rows).ravel():
+            self.rows.append(int(r))
+            self.ids.append(str(ids[r]))
+            self.columns.append(column)
+            self.actions.append(action)
+            self.reasons.append(reason)
+
+    def table(self) -> Any:
+        from astropy.table import Table
+
+        return Table(
+            {
+                "row": np.asarray(self.rows, np.int64),
+                "id": np.asarray(self.ids, str),
+                "column": np.asarray(self.columns, str),
+                "action": np.asarray(self.actions, str),
+                "reason": np.asarray(self.reasons, str),
+            }
+        )
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for a, r in zip(self.actions, self.reasons, strict=True):
+            out[f"{a}: {r}"] = out.get(f"{a}: {r}", 0) + 1
+        return out
+
+    def write(self, path: str | os.PathLike[str]) -> Path:
+        p = Path(path)
+        tmp = p.with_name(p.name + ".tmp")
+        self.table().write(tmp, format="ascii.ecsv", overwrite=True)
+        os.replace(tmp, p)
+        return p
+
+
+@dataclass
+class MappedCatalogue:
+    """Model inputs for the accepted rows: node name → (N,) arrays."""
+
+    ids: np.ndarray
+    rows: np.ndarray  # row numbers in the input catalogue
+    values: dict[str, np.ndarray]
+    errors: dict[str, np.ndarray]
+    upper_limits: dict[str, np.ndarray]
+    report: Report
+    n_input: int
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def n_observed(self) -> np.ndarray:
+        return np.sum([np.isfinite(v) for v in self.values.values()], axis=0).astype(np.int32)
+
+
+def _column(t: Any, name: str, where: str) -> Any:
+    if name not in t.colnames:
+        close = [c for c in t.colnames if c.lower() == name.lower()]
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise DataError(
+            f"{where}: column {name!r} is not in the catalogue{hint}; it has "
+            f"{', '.join(t.colnames[:30])}{' …' if len(t.colnames) > 30 else ''}"
+        )
+    return t[name]
+
+
+def _as_float(col: Any, sentinels: list[float]) -> np.ndarray:
+    data = col.filled(np.nan) if hasattr(col, "filled") and col.dtype.kind in "fiu" else col
+    try:
+        arr = np.asarray(data, np.float64)
+    except (TypeError, ValueError):
+        arr = np.array([_to_float(v) for v in np.asarray(data).ravel()])
+    if hasattr(col, "mask") and np.ndim(col.mask):
+        arr = np.where(np.asarray(col.mask), np.nan, arr)
+    for s in sentinels:
+        arr = np.where(np.isclose(arr, s, rtol=0, atol=1e-9 * max(1.0, abs(s))), np.nan, arr)
+    return arr
+
+
+def _to_float(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return np.nan
+
+
+def _flags(col: Any) -> np.ndarray:
+    """True where a limit-flag column marks an upper limit."""
+    arr = np.asarray(col.filled("") if hasattr(col, "filled") else col)
+    if arr.dtype.kind == "b":
+        return arr.astype(bool)
+    if arr.dtype.kind in "iuf":
+        return np.nan_to_num(arr.astype(float)) != 0
+    s = np.char.strip(arr.astype(str))
+    return ~np.isin(s, ["", "0", "False", "false", "F", "N", "--", "nan"])
+
+
+def map_catalogue(t: Any, cmap: ColumnMap, nodes: list[Any]) -> MappedCatalogue:
+    """Apply a column map to an astropy Table for a model's observable nodes."""
+    import astropy.units as u
+
+    report = Report()
+    n = len(t)
+    by_name = {nd.name: nd for nd in nodes}
+    unknown = [k for k in cmap.columns if k not in by_name]
+    if unknown:
+        raise ConfigError(
+            f"{cmap.source}: catalogue.columns {unknown} are not observables of the model; "
+            f"it has {sorted(by_name)}"
+        )
+    if cmap.id:
+        ids = np.asarray(_column(t, cmap.id, "catalogue.id")).astype(str)
+        ids = np.char.strip(ids)
+    else:
+        ids = np.arange(n).astype(str)
+    values: dict[str, np.ndarray] = {}
+    errors: dict[str, np.ndarray] = {}
+    limits: dict[str, np.ndarray] = {}
+    for node, spec in cmap.columns.items():
+        where = f"catalogue.columns.{node}"
+        nd = by_name[node]
+        col = _column(t, spec.value, where)
+        val = _as_float(col, cmap.sentinels)
+        if isinstance(spec.error, str):
+            err = _as_float(_column(t, spec.error, where + ".error"), cmap.sentinels)
+        elif spec.error is None:
+            err = np.zeros(n)
+        else:
+            err = np.full(n, float(spec.error))
+        lim = _flags(_column(t, spec.limit, where + ".limit")) if spec.limit else np.zeros(n, bool)
+        unit_str = spec.unit or (str(col.unit) if getattr(col, "unit", None) is not None else None)
+        target = nd.unit or ""
+        if unit_str and target and unit_str not in ("mag", target):
+            try:
+                unit = u.Unit(unit_str, parse_strict="raise")
+            except ValueError:
+                raise ConfigError(f"{where}: unknown unit {unit_str!r}") from None
+            if target == "mag" and unit.physical_type == "spectral flux density":
+                from simulators.bandpasses import vega_zero_point_jy
+
+                zp = vega_zero_point_jy(node)
+                f_jy = (val * unit).to_value(u.Jy)
+                e_jy = (err * unit).to_value(u.Jy)
+                bad = np.isfinite(f_jy) & (f_jy <= 0) & ~lim
+                report.add(np.nonzero(bad)[0], ids, node, "value ignored", "non-positive flux")
+                f_jy = np.where(bad, np.nan, f_jy)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    val = -2.5 * np.log10(f_jy / zp)
+                    err = np.where(lim, 0.0, 1.0857 * e_jy / f_jy)
+            else:
+                try:
+                    val = (val * unit).to_value(target)
+                    err = (err * unit).to_value(target)
+                except u.UnitConversionError:
+                    raise ConfigError(
+                        f"{where}: values in {unit_str} cannot be converted to the node's unit "
+                        f"{target}"
+                    ) from None
+        finite = np.isfinite(val)
+        bad_err = finite & ~lim & ~(np.isfinite(err) & (err >= 0))
+        report.add(np.nonzero(bad_err)[0], ids, node, "value ignored", "missing or negative error")
+        if target == "mag":
+            out = finite & ((val < MAG_RANGE[0]) | (val > MAG_RANGE[1]))
+            report.add(
+                np.nonzero(out)[0],
+                ids,
+                node,
+                "value ignored",
+                f"magnitude outside [{MAG_RANGE[0]}, {MAG_RANGE[1]}]",
+            )
+            bad_err |= out
+        val = np.where(bad_err, np.nan, val)
+        values[node] = val
+        errors[node] = np.where(np.isfinite(val) & np.isfinite(err), np.maximum(err, 0.0), 0.0)
+        limits[node] = lim & np.isfinite(val)
+    usable = np.sum([np.isfinite(v) for v in values.values()], axis=0) > 0
+    report.add(np.nonzero(~usable)[0], ids, "*", "row rejected", "no usable value")
+    ok = usable.copy()
+    empty_id = np.isin(ids, ["", "--", "nan"])
+    report.add(np.nonzero(empty_id & ok)[0], ids, cmap.id or "row", "row rejected", "missing id")
+    ok &= ~empty_id
+    _, first, counts = np.unique(ids, return_index=True, return_counts=True)
+    dup = np.ones(n, bool)
+    dup[first] = False
+    report.add(np.nonzero(dup & ok)[0], ids, cmap.id or "row", "row rejected", "duplicate id")
+    ok &= ~dup
+    keep = np.nonzero(ok)[0]
+    return MappedCatalogue(
+        ids=ids[keep],
+        rows=keep,
+        values={k: v[keep] for k, v in values.items()},
+        errors={k: v[keep] for k, v in errors.items()},
+        upper_limits={k: v[keep] for k, v in limits.items()},
+        report=report,
+        n_input=n,
+    )
