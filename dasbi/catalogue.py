@@ -14,7 +14,8 @@ A column map is the ``catalogue:`` section of a survey YAML file (``configs/surv
 Each key is a model node. ``value`` names the column; ``error`` a column or a constant
 (1σ, in the value's unit); ``limit`` a flag column whose true or non-empty entries (``<``,
 ``1``, ``True``) mark an upper limit (a faint limit for magnitudes); ``unit`` the value's
-unit where the table does not carry one. Fluxes (mJy, Jy, erg/s/cm²/Hz, …) of photometric
+unit where the table does not carry one; ``zero_point`` the flux [Jy] of magnitude 0 where a
+survey defines its own (e.g. IRAC's 280.9 Jy at 3.6 µm for νF_ν = const). Fluxes (mJy, Jy, erg/s/cm²/Hz, …) of photometric
 nodes become Vega magnitudes with the filter's zero point (computed from the CALSPEC Vega
 spectrum on the filter curve, :func:`simulators.bandpasses.vega_zero_point_jy`), flux errors
 become magnitude errors (1.0857 σ_F/F); other units are converted with astropy.
@@ -61,7 +62,7 @@ FORMATS = {
     ".hdf5": "hdf5",
     ".parquet": "parquet",
 }
-_COLUMN_KEYS = {"value", "error", "limit", "unit"}
+_COLUMN_KEYS = {"value", "error", "limit", "unit", "zero_point"}
 _MAP_KEYS = {"id", "sentinels", "columns"}
 MAG_RANGE = (-5.0, 35.0)
 
@@ -72,6 +73,7 @@ class ColumnSpec:
     error: str | float | None = None
     limit: str | None = None
     unit: str | None = None
+    zero_point: float | None = None  # Jy of magnitude 0 (default: from the filter and Vega)
 
 
 @dataclass
@@ -132,6 +134,7 @@ def load_column_map(path: str | os.PathLike[str]) -> ColumnMap:
             err if isinstance(err, int | float) else (None if err is None else str(err)),
             None if spec.get("limit") is None else str(spec["limit"]),
             None if spec.get("unit") is None else str(spec["unit"]),
+            None if spec.get("zero_point") is None else float(spec["zero_point"]),
         )
     sentinels = [float(s) for s in (cat.get("sentinels") or [])]
     return ColumnMap(specs, None if cat.get("id") is None else str(cat["id"]), sentinels, str(p))
@@ -270,7 +273,10 @@ def _to_float(v: Any) -> float:
 
 def _flags(col: Any) -> np.ndarray:
     """True where a limit-flag column marks an upper limit."""
-    arr = np.asarray(col.filled("") if hasattr(col, "filled") else col)
+    kind = np.asarray(col).dtype.kind
+    if hasattr(col, "filled"):
+        col = col.filled(False if kind == "b" else 0 if kind in "iuf" else "")
+    arr = np.asarray(col)
     if arr.dtype.kind == "b":
         return arr.astype(bool)
     if arr.dtype.kind in "iuf":
@@ -322,7 +328,7 @@ def map_catalogue(t: Any, cmap: ColumnMap, nodes: list[Any]) -> MappedCatalogue:
             if target == "mag" and unit.physical_type == "spectral flux density":
                 from simulators.bandpasses import vega_zero_point_jy
 
-                zp = vega_zero_point_jy(node)
+                zp = spec.zero_point or vega_zero_point_jy(node)
                 f_jy = (val * unit).to_value(u.Jy)
                 e_jy = (err * unit).to_value(u.Jy)
                 bad = np.isfinite(f_jy) & (f_jy <= 0) & ~lim

@@ -31,7 +31,7 @@ from .instruments import SPECTROGRAPHS, BandSpec, SpectrographSpec
 
 __all__ = ["Survey", "load_survey", "merge_surveys", "survey_dirs", "available_surveys"]
 
-_TOP_KEYS = {"name", "reference", "description", "simulation"}
+_TOP_KEYS = {"name", "reference", "description", "simulation", "catalogue"}
 _SIM_KEYS = {"bands", "astrometry", "spectra"}
 _BAND_KEYS = {f.name for f in dataclasses.fields(BandSpec)}
 _ASTRO_KEYS = {"parallax_error_factor"}
