@@ -1,0 +1,214 @@
+"""`dasbi infer` on a catalogue: summaries against the analytic posterior, schema round trip,
+resume after a kill, Ray equals local, rejected rows reported."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from dasbi.config import from_dict
+from dasbi.errors import ConfigError, ResumeError
+from dasbi.infer import FLAGS, InferConfig, read_posteriors, run_infer
+from dasbi.simulate import SimulateConfig, run_simulate
+from dasbi.train import TrainConfig, train
+
+MAP = """
+name: gl_catalogue
+catalogue:
+  id: name
+  sentinels: [-999]
+  columns:
+    x_1: {value: a, error: e_a}
+    x_2: {value: b, error: e_b}
+"""
+SIGMA = np.sqrt(0.1)  # the linear Gaussian task's noise
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("infer")
+    sims = {"name": "gaussian_linear", "dim": 2, "missing_prob": 0.2}
+    data = run_simulate(
+        from_dict(SimulateConfig, {"num": 4000, "seed": 1, "simulator": sims}),
+        root / "gl.h5",
+        progress=False,
+    )
+    cfg = from_dict(
+        TrainConfig,
+        {
+            "network": {"dim": 32, "depth": 2, "heads": 2},
+            "batch_size": 256,
+            "warmup_steps": 50,
+            "val_every": 100,
+            "lr": 2e-3,
+            "max_steps": 1000,
+        },
+    )
+    train(data, cfg, out=root / "model", progress=False)
+    return root / "model"
+
+
+@pytest.fixture
+def catalogue(tmp_path):
+    rng = np.random.default_rng(5)
+    n = 60
+    t = Table()
+    t["name"] = [f"star{i:03d}" for i in range(n)]
+    t["a"] = rng.uniform(-1, 1, n)
+    t["b"] = rng.uniform(-1, 1, n)
+    t["e_a"] = np.full(n, SIGMA)
+    t["e_b"] = np.full(n, SIGMA)
+    t["b"][3] = np.nan  # missing: marginalised
+    t["a"][7] = -999.0  # sentinel
+    t["a"][9] = t["b"][9] = np.nan  # nothing usable: rejected
+    t["name"][11] = t["name"][10]  # duplicate: rejected
+    t["e_a"][13] = -1.0  # bad error: value ignored
+    path = tmp_path / "cat.fits"
+    t.write(path)
+    smap = tmp_path / "map.yaml"
+    smap.write_text(MAP)
+    return path, smap, t
+
+
+def _cfg(model, cat, smap, **kw) -> InferConfig:
+    return from_dict(
+        InferConfig,
+        {
+            "model": str(model),
+            "catalogue": str(cat),
+            "survey": str(smap),
+            "num_samples": 400,
+            "chunk_size": 16,
+            "seed": 3,
+            **kw,
+        },
+    )
+
+
+def test_summaries_match_the_analytic_posterior(model, catalogue, tmp_path):
+    cat, smap, t = catalogue
+    out = run_infer(
+        _cfg(model, cat, smap, save_samples=True), tmp_path / "post.h5", progress=False
+    )
+    summary, attrs = read_posteriors(out)
+    assert attrs["n_input"] == 60 and attrs["n_rejected"] == 2
+    assert attrs["parameters"] == '["theta_1", "theta_2"]' and len(attrs["model_sha256"]) == 64
+    assert len(summary) == 58 and "star009" not in set(summary["id"])
+    assert list(summary["row"][:3]) == [0, 1, 2]
+    # posterior of the linear Gaussian: N(x/2, 0.05) per coordinate when x is observed
+    full = summary["n_observed"] == 2
+    rows = np.asarray(summary["row"])[full]
+    np.testing.assert_allclose(summary["theta_1_median"][full], t["a"][rows] / 2, atol=0.08)
+    np.testing.assert_allclose(summary["theta_2_mean"][full], t["b"][rows] / 2, atol=0.08)
+    assert np.median(summary["theta_1_std"][full]) == pytest.approx(np.sqrt(0.05), rel=0.25)
+    p16, p84 = summary["theta_1_p16"][full], summary["theta_1_p84"][full]
+    assert np.median(p84 - p16) == pytest.approx(2 * np.sqrt(0.05), rel=0.25)
+    # a missing x_2 leaves theta_2 at its prior N(0, 0.1)... scaled: std ≈ sqrt(0.1)
+    i3 = list(summary["row"]).index(3)
+    assert summary["n_observed"][i3] == 1
+    assert summary["flags"][i3] & FLAGS["few_observed"]
+    assert summary["theta_2_std"][i3] > 1.2 * np.sqrt(0.05)
+    with h5py.File(out) as f:
+        assert f["samples"].shape == (58, 400, 2) and f["samples"].compression == "gzip"
+    fits = Table.read(out.with_suffix(".fits"))
+    np.testing.assert_array_equal(fits["theta_1_median"], summary["theta_1_median"])
+    rej = Table.read(tmp_path / "post.rejected.ecsv")
+    reasons = set(zip(rej["id"], rej["reason"], strict=True))
+    assert ("star009", "no usable value") in reasons
+    assert ("star010", "duplicate id") in reasons
+    assert ("star013", "missing or negative error") in reasons
+    assert ("star007", "no usable value") not in reasons  # b is still there
+
+
+def test_ray_local_mode_equals_the_local_backend(model, catalogue, tmp_path):
+    pytest.importorskip("ray")
+    cat, smap, _ = catalogue
+    a = run_infer(_cfg(model, cat, smap, num_samples=50), tmp_path / "a.h5", progress=False)
+    b = run_infer(
+        _cfg(model, cat, smap, num_samples=50, backend="ray", workers=2),
+        tmp_path / "b.h5",
+        progress=False,
+    )
+    sa, _ = read_posteriors(a)
+    sb, _ = read_posteriors(b)
+    for c in sa.colnames:
+        np.testing.assert_array_equal(np.asarray(sa[c]), np.asarray(sb[c]), err_msg=c)
+
+
+def test_resume_after_a_kill_loses_and_duplicates_nothing(model, catalogue, tmp_path):
+    cat, smap, _ = catalogue
+    cfg_file = tmp_path / "infer.yaml"
+    cfg_file.write_text("num_samples: 300\nchunk_size: 4\nseed: 3\nsteps: 60\n")
+    args = [
+        sys.executable,
+        "-m",
+        "dasbi.cli",
+        "infer",
+        "--config",
+        str(cfg_file),
+        "--model",
+        str(model),
+        "--catalogue",
+        str(cat),
+        "--survey",
+        str(smap),
+        "--quiet",
+    ]
+    ref = tmp_path / "ref.h5"
+    subprocess.run(
+        [*args, "--out", str(ref)],
+        check=True,
+        timeout=600,
+        env={**os.environ, "DASBI_PROGRESS": "0"},
+    )
+    out = tmp_path / "killed.h5"
+    proc = subprocess.Popen([*args, "--out", str(out)], env={**os.environ, "DASBI_PROGRESS": "0"})
+    parts = Path(str(out) + ".parts")
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(parts.glob("chunk_*.npz"))) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists(), "the run finished before it could be killed"
+    done = len(list(parts.glob("chunk_*.npz")))
+    assert 3 <= done < 15
+    subprocess.run(
+        [*args, "--out", str(out)],
+        check=True,
+        timeout=600,
+        env={**os.environ, "DASBI_PROGRESS": "0"},
+    )
+    s_ref, _ = read_posteriors(ref)
+    s_out, _ = read_posteriors(out)
+    assert len(s_out) == len(s_ref) == 58 and len(set(s_out["id"])) == 58
+    for c in s_ref.colnames:
+        np.testing.assert_array_equal(np.asarray(s_out[c]), np.asarray(s_ref[c]), err_msg=c)
+    assert not parts.exists()
+
+
+def test_clear_errors(model, catalogue, tmp_path):
+    cat, smap, _ = catalogue
+    with pytest.raises(ConfigError, match="needs --survey"):
+        run_infer(
+            from_dict(InferConfig, {"model": str(model), "catalogue": str(cat)}),
+            tmp_path / "x.h5",
+            progress=False,
+        )
+    with pytest.raises(ConfigError, match=r"\.h5"):
+        run_infer(_cfg(model, cat, smap), tmp_path / "x.fits", progress=False)
+    out = run_infer(_cfg(model, cat, smap, num_samples=5), tmp_path / "y.h5", progress=False)
+    with pytest.raises(ResumeError, match="--overwrite"):
+        run_infer(_cfg(model, cat, smap, num_samples=5), out, progress=False)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("catalogue:\n  columns:\n    teff: {value: a}\n")
+    with pytest.raises(ConfigError, match="not observables of the model"):
+        run_infer(_cfg(model, cat, bad), tmp_path / "z.h5", progress=False)
