@@ -15,10 +15,11 @@ Each key is a model node. ``value`` names the column; ``error`` a column or a co
 (1σ, in the value's unit); ``limit`` a flag column whose true or non-empty entries (``<``,
 ``1``, ``True``) mark an upper limit (a faint limit for magnitudes); ``unit`` the value's
 unit where the table does not carry one; ``zero_point`` the flux [Jy] of magnitude 0 where a
-survey defines its own (e.g. IRAC's 280.9 Jy at 3.6 µm for νF_ν = const). Fluxes (mJy, Jy, erg/s/cm²/Hz, …) of photometric
-nodes become Vega magnitudes with the filter's zero point (computed from the CALSPEC Vega
-spectrum on the filter curve, :func:`simulators.bandpasses.vega_zero_point_jy`), flux errors
-become magnitude errors (1.0857 σ_F/F); other units are converted with astropy.
+survey defines its own (e.g. IRAC's 280.9 Jy at 3.6 µm for νF_ν = const). Fluxes (mJy, Jy,
+erg/s/cm²/Hz, …) of photometric nodes become Vega magnitudes with the filter's zero point
+(computed from the CALSPEC Vega spectrum on the filter curve,
+:func:`simulators.bandpasses.vega_zero_point_jy`), flux errors become magnitude errors
+(1.0857 σ_F/F); other units are converted with astropy.
 
 Missing values are NaN, masked entries and sentinels. Every problem is reported, never
 dropped silently: a bad value (non-positive flux, negative or non-finite error, a magnitude

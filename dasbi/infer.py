@@ -98,7 +98,7 @@ def _infer_chunk(
         kw["sampler"] = opts["sampler"]
     if opts.get("steps"):
         kw["steps"] = opts["steps"]
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference_mode: limit guidance re-enables gradients
         s = post.sample(
             (opts["num_samples"],), x=given, errors=errors, upper_limits=limits, seed=seed, **kw
         ).numpy()  # (S, B, P)

@@ -28,7 +28,7 @@ catalogue:
   sentinels: [-999]
   columns:
     x_1: {value: a, error: e_a}
-    x_2: {value: b, error: e_b}
+    x_2: {value: b, error: e_b, limit: l_b}
 """
 SIGMA = np.sqrt(0.1)  # the linear Gaussian task's noise
 
@@ -67,6 +67,8 @@ def catalogue(tmp_path):
     t["b"] = rng.uniform(-1, 1, n)
     t["e_a"] = np.full(n, SIGMA)
     t["e_b"] = np.full(n, SIGMA)
+    t["l_b"] = np.zeros(n, bool)
+    t["l_b"][20] = True  # x_2 < b: an upper limit, sampled with guidance
     t["b"][3] = np.nan  # missing: marginalised
     t["a"][7] = -999.0  # sentinel
     t["a"][9] = t["b"][9] = np.nan  # nothing usable: rejected
@@ -117,6 +119,9 @@ def test_summaries_match_the_analytic_posterior(model, catalogue, tmp_path):
     assert summary["n_observed"][i3] == 1
     assert summary["flags"][i3] & FLAGS["few_observed"]
     assert summary["theta_2_std"][i3] > 1.2 * np.sqrt(0.05)
+    i20 = list(summary["row"]).index(20)
+    assert summary["flags"][i20] & FLAGS["upper_limits"]
+    assert not summary["flags"][0] & FLAGS["upper_limits"]
     with h5py.File(out) as f:
         assert f["samples"].shape == (58, 400, 2) and f["samples"].compression == "gzip"
     fits = Table.read(out.with_suffix(".fits"))
