@@ -14,7 +14,8 @@ Output ``<out>`` (HDF5): ``/summary`` with one row per accepted object — ``id`
 attributes ``model_sha256``, ``config`` (resolved YAML), ``parameters``, ``n_input``,
 ``n_rejected``. The same summary is written as FITS next to it (``<out stem>.fits``).
 
-Flags (bits): 1 fewer than 3 observed values; 2 upper limits used; 4 some samples not
+Flags (bits): 1 fewer than 3 observed values (fewer than all, for models with fewer
+observables); 2 upper limits used; 4 some samples not
 finite.
 """
 
@@ -115,7 +116,7 @@ def _infer_chunk(
     n_obs = np.sum([np.isfinite(v) for v in given.values()], axis=0)
     lim = np.any([v for v in limits.values()], axis=0) if limits else np.zeros(len(n_obs), bool)
     flags = (
-        (n_obs < 3) * FLAGS["few_observed"]
+        (n_obs < min(3, len(given))) * FLAGS["few_observed"]
         + lim * FLAGS["upper_limits"]
         + (~finite) * FLAGS["nonfinite_samples"]
     )
@@ -279,52 +280,67 @@ def _assemble(
     params: list[str],
     model_sha: str,
 ) -> Path:
+    """Copy the chunk files into the output one chunk at a time (memory ∝ chunk size)."""
     import h5py
-    from astropy.table import Table
 
-    chunks = []
-    for i in range(len(starts)):
-        with np.load(parts / f"chunk_{i:06d}.npz") as z:
-            chunks.append({k: z[k] for k in z.files})
-    cols: dict[str, np.ndarray] = {"id": mapped.ids.astype(str), "row": mapped.rows}
-    empty = {"median": np.zeros((0, len(params)), np.float32)}
-    cat = {
-        k: np.concatenate([c[k] for c in chunks])
-        if chunks
-        else empty.get(k, np.zeros((0, len(params)), np.float32))
-        for k in ("median", "p16", "p84", "mean", "std")
-    }
-    for j, p in enumerate(params):
-        for stat in ("median", "p16", "p84", "mean", "std"):
-            cols[f"{p}_{stat}"] = cat[stat][:, j]
-    cols["n_observed"] = (
-        np.concatenate([c["n_observed"] for c in chunks]) if chunks else np.zeros(0, np.int32)
+    stats = ("median", "p16", "p84", "mean", "std")
+    ids = mapped.ids.astype(str)
+    width = max(1, max((len(i.encode()) for i in ids), default=1))
+    dtype = np.dtype(
+        [("id", f"S{width}"), ("row", np.int64)]
+        + [(f"{p}_{st}", np.float32) for p in params for st in stats]
+        + [("n_observed", np.int32), ("flags", np.int32)]
     )
-    cols["flags"] = (
-        np.concatenate([c["flags"] for c in chunks]) if chunks else np.zeros(0, np.int32)
-    )
-    summary = Table(cols)
+    n = len(ids)
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         tmp.unlink()
-    summary.write(tmp, path="summary", format="hdf5", serialize_meta=False)
-    with h5py.File(tmp, "a") as f:
-        if cfg.save_samples and chunks:
-            s = np.concatenate([c["samples"] for c in chunks])
+    with h5py.File(tmp, "w") as f:
+        summ = (
             f.create_dataset(
-                "samples", data=s, chunks=(min(len(s), 1024),) + s.shape[1:], compression="gzip"
+                "summary",
+                shape=(n,),
+                dtype=dtype,
+                chunks=(max(1, min(n, 65536)),),
+                compression="gzip",
             )
-            f["samples"].attrs["parameters"] = json.dumps(params)
+            if n
+            else f.create_dataset("summary", shape=(0,), dtype=dtype)
+        )
+        samples = None
+        if cfg.save_samples and n:
+            samples = f.create_dataset(
+                "samples",
+                shape=(n, cfg.num_samples, len(params)),
+                dtype=cfg.samples_dtype,
+                chunks=(max(1, min(n, 1024)), cfg.num_samples, len(params)),
+                compression="gzip",
+            )
+            samples.attrs["parameters"] = json.dumps(params)
+        for i, a in enumerate(starts):
+            with np.load(parts / f"chunk_{i:06d}.npz") as z:
+                b = a + len(z["flags"])
+                rec = np.zeros(b - a, dtype)
+                rec["id"] = np.char.encode(ids[a:b])
+                rec["row"] = mapped.rows[a:b]
+                for st in stats:
+                    for j, p in enumerate(params):
+                        rec[f"{p}_{st}"] = z[st][:, j]
+                rec["n_observed"], rec["flags"] = z["n_observed"], z["flags"]
+                summ[a:b] = rec
+                if samples is not None:
+                    samples[a:b] = z["samples"]
         f.attrs["format"] = "dasbi-posteriors"
         f.attrs["schema_version"] = 1
         f.attrs["model_sha256"] = model_sha
         f.attrs["config"] = dumps(cfg)
         f.attrs["parameters"] = json.dumps(params)
         f.attrs["n_input"] = mapped.n_input
-        f.attrs["n_rejected"] = mapped.n_input - len(mapped)
+        f.attrs["n_rejected"] = mapped.n_input - n
         f.attrs["flags"] = json.dumps(FLAGS)
     os.replace(tmp, out)
     if cfg.fits:
+        summary, _ = read_posteriors(out)
         fits_path = out.with_suffix(".fits")
         ftmp = fits_path.with_name(fits_path.name + ".tmp")
         summary.meta.update({"MODELSHA": model_sha[:64], "NINPUT": mapped.n_input})
@@ -345,7 +361,9 @@ def read_posteriors(path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
 
             raise DataError(f"{path} is not a `dasbi infer` output")
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-    return Table.read(path, path="summary", format="hdf5"), attrs
+        table = Table(f["summary"][:])
+    table["id"] = np.char.decode(np.asarray(table["id"]), "utf-8")
+    return table, attrs
 
 
 def run_infer_cli(args: argparse.Namespace) -> int:

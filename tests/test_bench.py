@@ -90,3 +90,30 @@ def test_bench_simulate_yso_quick(tmp_path):
     assert all(r["seds_per_s"] > 0 and r["bands"] == 15 for r in rates)
     # the vectorised photometry agrees with synphot on the same SEDs
     assert all(r["max_abs_mag_difference"] < 0.01 for r in res if r["method"] == "ratio")
+
+
+def test_bench_infer_quick(tmp_path):
+    options = {"library": "planck", "workers": [1]}
+    (tmp_path / "i.yaml").write_text(yaml.safe_dump(options))
+    path = run_bench("infer", out=tmp_path / "i.json", config=tmp_path / "i.yaml", quick=True)
+    out = json.loads(path.read_text())
+    methods = [r["method"] for r in out["results"]]
+    assert methods == ["dasbi", "npe", "dasbi infer (local)", "dasbi infer (ray)"]
+    for r in out["results"]:
+        assert r["objects_per_s"] > 0 and r["samples_per_s"] > 0
+    for r in out["results"][:2]:
+        assert 0.0 <= r["coverage_error"] <= 0.5 and r["rmse_mean"] > 0
+    assert out["projection"]["hours_1e6_objects_this_machine"] > 0
+    assert (tmp_path / "i.md").exists()
+
+
+def test_coverage_error_is_zero_for_calibrated_and_large_for_overconfident():
+    from dasbi.bench.infer import coverage_error
+
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(4000, 2))
+    mean = truth + rng.normal(size=truth.shape)  # posterior N(mean, 1) contains truth
+    calibrated = mean[None] + rng.normal(size=(200, 4000, 2))
+    narrow = mean[None] + 0.3 * rng.normal(size=(200, 4000, 2))
+    assert coverage_error(calibrated, truth)[0] < 0.02
+    assert coverage_error(narrow, truth)[0] > 0.2
