@@ -33,7 +33,8 @@ from typing import Any, Literal
 import numpy as np
 
 from .config import apply_overrides, dumps, fingerprint, from_dict, param, read_yaml, to_dict
-from .errors import ConfigError, NotAvailableError, ResumeError
+from .errors import ConfigError, ResumeError
+from .raybackend import ray_imap
 
 __all__ = ["FLAGS", "InferConfig", "read_posteriors", "run_infer", "run_infer_cli"]
 
@@ -233,7 +234,13 @@ def run_infer(
     bar = progress_bar(total=n, initial=done, desc="infer", unit="obj", disable=not progress)
     with bar:
         if cfg.backend == "ray":
-            results = _run_ray(cfg, str(model), [job(i) for i in todo], opts)
+            results = ray_imap(
+                _infer_chunk,
+                [(i, (str(model), i, g, e, lim, opts)) for i, g, e, lim in map(job, todo)],
+                workers=cfg.workers,
+                address=cfg.ray_address,
+                cpus_per_task=cfg.threads,
+            )
         else:
             results = (
                 (i, _infer_chunk(str(model), i, g, e, lim, opts))
@@ -243,32 +250,6 @@ def run_infer(
             _atomic_npz(parts / f"chunk_{i:06d}.npz", res)
             bar.update(len(res["flags"]))
     return _assemble(cfg, out, parts, starts, mapped, params, model_sha)
-
-
-def _run_ray(cfg: InferConfig, model: str, jobs: list[tuple], opts: dict[str, Any]) -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise NotAvailableError(
-            "backend 'ray' needs Ray: pip install 'dasbi[distributed]'"
-        ) from None
-    if not ray.is_initialized():
-        ray.init(
-            address=cfg.ray_address,
-            num_cpus=None if cfg.ray_address else cfg.workers * cfg.threads,
-            include_dashboard=False,
-            log_to_driver=False,
-        )
-    task = ray.remote(num_cpus=cfg.threads)(_infer_chunk)
-    in_flight: dict[Any, int] = {}
-    queue = list(jobs)
-    while queue or in_flight:
-        while queue and len(in_flight) < 2 * cfg.workers:
-            i, g, e, lim = queue.pop(0)
-            in_flight[task.remote(model, i, g, e, lim, opts)] = i
-        ready, _ = ray.wait(list(in_flight), num_returns=1)
-        for ref in ready:
-            yield in_flight.pop(ref), ray.get(ref)
 
 
 def _assemble(

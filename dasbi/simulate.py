@@ -19,10 +19,11 @@ import numpy as np
 
 from .config import dumps, fingerprint, from_dict, param, save_config, to_dict
 from .dataset import Block, DatasetWriter
-from .errors import ConfigError, DataError, NotAvailableError
+from .errors import ConfigError, DataError
 from .nodes import THETA, Node, NodeSet
 from .progress import progress_bar
 from .provenance import package_versions
+from .raybackend import ray_imap
 
 __all__ = ["SimulateConfig", "build_simulator", "resolve_simulator", "run_simulate"]
 
@@ -156,7 +157,13 @@ def run_simulate(
     jobs = [(i, *writer.chunk_range(i)) for i in pending]
     with bar:
         if cfg.backend == "ray":
-            for index, blocks in _run_ray(cfg, jobs):
+            ray_jobs = [
+                (index, (cfg.simulator, cfg.seed, index, stop - start))
+                for index, start, stop in jobs
+            ]
+            for index, blocks in ray_imap(
+                _simulate_chunk, ray_jobs, workers=cfg.workers, address=cfg.ray_address
+            ):
                 writer.write_chunk(index, blocks)
                 bar.update(len(blocks[THETA]))
         elif cfg.workers == 1:
@@ -178,29 +185,3 @@ def run_simulate(
                     writer.write_chunk(index, blocks)
                     bar.update(len(blocks[THETA]))
     return writer.finalize()
-
-
-def _run_ray(cfg: SimulateConfig, jobs: list[tuple[int, int, int]]) -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise NotAvailableError(
-            "backend 'ray' needs Ray: pip install 'dasbi[distributed]'"
-        ) from None
-    if not ray.is_initialized():
-        ray.init(
-            address=cfg.ray_address,
-            num_cpus=None if cfg.ray_address else cfg.workers,
-            include_dashboard=False,
-            log_to_driver=False,
-        )
-    task = ray.remote(_simulate_chunk)
-    in_flight: dict[Any, int] = {}
-    queue = list(jobs)
-    while queue or in_flight:
-        while queue and len(in_flight) < 2 * cfg.workers:
-            index, start, stop = queue.pop(0)
-            in_flight[task.remote(cfg.simulator, cfg.seed, index, stop - start)] = index
-        ready, _ = ray.wait(list(in_flight), num_returns=1)
-        for ref in ready:
-            yield in_flight.pop(ref), ray.get(ref)
