@@ -56,6 +56,9 @@ class InferConfig:
     seed: int = param(0, ge=0, help="random seed")
     sampler: str | None = param(None, help="sampler, e.g. heun or dpm2m (default: the model's)")
     steps: int | None = param(None, ge=1, help="solver steps (default: the model's)")
+    precision: Literal["float32", "bfloat16"] | None = param(
+        None, help="network arithmetic while sampling (default: the model's, float32)"
+    )
     threads: int = param(2, ge=1, help="torch threads per chunk (fixed so results repeat)")
     save_samples: bool = param(False, help="store the (N, S, P) samples in /samples")
     samples_dtype: Literal["float32", "float16"] = param("float32", help="dtype of /samples")
@@ -95,11 +98,8 @@ def _infer_chunk(
         int.from_bytes(hashlib.sha256(f"{opts['seed']}-{index}".encode()).digest()[:4], "little")
         & 0x7FFFFFFF
     )
-    kw = {}
-    if opts.get("sampler"):
-        kw["sampler"] = opts["sampler"]
-    if opts.get("steps"):
-        kw["steps"] = opts["steps"]
+    sampler = {k: opts[k] for k in ("method", "steps", "precision") if opts.get(k)}
+    kw = {"sampler": sampler} if sampler else {}
     with torch.no_grad():  # not inference_mode: limit guidance re-enables gradients
         s = post.sample(
             (opts["num_samples"],), x=given, errors=errors, upper_limits=limits, seed=seed, **kw
@@ -213,8 +213,9 @@ def run_infer(
     opts = {
         "num_samples": cfg.num_samples,
         "seed": cfg.seed,
-        "sampler": cfg.sampler,
+        "method": cfg.sampler,
         "steps": cfg.steps,
+        "precision": cfg.precision,
         "threads": cfg.threads,
         "save_samples": cfg.save_samples,
         "samples_dtype": cfg.samples_dtype,

@@ -7,8 +7,10 @@ missingness, upper limits and uncertainty encoding cannot differ between the two
 Conventions (see also :mod:`simulators.base`):
 
 * a node is *present* when its value is observed and is not an upper limit;
-* an upper limit is not a value: the node is absent during training and latent (with
-  interval guidance) at inference;
+* an upper limit is a censored value: its (standardised) limit sits in ``values`` and the
+  model sees it as a *limit token* (:data:`dasbi.network.LIMIT`) wherever the node is
+  conditioned on, in training and at inference alike; it is never a latent target, since
+  the true value is unknown;
 * uncertainties are mapped to model space by the node's transform (first order).
 """
 
@@ -34,7 +36,8 @@ class ModelInputs:
     """Diffuse nodes of a batch in model space.
 
     Attributes:
-        values: (B, N) float32 standardised values, 0 where not present.
+        values: (B, N) float32 standardised values (the limit for upper limits), 0 where
+            not observed.
         errors: (B, N) float32 uncertainties in model space, 0 where unknown or exact.
         present: (B, N) bool, observed values that are not limits.
         limit: (B, N) bool, upper limits (value stored in ``limit_value``).
@@ -111,7 +114,7 @@ def model_inputs(
             f"node {standardizer.nodes[j].name!r} has an uncertainty that is negative, NaN or "
             "inf; uncertainties must be finite and >= 0"
         )
-    y = standardizer.forward(values, present)
+    y = standardizer.forward(values, present | upper_limit)
     # limits keep their uncertainty (the survey's error at the limit) for the error embedding
     has_err = observed & np.isfinite(errors) & np.isfinite(values)
     e = standardizer.forward_errors(values, np.where(has_err, np.abs(errors), 0.0), has_err)

@@ -18,7 +18,8 @@ where :math:`\lambda(t)` is chosen by ``weighting`` (:meth:`dasbi.sde.SDE.loss_w
 On a 2-D linear Gaussian (1,200 steps, small network) the Heun ODE sampler put the
 posterior mean at 0.250 with ``g2`` and 0.304 with ``edm`` (truth 0.300): g(t)² gives high
 noise levels almost no weight, and the deterministic ODE carries errors made there to the
-end. Observed and absent nodes contribute nothing.
+end. Observed and absent nodes contribute nothing, and neither do upper limits: they are
+conditioned on as limit tokens (see :func:`training_state`) or left out.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from torch import Tensor, nn
 
 from .inputs import ModelInputs
 from .masks import ConditionMaskConfig, GraphMasks, sample_condition_masks, sample_dropped_nodes
-from .network import LATENT, OBSERVED, Simformer
+from .network import ABSENT, LATENT, LIMIT, OBSERVED, Simformer
 from .sde import SDE
 
 __all__ = ["DenoisingScoreLoss", "training_state"]
@@ -37,12 +38,19 @@ __all__ = ["DenoisingScoreLoss", "training_state"]
 def training_state(
     inputs: ModelInputs, is_param: Tensor, masks: ConditionMaskConfig, generator: torch.Generator
 ) -> Tensor:
-    """Node states (B, N): 1 observed, 0 latent, -1 absent, drawn per example."""
-    present = sample_dropped_nodes(inputs.present.cpu(), is_param.cpu(), masks, generator)
-    observed = sample_condition_masks(present, is_param.cpu(), masks, generator)
-    state = torch.full(present.shape, -1, dtype=torch.long)
-    state[present] = LATENT
-    state[observed] = OBSERVED
+    """Node states (B, N), drawn per example: 1 observed, 2 observed limit, 0 latent, -1 absent.
+
+    Upper limits take part in the condition masks like measured values: conditioned on, they
+    become limit tokens; left latent, they are absent (their true value is unknown).
+    """
+    measured = inputs.present.cpu()
+    limit = inputs.limit.cpu() & ~measured
+    kept = sample_dropped_nodes(measured | limit, is_param.cpu(), masks, generator)
+    observed = sample_condition_masks(kept, is_param.cpu(), masks, generator)
+    state = torch.full(kept.shape, ABSENT, dtype=torch.long)
+    state[kept & measured] = LATENT
+    state[observed & measured] = OBSERVED
+    state[observed & limit] = LIMIT
     return state.to(inputs.values.device)
 
 
@@ -71,7 +79,7 @@ class DenoisingScoreLoss(nn.Module):
         context_valid: Tensor | None = None,
     ) -> Tensor:
         """Per-example losses (B,) for the given node states."""
-        g = None if graph is None else graph(state == OBSERVED)
+        g = None if graph is None else graph(state >= OBSERVED)
         cache = self.net.encode(inputs.values, inputs.errors, state, g, context, context_valid)
         x0 = torch.gather(inputs.values, 1, cache.lat_index)
         b, dev = x0.shape[0], x0.device

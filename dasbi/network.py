@@ -5,6 +5,10 @@ Tokens. Node i of an example becomes the sum of
 * a value embedding ``Linear(1, d)`` of its (standardised) value,
 * a learned node-id embedding (trainable, unlike the reference code, where it is frozen),
 * a condition-state embedding (latent or observed),
+* for censored observations (upper limits: a non-detection at a survey's depth), a learned
+  "limit" vector; the token is observed and carries the limit as its value, so the network
+  learns p(θ | x_obs, x_lim > a) directly from simulations with non-detections, without
+  guidance at sampling time (its uncertainty embedding is left out: the limit is the datum),
 * for observables, an embedding of the measurement uncertainty σ: Gaussian Fourier features
   of log σ through an MLP, or a learned "exact" vector when σ = 0,
 * for latent nodes only, a Gaussian-Fourier embedding of the diffusion noise level, added
@@ -40,9 +44,19 @@ from torch import Tensor, nn
 
 from .config import param
 
-__all__ = ["Cache", "GaussianFourier", "NetworkConfig", "Simformer", "compact"]
+__all__ = [
+    "ABSENT",
+    "LATENT",
+    "LIMIT",
+    "OBSERVED",
+    "Cache",
+    "GaussianFourier",
+    "NetworkConfig",
+    "Simformer",
+    "compact",
+]
 
-LATENT, OBSERVED, ABSENT = 0, 1, -1
+LATENT, OBSERVED, ABSENT, LIMIT = 0, 1, -1, 2
 
 
 @dataclass
@@ -168,46 +182,57 @@ class Block(nn.Module):
         temb: Tensor,
         k_obs: Tensor,
         v_obs: Tensor,
-        mask: Tensor | None,
+        bias: tuple[Tensor, Tensor] | None,
         samples: int,
     ) -> Tensor:
         """Stream L for S samples per object, with the cached prefix kept per object.
 
         The same attention as :meth:`latent`, factorised: the scores against the observed
         keys k_obs (B, H, No, dh) are one matrix product per object for all its S samples,
-        the scores among latent tokens are per sample, and one softmax runs over both.
-        h is (R, Nl, d) with R = B·S rows ordered object-major; ``mask`` is per object,
-        (B, 1, Nl, No + Nl). On a CPU this is 1.5-2.5× faster than expanding the prefix
-        for :func:`~torch.nn.functional.scaled_dot_product_attention`.
+        the scores among latent tokens are per sample, and the softmax over both parts is
+        written out (shared maximum and normaliser) so that neither is concatenated or
+        sliced. Queries, keys and values are laid out (B, H, S, Nl, dh) straight from the
+        qkv projection, so the per-object products need no transposing copies.
+
+        Args:
+            h: (R, Nl, d) with R = B·S rows ordered object-major.
+            temb: (R or 1, d) time embedding.
+            k_obs, v_obs: (B, H, No, dh) cached keys and values of stream O.
+            bias: Additive attention biases (0 or -inf) against the observed and the latent
+                keys, (B, 1, 1, Nl, No) and (B, 1, 1, Nl, Nl), or None (all allowed).
+            samples: S.
         """
         h = h + self.time(temb)[:, None, :]
-        q, k, v = self._split(h)  # (R, H, Nl, dh)
+        r, nl, d = h.shape
         b, hh, no, dh = k_obs.shape
-        nl = q.shape[2]
-        r = q.shape[0]
-        scale = dh**-0.5
-
-        def per_object(x: Tensor, width: int) -> Tensor:  # (R, H, Nl, w) → (B, H, S·Nl, w)
-            return (
-                x.reshape(b, samples, hh, nl, width)
-                .transpose(1, 2)
-                .reshape(b, hh, samples * nl, width)
+        qkv = (
+            self.qkv(self.norm1(h))
+            .view(b, samples, nl, 3, hh, dh)
+            .permute(3, 0, 4, 1, 2, 5)
+            .contiguous()
+        )  # (3, B, H, S, Nl, dh)
+        q, k, v = qkv[0] * dh**-0.5, qkv[1], qkv[2]
+        s_lat = q @ k.transpose(-1, -2)  # (B, H, S, Nl, Nl)
+        if bias is not None:
+            s_lat = s_lat + bias[1]
+        m = s_lat.amax(dim=-1, keepdim=True)
+        if no:
+            s_obs = (q.view(b, hh, samples * nl, dh) @ k_obs.transpose(-1, -2)).view(
+                b, hh, samples, nl, no
             )
-
-        def per_row(x: Tensor, width: int) -> Tensor:  # inverse of per_object
-            return x.reshape(b, hh, samples, nl, width).transpose(1, 2).reshape(r, hh, nl, width)
-
-        s_obs = per_row(per_object(q, dh) @ k_obs.transpose(-1, -2), no)
-        scores = torch.cat([s_obs, q @ k.transpose(-1, -2)], dim=-1) * scale
-        if mask is not None:
-            scores = (
-                scores.view(b, samples, hh, nl, no + nl)
-                .masked_fill(~mask[:, None], float("-inf"))
-                .view(r, hh, nl, no + nl)
-            )
-        p = torch.softmax(scores, dim=-1)
-        out = per_row(per_object(p[..., :no], no) @ v_obs, dh) + p[..., no:] @ v
-        return self._finish(h, out)
+            if bias is not None:
+                s_obs = s_obs + bias[0]
+            m = torch.maximum(m, s_obs.amax(dim=-1, keepdim=True))
+        e_lat = (s_lat - m).exp_()
+        out = e_lat @ v
+        denom = e_lat.sum(dim=-1, keepdim=True)
+        if no:
+            e_obs = (s_obs - m).exp_()
+            out = out + (e_obs.view(b, hh, samples * nl, no) @ v_obs).view(out.shape)
+            denom = denom + e_obs.sum(dim=-1, keepdim=True)
+        out = (out / denom).permute(0, 2, 3, 1, 4).reshape(r, nl, d)
+        h = h + self.proj(out)
+        return h + self.mlp(self.norm2(h))
 
 
 @dataclass
@@ -220,6 +245,10 @@ class Cache:
         lat_valid: (B, Nl) bool.
         lat_base: (B, Nl, d) the latent tokens' embedding without value and time.
         mask: (B, 1, Nl, No + Nl) attention mask of stream L, or None.
+        samples: Rows per object after :meth:`expand`.
+        shared: Whether the rows share the per-object prefix (:meth:`Block.latent_shared`).
+        bias: With ``shared``, ``mask`` as additive biases against the observed and the
+            latent keys, (B, 1, 1, Nl, No) and (B, 1, 1, Nl, Nl); None without a mask.
     """
 
     kv: list[tuple[Tensor, Tensor]]
@@ -229,6 +258,7 @@ class Cache:
     mask: Tensor | None
     samples: int = 1
     shared: bool = False
+    bias: tuple[Tensor, Tensor] | None = None
 
     @property
     def num_objects(self) -> int:
@@ -247,6 +277,12 @@ class Cache:
         def rep(x: Tensor) -> Tensor:
             return x if samples == 1 else x.repeat_interleave(samples, dim=0)
 
+        bias = None
+        if shared and self.mask is not None:
+            no = self.kv[0][0].shape[2]
+            full = torch.zeros(self.mask.shape, dtype=self.lat_base.dtype, device=self.mask.device)
+            full = full.masked_fill_(~self.mask, float("-inf"))[:, :, None]
+            bias = (full[..., :no].contiguous(), full[..., no:].contiguous())
         return Cache(
             kv=self.kv if shared else [(rep(k), rep(v)) for k, v in self.kv],
             lat_index=rep(self.lat_index),
@@ -255,6 +291,7 @@ class Cache:
             mask=None if self.mask is None else (self.mask if shared else rep(self.mask)),
             samples=samples,
             shared=shared,
+            bias=bias,
         )
 
 
@@ -283,6 +320,7 @@ class Simformer(nn.Module):
         self.err_features = GaussianFourier(cfg.fourier_features, cfg.fourier_scale)
         self.err_mlp = _mlp(cfg.fourier_features, d, d)
         self.exact_emb = nn.Parameter(torch.zeros(d))
+        self.limit_emb = nn.Parameter(torch.zeros(d))
         self.time_features = GaussianFourier(cfg.fourier_features, cfg.fourier_scale)
         self.time_mlp = _mlp(cfg.fourier_features, d, d)
         self.context_proj = nn.Linear(context_dim, d) if context_dim else None
@@ -293,13 +331,17 @@ class Simformer(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     # -- embeddings ----------------------------------------------------------------------
-    def _static(self, node_index: Tensor, state: int, errors: Tensor) -> Tensor:
-        """Node-id + condition-state + uncertainty embedding; (B, K) → (B, K, d)."""
+    def _static(
+        self, node_index: Tensor, state: int, errors: Tensor, is_limit: Tensor | None = None
+    ) -> Tensor:
+        """Node-id + condition-state + uncertainty (or limit) embedding; (B, K) → (B, K, d)."""
         emb = self.node_emb(node_index) + self.state_emb.weight[state]
         obs_node = self.is_observable[node_index]
         has_err = errors > 0
         err = self.err_mlp(self.err_features(torch.log(errors.clamp_min(1e-6)) / 4))
         err = torch.where(has_err[..., None], err, self.exact_emb)
+        if is_limit is not None:
+            err = torch.where(is_limit[..., None], self.limit_emb, err)
         return emb + err * obs_node[..., None]
 
     def time_embedding(self, sigma: Tensor) -> Tensor:
@@ -321,14 +363,15 @@ class Simformer(nn.Module):
         Args:
             values: (B, N) standardised values (used for observed nodes only).
             errors: (B, N) measurement uncertainties in model space (0 = exact/unknown).
-            state: (B, N) int: 1 observed, 0 latent, -1 absent.
+            state: (B, N) int: 1 observed, 2 observed limit, 0 latent, -1 absent.
             graph: Optional (B, N, N) bool graph mask (row attends to column).
             context: Optional (B, K, context_dim) encoder tokens (always observed).
             context_valid: (B, K) bool for ``context``.
         """
-        obs_index, obs_valid = compact(state == OBSERVED)
+        obs_index, obs_valid = compact(state >= OBSERVED)
         lat_index, lat_valid = compact(state == LATENT)
-        h = self._static(obs_index, OBSERVED, torch.gather(errors, 1, obs_index))
+        is_limit = torch.gather(state, 1, obs_index) == LIMIT
+        h = self._static(obs_index, OBSERVED, torch.gather(errors, 1, obs_index), is_limit)
         h = h + self.value_emb(torch.gather(values, 1, obs_index)[..., None])
         n_ctx = 0
         if context is not None:
@@ -407,7 +450,7 @@ class Simformer(nn.Module):
         h = cache.lat_base + self.value_emb((c_in * x)[..., None]) + temb[:, None, :]
         for block, (k, v) in zip(self.blocks, cache.kv, strict=True):
             if cache.shared:
-                h = block.latent_shared(h, temb, k, v, cache.mask, cache.samples)
+                h = block.latent_shared(h, temb, k, v, cache.bias, cache.samples)
             else:
                 h = block.latent(h, temb, k, v, cache.mask)
         f = self.out(self.out_norm(h)).squeeze(-1)

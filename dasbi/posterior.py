@@ -29,7 +29,7 @@ from .config import from_dict, param, to_dict
 from .errors import CheckpointError, DataError
 from .inputs import ModelInputs, model_inputs
 from .masks import GraphMasks
-from .network import LATENT, OBSERVED, NetworkConfig, Simformer
+from .network import ABSENT, LATENT, LIMIT, OBSERVED, NetworkConfig, Simformer
 from .nodes import Node, NodeSet
 from .samplers import Interval, SamplerConfig, sample_latents
 from .sde import SDE, VESDE, VPSDE, FlowSDE
@@ -185,8 +185,14 @@ class Posterior:
         errors: Mapping[str, np.ndarray],
         limits: Mapping[str, np.ndarray],
         latent: Sequence[str],
+        limit_tokens: bool = False,
     ) -> tuple[tuple[int, ...], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Physical arrays (B, N): values, errors, state, limit mask."""
+        """Physical arrays (B, N): values, errors, state, limit mask.
+
+        A given upper limit becomes a limit token (state :data:`LIMIT`) with
+        ``limit_tokens``, and a latent node sampled with interval guidance otherwise (or
+        when the node is also asked for as latent).
+        """
         arrays = [np.asarray(v) for v in (*given.values(), *errors.values(), *limits.values())]
         try:
             batch_shape = np.broadcast_shapes(*(a.shape for a in arrays)) if arrays else ()
@@ -196,7 +202,7 @@ class Posterior:
         n = len(self.diffuse)
         values = np.full((b, n), np.nan)
         errs = np.zeros((b, n))
-        state = np.full((b, n), -1, dtype=np.int64)
+        state = np.full((b, n), ABSENT, dtype=np.int64)
         limit = np.zeros((b, n), bool)
         for name in latent:
             state[:, self._index(name)] = LATENT
@@ -208,7 +214,7 @@ class Posterior:
             values[:, j] = v
             state[ok & ~lim, j] = OBSERVED
             limit[:, j] = lim & ok
-            state[lim & ok, j] = LATENT
+            state[lim & ok, j] = LIMIT if limit_tokens and name not in latent else LATENT
         unknown = set(errors) - set(given)
         if unknown:
             raise DataError(f"errors given for nodes without values: {sorted(unknown)}")
@@ -266,31 +272,30 @@ class Posterior:
         per_chunk = max(1, cfg.max_rows // s)
         state_t = torch.from_numpy(state)
         self.net.eval()
+        bf16 = cfg.precision == "bfloat16"
         for lo in range(0, b, per_chunk):
             hi = min(lo + per_chunk, b)
             st = state_t[lo:hi].to(dev)
             vals = inputs.values[lo:hi].to(dev)
             errs = inputs.errors[lo:hi].to(dev)
-            graph = self.graph(st == OBSERVED)
-            cache = self.net.encode(vals, errs, st, graph)
-            idx = cache.lat_index
-            interval = Interval(
-                torch.gather(lower[lo:hi].to(dev), 1, idx),
-                torch.gather(upper[lo:hi].to(dev), 1, idx),
-            )
-            interval = Interval(
-                interval.lower.repeat_interleave(s, 0), interval.upper.repeat_interleave(s, 0)
-            )
-            big = cache.expand(s, shared=True)
-            lat = sample_latents(
-                lambda x, sig, big=big: self.net.denoise(big, x, sig),
-                (big.lat_index.shape[0], idx.shape[1]),
-                self.sde,
-                cfg,
-                generator,
-                interval if interval.active else None,
-                dev,
-            )
+            graph = self.graph(st >= OBSERVED)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                cache = self.net.encode(vals, errs, st, graph)
+                idx = cache.lat_index
+                interval = Interval(
+                    torch.gather(lower[lo:hi].to(dev), 1, idx).repeat_interleave(s, 0),
+                    torch.gather(upper[lo:hi].to(dev), 1, idx).repeat_interleave(s, 0),
+                )
+                big = cache.expand(s, shared=True)
+                lat = sample_latents(
+                    lambda x, sig, big=big: self.net.denoise(big, x, sig).float(),
+                    (big.lat_index.shape[0], idx.shape[1]),
+                    self.sde,
+                    cfg,
+                    generator,
+                    interval if interval.active else None,
+                    dev,
+                )
             full = vals.repeat_interleave(s, 0).clone()
             full.scatter_(
                 1,
@@ -298,7 +303,7 @@ class Posterior:
                 torch.where(big.lat_valid, lat, torch.gather(full, 1, big.lat_index)),
             )
             full = full.view(hi - lo, s, n).transpose(0, 1).cpu().numpy()
-            full = np.where((state[lo:hi] == -1)[None], np.nan, full)
+            full = np.where((state[lo:hi] == ABSENT)[None], np.nan, full)
             out[:, lo:hi] = full
         return out
 
@@ -338,7 +343,9 @@ class Posterior:
                 NaN means "not observed".
             errors: Node name → 1σ uncertainties of the given values.
             upper_limits: Node name → bool flags; a flagged given value is a limit (faint
-                limit for magnitudes, upper bound otherwise), sampled with guidance.
+                limit for magnitudes, upper bound otherwise): a limit token where the model
+                was trained with limits (see ``SamplerConfig.limits``), else sampled with
+                interval guidance; nodes also listed in ``latent`` always use guidance.
             latent: Nodes to sample (default: every node that is not given).
             sampler, steps, seed: Sampler settings and random seed.
 
@@ -419,16 +426,33 @@ class Posterior:
         seed: int | None,
     ) -> tuple[tuple[int, ...], np.ndarray]:
         cfg = self._resolve_sampler(sampler, steps)
-        batch_shape, values, errs, state, limit = self._query(given, errors, limits, latent)
-        inputs = model_inputs(values, errs, (state == OBSERVED) | limit, limit, self.standardizer)
+        tokens = self._limit_tokens(cfg.limits)
+        batch_shape, values, errs, state, limit = self._query(
+            given, errors, limits, latent, tokens
+        )
+        inputs = model_inputs(values, errs, (state >= OBSERVED) | limit, limit, self.standardizer)
         gen = torch.Generator().manual_seed(
             int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, (1,)))
         )
-        y = self._sample_model_space(s, inputs, state, limit, cfg, gen)
+        guided = limit & (state == LATENT)
+        y = self._sample_model_space(s, inputs, state, guided, cfg, gen)
         phys = self.standardizer.inverse(np.nan_to_num(y)).astype(np.float32)
         phys = np.where(np.isnan(y), np.nan, phys)
-        phys = np.where((state == OBSERVED)[None], values[None], phys)
+        phys = np.where((state >= OBSERVED)[None], values[None], phys)
         return batch_shape, phys
+
+    @property
+    def limit_mode(self) -> str:
+        """How the model was trained on upper limits: ``tokens`` or ``guidance`` (none seen)."""
+        return str(self.meta.get("limits", "guidance"))
+
+    def _limit_tokens(self, mode: str) -> bool:
+        if mode == "tokens" and self.limit_mode != "tokens":
+            raise DataError(
+                "this model saw no upper limits in training, so it has no limit tokens; use "
+                "sampler limits: guidance (or auto), or train on data with upper limits"
+            )
+        return mode == "tokens" or (mode == "auto" and self.limit_mode == "tokens")
 
     # -- persistence ---------------------------------------------------------------------
     def model_meta(self) -> dict[str, Any]:
@@ -468,7 +492,9 @@ class Posterior:
             len(diffuse), torch.tensor([n.kind == "observable" for n in diffuse]), net_cfg
         )
         extra = {
-            k: v for k, v in meta.items() if k in ("network", "sde", "needs_errors", "training")
+            k: v
+            for k, v in meta.items()
+            if k in ("network", "sde", "needs_errors", "limits", "training")
         }
         return cls(
             net,
@@ -496,8 +522,11 @@ class Posterior:
         order = [weights] if weights else ["best", "ema", "weights"]
         for name in order:
             if name in ck.tensors:
+                sd = dict(ck.tensors[name])
+                # checkpoints from before limit tokens: the (unused) limit vector is zero
+                sd.setdefault("limit_emb", torch.zeros_like(post.net.limit_emb))
                 try:
-                    post.net.load_state_dict(ck.tensors[name])
+                    post.net.load_state_dict(sd)
                 except RuntimeError as err:
                     raise CheckpointError(
                         f"weights in {str(path)!r} do not fit the recorded architecture: "

@@ -73,7 +73,18 @@ class SamplerConfig:
     snr: float = param(0.1, gt=0.0, help="corrector signal-to-noise ratio (pc)")
     guidance_scale: float = param(1.0, ge=0.0, help="strength γ of interval guidance")
     guidance_bias: float = param(0.01, gt=0.0, help="b in s = γ / (σ² + b)")
-    max_rows: int = param(16_384, ge=1, help="objects × samples evaluated at once")
+    max_rows: int = param(4096, ge=1, help="objects × samples evaluated at once")
+    precision: Literal["float32", "bfloat16"] = param(
+        "float32",
+        help="network arithmetic while sampling: bfloat16 autocasts the transformer's "
+        "matrix products (the solver state stays float32); faster on CPUs with AVX-512 BF16 "
+        "or AMX and on GPUs",
+    )
+    limits: Literal["auto", "tokens", "guidance"] = param(
+        "auto",
+        help="upper limits as limit tokens (models trained on limits) or by interval "
+        "guidance; auto picks tokens where the model has them",
+    )
 
 
 @dataclass

@@ -139,13 +139,18 @@ def _to_inputs(blocks: dict, ds: Dataset, std: Standardizer) -> ModelInputs:
     return model_inputs(values, errors, observed, upper, std)
 
 
-def _fit_standardizer(ds: Dataset, n_train: int) -> tuple[Standardizer, list[str]]:
+def _fit_standardizer(ds: Dataset, n_train: int) -> tuple[Standardizer, list[str], bool]:
+    """Per-node statistics of the training rows, the nodes that carry uncertainties, and
+    whether any training value is an upper limit (then the model learns limit tokens)."""
     nodes = ds.nodes.diffuse
     needs_errors: set[str] = set()
+    limits = False
 
     def batches() -> Any:
+        nonlocal limits
         for blocks in ds.iter_batches(65536, stop=n_train):
             values, errors, observed, upper = diffuse_arrays(blocks, ds.nodes)
+            limits = limits or bool((upper & observed).any())
             present = observed & ~upper
             for j, node in enumerate(nodes):
                 if node.kind == "observable" and (errors[present[:, j], j] > 0).any():
@@ -153,7 +158,7 @@ def _fit_standardizer(ds: Dataset, n_train: int) -> tuple[Standardizer, list[str
             yield values, present
 
     std = Standardizer.fit(nodes, batches())
-    return std, [n.name for n in nodes if n.name in needs_errors]
+    return std, [n.name for n in nodes if n.name in needs_errors], limits
 
 
 def _lr_lambda(cfg: TrainConfig, total: int) -> Any:
@@ -257,15 +262,21 @@ def train(
     if state is not None:
         std = Standardizer(diffuse, np.array(state["std_mean"]), np.array(state["std_std"]))
         needs_errors = list(state["needs_errors"])
+        limits = bool(state.get("limits", False))
     else:
-        std, needs_errors = _fit_standardizer(ds, n_train)
+        std, needs_errors, limits = _fit_standardizer(ds, n_train)
 
     torch.manual_seed(cfg.seed)
     dev = torch.device(cfg.device)
     is_obs = torch.tensor([n.kind == "observable" for n in diffuse])
     net = Simformer(len(diffuse), is_obs, cfg.network).to(dev)
     sde = build_sde(cfg.sde)
-    meta = {"network": to_dict(cfg.network), "sde": to_dict(cfg.sde), "needs_errors": needs_errors}
+    meta = {
+        "network": to_dict(cfg.network),
+        "sde": to_dict(cfg.sde),
+        "needs_errors": needs_errors,
+        "limits": "tokens" if limits else "guidance",
+    }
     post = Posterior(net, sde, std, ds.nodes, ds.edges, cfg.attention, cfg.sampler, meta)
     loss_fn = DenoisingScoreLoss(net, sde, cfg.sde.weighting)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -347,6 +358,7 @@ def train(
             "std_mean": std.mean.tolist(),
             "std_std": std.std.tolist(),
             "needs_errors": needs_errors,
+            "limits": limits,
         }
         summary = post.meta.get("training") or {
             "steps": step,

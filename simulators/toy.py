@@ -104,13 +104,23 @@ class GaussianLinearConfig:
     prior_var: float = field(default=0.1, metadata={"gt": 0.0, "help": "prior variance"})
     noise_var: float = field(default=0.1, metadata={"gt": 0.0, "help": "likelihood variance"})
     missing_prob: float = _rangefield(0.0, 0.0, 0.95, "probability that an x entry is missing")
+    detection_threshold: float | None = field(
+        default=None,
+        metadata={
+            "help": "x entries below it are censored: reported as upper limits at the "
+            "threshold (x < threshold), like non-detections at a survey's depth"
+        },
+    )
 
 
 class GaussianLinear(Simulator):
     """sbibm gaussian_linear: θ ~ N(0, σ_p² I), x | θ ~ N(θ, σ_n² I).
 
     The posterior is Gaussian with covariance (1/σ_p² + 1/σ_n²)⁻¹ I and mean
-    Σ x / σ_n², see :meth:`posterior_mean_cov`. Errors are reported as σ_n.
+    Σ x / σ_n², see :meth:`posterior_mean_cov`. Errors are reported as σ_n. With a
+    ``detection_threshold`` a, entries x_i < a are reported as upper limits at a; the
+    posterior of such a θ_i is ∝ N(θ_i; 0, σ_p²) Φ((a - θ_i)/σ_n)
+    (:meth:`censored_posterior_moments`).
     """
 
     name = "gaussian_linear"
@@ -132,8 +142,23 @@ class GaussianLinear(Simulator):
         theta = _check_theta(theta, self.config.dim, self.name)
         sd = np.sqrt(self.config.noise_var)
         x = theta + rng.normal(0.0, sd, size=theta.shape)
-        block = ObsBlock(x, sd, True, False)
+        limit = np.zeros(x.shape, bool)
+        if self.config.detection_threshold is not None:
+            limit = x < self.config.detection_threshold
+            x = np.where(limit, self.config.detection_threshold, x)
+        block = ObsBlock(x, sd, True, limit)
         return {"x": _missing(block, self.config.missing_prob, rng)}
+
+    def censored_posterior_moments(self, threshold: float) -> tuple[float, float]:
+        """Mean and standard deviation of θ_i given only x_i < ``threshold``."""
+        from scipy.stats import norm
+
+        sp, sn = np.sqrt(self.config.prior_var), np.sqrt(self.config.noise_var)
+        grid = np.linspace(-8 * sp, 8 * sp, 20001)
+        w = norm.pdf(grid, 0.0, sp) * norm.cdf((threshold - grid) / sn)
+        w /= w.sum()
+        mean = float(np.sum(w * grid))
+        return mean, float(np.sqrt(np.sum(w * (grid - mean) ** 2)))
 
     def posterior_mean_cov(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Analytic posterior mean (…, D) and covariance (D, D) for fully observed x."""

@@ -98,13 +98,26 @@ def test_bench_infer_quick(tmp_path):
     path = run_bench("infer", out=tmp_path / "i.json", config=tmp_path / "i.yaml", quick=True)
     out = json.loads(path.read_text())
     methods = [r["method"] for r in out["results"]]
-    assert methods == ["dasbi", "npe", "dasbi infer (local)", "dasbi infer (ray)"]
+    assert methods == ["dasbi", "dasbi", "npe", "dasbi infer (local)", "dasbi infer (ray)"]
+    assert [r["sampler"] for r in out["results"][:2]] == ["dpm2m-3", "dpm2m-3-bf16"]
+    assert out["results"][0]["limits"] == "tokens"  # the YSO sims carry non-detections
     for r in out["results"]:
         assert r["objects_per_s"] > 0 and r["samples_per_s"] > 0
-    for r in out["results"][:2]:
+    for r in out["results"][:3]:
         assert 0.0 <= r["coverage_error"] <= 0.5 and r["rmse_mean"] > 0
     assert out["projection"]["hours_1e6_objects_this_machine"] > 0
     assert (tmp_path / "i.md").exists()
+
+
+def test_infer_sampler_specs():
+    from dasbi.bench.infer import parse_sampler_specs
+
+    assert parse_sampler_specs(["dpm2m-10-bf16", "heun-5"]) == {
+        "dpm2m-10-bf16": {"method": "dpm2m", "steps": 10, "precision": "bfloat16"},
+        "heun-5": {"method": "heun", "steps": 5, "precision": "float32"},
+    }
+    with pytest.raises(ValueError, match="method-steps"):
+        parse_sampler_specs(["dpm2m-bf16"])
 
 
 def test_coverage_error_is_zero_for_calibrated_and_large_for_overconfident():

@@ -41,6 +41,7 @@ def test_simulate_writes_resolved_config_and_data(tmp_path):
         "prior_var": 0.1,
         "noise_var": 0.1,
         "missing_prob": 0.0,
+        "detection_threshold": None,
     }
     with Dataset(out) as ds:
         assert ds.num_rows == 250

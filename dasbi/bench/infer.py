@@ -31,7 +31,7 @@ import torch
 from ..config import from_dict, param, to_dict
 from . import register_bench
 
-__all__ = ["InferBenchConfig", "bench_infer", "coverage_error"]
+__all__ = ["InferBenchConfig", "bench_infer", "coverage_error", "parse_sampler_specs"]
 
 LEVELS = np.linspace(0.05, 0.95, 19)
 
@@ -55,14 +55,35 @@ class InferBenchConfig:
         help="dasbi TrainConfig overrides",
     )
     model: str | None = param(None, help="use this checkpoint instead of training")
-    sampler: str = param("dpm2m", help="dasbi sampler")
-    steps: int = param(15, ge=1, help="dasbi solver steps")
+    samplers: list[str] = param(
+        default_factory=lambda: ["dpm2m-15", "dpm2m-15-bf16", "dpm2m-10-bf16"],
+        help="dasbi samplers as method-steps[-bf16], each scored on the same weights; the "
+        "first one also runs the end-to-end `dasbi infer` measurements",
+    )
     sbi_max_epochs: int | None = param(None, ge=1, help="cap on NPE epochs (sbi: none)")
     objects: int = param(2000, ge=10, help="catalogue rows for the end-to-end runs")
     chunk_size: int = param(500, ge=1, help="dasbi infer chunk size")
     workers: list[int] = param(default_factory=lambda: [1, 2], help="Ray worker counts")
     threads: int = param(2, ge=1, help="torch threads (local run; Ray uses 1 per worker)")
     seed: int = param(0, ge=0)
+
+
+def parse_sampler_specs(specs: list[str]) -> dict[str, dict[str, Any]]:
+    """``method-steps[-bf16]`` → sampler overrides, e.g. ``dpm2m-10-bf16``."""
+    from .sbibm import _parse_samplers
+
+    out = {}
+    for spec in specs:
+        base, bf16 = (spec[:-5], True) if spec.endswith("-bf16") else (spec, False)
+        ((method, steps),) = _parse_samplers([base]).values()
+        out[spec] = {
+            "method": method,
+            "steps": steps,
+            "precision": "bfloat16" if bf16 else "float32",
+        }
+    if not out:
+        raise ValueError("samplers: give at least one, e.g. [dpm2m-15]")
+    return out
 
 
 def coverage_error(samples: np.ndarray, truth: np.ndarray) -> tuple[float, np.ndarray]:
@@ -111,10 +132,12 @@ def bench_infer(
             "objects": 60,
             "chunk_size": 30,
             "workers": [1],
-            "steps": 3,
+            "samplers": ["dpm2m-3", "dpm2m-3-bf16"],
             **options,
         }
     cfg = from_dict(InferBenchConfig, options)
+    samplers = parse_sampler_specs(cfg.samplers)
+    covs: dict[str, np.ndarray] = {}
     torch.set_num_threads(cfg.threads)
     sim_opts = {
         "name": "yso",
@@ -173,35 +196,40 @@ def bench_infer(
             x={k: v[:2] for k, v in given.items()},
             errors={k: v[:2] for k, v in errs.items()},
         )
-        t0 = time.perf_counter()
-        s = post.sample(
-            (cfg.num_samples,),
-            x=given,
-            errors=errs,
-            upper_limits=lims,
-            seed=cfg.seed,
-            sampler=cfg.sampler,
-            steps=cfg.steps,
-        ).numpy()
-        dt = time.perf_counter() - t0
-        z = fwd(s.astype(np.float64))
-        ece, cov = coverage_error(z, truth)
-        rmse = np.sqrt(np.mean((np.median(z, 0) - truth) ** 2, axis=0))
         n_test = len(truth)
-        results.append(
-            {
-                "method": "dasbi",
-                "sampler": f"{cfg.sampler}-{cfg.steps}",
-                "train_s": round(train_s, 1),
-                "objects": n_test,
-                "samples_per_object": cfg.num_samples,
-                "samples_per_s": round(n_test * cfg.num_samples / dt, 1),
-                "objects_per_s": round(n_test / dt, 2),
-                "coverage_error": round(ece, 4),
-                "rmse_mean": round(float(rmse.mean()), 4),
-                **{f"rmse_{n.name}": round(float(r), 4) for n, r in zip(nodes, rmse, strict=True)},
-            }
-        )
+        for spec, sampler in samplers.items():
+            t0 = time.perf_counter()
+            s = post.sample(
+                (cfg.num_samples,),
+                x=given,
+                errors=errs,
+                upper_limits=lims,
+                seed=cfg.seed,
+                sampler=sampler,
+            ).numpy()
+            dt = time.perf_counter() - t0
+            z = fwd(s.astype(np.float64))
+            ece, cov = coverage_error(z, truth)
+            covs[spec] = cov
+            rmse = np.sqrt(np.mean((np.median(z, 0) - truth) ** 2, axis=0))
+            results.append(
+                {
+                    "method": "dasbi",
+                    "sampler": spec,
+                    "limits": post.limit_mode,
+                    "train_s": round(train_s, 1),
+                    "objects": n_test,
+                    "samples_per_object": cfg.num_samples,
+                    "samples_per_s": round(n_test * cfg.num_samples / dt, 1),
+                    "objects_per_s": round(n_test / dt, 2),
+                    "coverage_error": round(ece, 4),
+                    "rmse_mean": round(float(rmse.mean()), 4),
+                    **{
+                        f"rmse_{n.name}": round(float(r), 4)
+                        for n, r in zip(nodes, rmse, strict=True)
+                    },
+                }
+            )
         # -- sbi NPE on the same simulations -----------------------------------------------
         from sbi.inference import NPE
         from sbi.utils import BoxUniform
@@ -273,7 +301,7 @@ def bench_infer(
         },
         "coverage_curve": {
             "levels": LEVELS.round(3).tolist(),
-            "dasbi": cov.round(4).tolist(),
+            **{f"dasbi {k}": c.round(4).tolist() for k, c in covs.items()},
             "npe": cov_n.round(4).tolist(),
         },
         "simulate_s": round(sim_s, 1),
@@ -309,6 +337,7 @@ def _end_to_end(
     smap = tmpd / "map.yaml"
     smap.write_text("\n".join(lines) + "\n")
     runs = [("local", 1, cfg.threads)] + [("ray", w, 1) for w in cfg.workers]
+    first = parse_sampler_specs(cfg.samplers[:1])[cfg.samplers[0]]
     out = []
     for backend, workers, threads in runs:
         icfg = from_dict(
@@ -320,8 +349,9 @@ def _end_to_end(
                 "num_samples": cfg.num_samples,
                 "chunk_size": cfg.chunk_size,
                 "seed": cfg.seed,
-                "sampler": cfg.sampler,
-                "steps": cfg.steps,
+                "sampler": first["method"],
+                "steps": first["steps"],
+                "precision": first["precision"],
                 "threads": threads,
                 "backend": backend,
                 "workers": workers,
@@ -334,6 +364,7 @@ def _end_to_end(
         out.append(
             {
                 "method": f"dasbi infer ({backend})",
+                "sampler": cfg.samplers[0],
                 "workers": workers,
                 "threads_per_worker": threads,
                 "objects": cfg.objects,
