@@ -44,7 +44,10 @@ __all__ = [
     "Report",
     "load_column_map",
     "map_catalogue",
+    "catalogue_ids",
+    "id_problems",
     "read_catalogue",
+    "required_columns",
 ]
 
 FORMATS = {
@@ -141,8 +144,19 @@ def load_column_map(path: str | os.PathLike[str]) -> ColumnMap:
     return ColumnMap(specs, None if cat.get("id") is None else str(cat["id"]), sentinels, str(p))
 
 
-def read_catalogue(path: str | os.PathLike[str], fmt: str | None = None) -> Any:
-    """Read a catalogue with astropy (format from the extension unless given)."""
+def read_catalogue(
+    path: str | os.PathLike[str], fmt: str | None = None, columns: list[str] | None = None
+) -> Any:
+    """Read a catalogue with astropy (format from the extension unless given).
+
+    Args:
+        path: The file.
+        fmt: An astropy format name; default from the extension (:data:`FORMATS`).
+        columns: Keep only these columns (those the column map needs; missing ones are
+            left for :func:`map_catalogue` to report). FITS tables are memory-mapped and
+            Parquet reads only these columns, so for both the rows are read from disk
+            chunk by chunk when the table is sliced.
+    """
     from astropy.table import Table
 
     p = Path(path)
@@ -159,12 +173,14 @@ def read_catalogue(path: str | os.PathLike[str], fmt: str | None = None) -> Any:
     kwargs: dict[str, Any] = {}
     if fmt == "fits":
         kwargs["memmap"] = True
+    if fmt == "parquet" and columns is not None:
+        kwargs["include_names"] = _present_columns(p, columns)
     try:
         import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # unit-parsing chatter of MRT/FITS headers
-            return Table.read(p, format=fmt, **kwargs)
+            t = Table.read(p, format=fmt, **kwargs)
     except ImportError as err:
         raise DataError(
             f"reading {p.name} ({fmt}) needs {err.name}: pip install {err.name}"
@@ -173,6 +189,56 @@ def read_catalogue(path: str | os.PathLike[str], fmt: str | None = None) -> Any:
         raise DataError(
             f"catalogue {p} could not be read as {fmt}: {type(err).__name__}: {err}"
         ) from None
+    if columns is not None:
+        keep = [c for c in t.colnames if c in set(columns)]
+        if keep and len(keep) < len(t.colnames):
+            t = t[keep]
+    return t
+
+
+def _present_columns(path: Path, columns: list[str]) -> list[str]:
+    """The requested columns that a Parquet file has (the rest are reported later)."""
+    try:
+        import pyarrow.parquet as pq
+
+        names = set(pq.read_schema(path).names)
+    except Exception:
+        return list(columns)
+    keep = [c for c in columns if c in names]
+    return keep or list(columns)
+
+
+def required_columns(cmap: ColumnMap) -> list[str]:
+    """Every catalogue column the map reads: id, values, error and limit columns."""
+    cols = [cmap.id] if cmap.id else []
+    for spec in cmap.columns.values():
+        cols.append(spec.value)
+        if isinstance(spec.error, str):
+            cols.append(spec.error)
+        if spec.limit:
+            cols.append(spec.limit)
+    return list(dict.fromkeys(cols))
+
+
+def catalogue_ids(t: Any, cmap: ColumnMap) -> np.ndarray:
+    """The identifier of every row as stripped strings (the row number without an id)."""
+    if cmap.id:
+        return np.char.strip(np.asarray(_column(t, cmap.id, "catalogue.id")).astype(str))
+    return np.arange(len(t)).astype(str)
+
+
+def id_problems(ids: np.ndarray) -> np.ndarray:
+    """Per row: "" for a good id, else why the row is rejected (missing or duplicate id).
+
+    The first occurrence of a repeated id is kept; later ones are duplicates.
+    """
+    out = np.full(len(ids), "", dtype=object)
+    out[np.isin(ids, ["", "--", "nan"])] = "missing id"
+    _, first = np.unique(ids, return_index=True)
+    dup = np.ones(len(ids), bool)
+    dup[first] = False
+    out[dup & (out == "")] = "duplicate id"
+    return out
 
 
 @dataclass
@@ -186,10 +252,17 @@ class Report:
     reasons: list[str] = field(default_factory=list)
 
     def add(
-        self, rows: np.ndarray, ids: np.ndarray, column: str, action: str, reason: str
+        self,
+        rows: np.ndarray,
+        ids: np.ndarray,
+        column: str,
+        action: str,
+        reason: str,
+        offset: int = 0,
     ) -> None:
+        """Record ``rows`` (indices into ``ids``; ``offset`` + row is the input row)."""
         for r in np.asarray(rows).ravel():
-            self.rows.append(int(r))
+            self.rows.append(int(r) + offset)
             self.ids.append(str(ids[r]))
             self.columns.append(column)
             self.actions.append(action)
@@ -206,6 +279,30 @@ class Report:
                 "action": np.asarray(self.actions, str),
                 "reason": np.asarray(self.reasons, str),
             }
+        )
+
+    def extend(self, other: Report) -> None:
+        for name in ("rows", "ids", "columns", "actions", "reasons"):
+            getattr(self, name).extend(getattr(other, name))
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The report as plain arrays (``report_<field>``) for an ``.npz`` part file."""
+        return {
+            "report_rows": np.asarray(self.rows, np.int64),
+            **{
+                f"report_{k}": np.asarray(getattr(self, k), dtype=np.str_)
+                for k in ("ids", "columns", "actions", "reasons")
+            },
+        }
+
+    @classmethod
+    def from_arrays(cls, z: Any) -> Report:
+        return cls(
+            [int(r) for r in z["report_rows"]],
+            *(
+                [str(v) for v in z[f"report_{k}"]]
+                for k in ("ids", "columns", "actions", "reasons")
+            ),
         )
 
     def counts(self) -> dict[str, int]:
@@ -286,8 +383,26 @@ def _flags(col: Any) -> np.ndarray:
     return ~np.isin(s, ["", "0", "False", "false", "F", "N", "--", "nan"])
 
 
-def map_catalogue(t: Any, cmap: ColumnMap, nodes: list[Any]) -> MappedCatalogue:
-    """Apply a column map to an astropy Table for a model's observable nodes."""
+def map_catalogue(
+    t: Any,
+    cmap: ColumnMap,
+    nodes: list[Any],
+    *,
+    ids: np.ndarray | None = None,
+    id_status: np.ndarray | None = None,
+    offset: int = 0,
+) -> MappedCatalogue:
+    """Apply a column map to an astropy Table for a model's observable nodes.
+
+    Args:
+        t: The table, or a block of consecutive rows of it.
+        cmap: The column map.
+        nodes: The model's observable nodes.
+        ids, id_status: The block's ids and :func:`id_problems` computed on the whole
+            catalogue (default: from ``t`` alone).
+        offset: Row number of the block's first row in the catalogue; reported rows and
+            ``rows`` are catalogue rows.
+    """
     import astropy.units as u
 
     report = Report()
@@ -299,11 +414,16 @@ def map_catalogue(t: Any, cmap: ColumnMap, nodes: list[Any]) -> MappedCatalogue:
             f"{cmap.source}: catalogue.columns {unknown} are not observables of the model; "
             f"it has {sorted(by_name)}"
         )
-    if cmap.id:
-        ids = np.asarray(_column(t, cmap.id, "catalogue.id")).astype(str)
-        ids = np.char.strip(ids)
-    else:
-        ids = np.arange(n).astype(str)
+    if ids is None:
+        ids = catalogue_ids(t, cmap)
+        if not cmap.id:
+            ids = (np.arange(n) + offset).astype(str)
+    if id_status is None:
+        id_status = id_problems(ids)
+
+    def add(rows: np.ndarray, column: str, action: str, reason: str) -> None:
+        report.add(rows, ids, column, action, reason, offset)
+
     values: dict[str, np.ndarray] = {}
     errors: dict[str, np.ndarray] = {}
     limits: dict[str, np.ndarray] = {}
@@ -333,7 +453,7 @@ def map_catalogue(t: Any, cmap: ColumnMap, nodes: list[Any]) -> MappedCatalogue:
                 f_jy = (val * unit).to_value(u.Jy)
                 e_jy = (err * unit).to_value(u.Jy)
                 bad = np.isfinite(f_jy) & (f_jy <= 0) & ~lim
-                report.add(np.nonzero(bad)[0], ids, node, "value ignored", "non-positive flux")
+                add(np.nonzero(bad)[0], node, "value ignored", "non-positive flux")
                 f_jy = np.where(bad, np.nan, f_jy)
                 with np.errstate(divide="ignore", invalid="ignore"):
                     val = -2.5 * np.log10(f_jy / zp)
@@ -349,12 +469,11 @@ def map_catalogue(t: Any, cmap: ColumnMap, nodes: list[Any]) -> MappedCatalogue:
                     ) from None
         finite = np.isfinite(val)
         bad_err = finite & ~lim & ~(np.isfinite(err) & (err >= 0))
-        report.add(np.nonzero(bad_err)[0], ids, node, "value ignored", "missing or negative error")
+        add(np.nonzero(bad_err)[0], node, "value ignored", "missing or negative error")
         if target == "mag":
             out = finite & ((val < MAG_RANGE[0]) | (val > MAG_RANGE[1]))
-            report.add(
+            add(
                 np.nonzero(out)[0],
-                ids,
                 node,
                 "value ignored",
                 f"magnitude outside [{MAG_RANGE[0]}, {MAG_RANGE[1]}]",
@@ -365,20 +484,15 @@ def map_catalogue(t: Any, cmap: ColumnMap, nodes: list[Any]) -> MappedCatalogue:
         errors[node] = np.where(np.isfinite(val) & np.isfinite(err), np.maximum(err, 0.0), 0.0)
         limits[node] = lim & np.isfinite(val)
     usable = np.sum([np.isfinite(v) for v in values.values()], axis=0) > 0
-    report.add(np.nonzero(~usable)[0], ids, "*", "row rejected", "no usable value")
+    add(np.nonzero(~usable)[0], "*", "row rejected", "no usable value")
     ok = usable.copy()
-    empty_id = np.isin(ids, ["", "--", "nan"])
-    report.add(np.nonzero(empty_id & ok)[0], ids, cmap.id or "row", "row rejected", "missing id")
-    ok &= ~empty_id
-    _, first, counts = np.unique(ids, return_index=True, return_counts=True)
-    dup = np.ones(n, bool)
-    dup[first] = False
-    report.add(np.nonzero(dup & ok)[0], ids, cmap.id or "row", "row rejected", "duplicate id")
-    ok &= ~dup
+    for reason in ("missing id", "duplicate id"):
+        add(np.nonzero((id_status == reason) & ok)[0], cmap.id or "row", "row rejected", reason)
+    ok &= id_status == ""
     keep = np.nonzero(ok)[0]
     return MappedCatalogue(
         ids=ids[keep],
-        rows=keep,
+        rows=keep + offset,
         values={k: v[keep] for k, v in values.items()},
         errors={k: v[keep] for k, v in errors.items()},
         upper_limits={k: v[keep] for k, v in limits.items()},

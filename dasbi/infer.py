@@ -159,8 +159,20 @@ def run_infer(
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Run `dasbi infer` (see the module docstring); returns the output path."""
-    from .catalogue import load_column_map, map_catalogue, read_catalogue
+    """Run `dasbi infer` (see the module docstring); returns the output path.
+
+    Memory: only the mapped columns are kept (FITS is memory-mapped, Parquet reads just
+    those columns), and the column map, sampling and output run one chunk of catalogue
+    rows at a time, so memory is O(chunk) plus the id column for the duplicate check.
+    """
+    from .catalogue import (
+        catalogue_ids,
+        id_problems,
+        load_column_map,
+        map_catalogue,
+        read_catalogue,
+        required_columns,
+    )
     from .progress import progress_bar
 
     for key in ("model", "catalogue", "survey"):
@@ -173,13 +185,15 @@ def run_infer(
     model_sha = _model_sha256(model)
     post = _posterior(str(model))
     cmap = load_column_map(cfg.survey)
-    table = read_catalogue(cfg.catalogue, cfg.format)
+    table = read_catalogue(cfg.catalogue, cfg.format, required_columns(cmap))
     observables = [n for n in post.diffuse if n.kind == "observable"]
-    mapped = map_catalogue(table, cmap, observables)
+    n_input = len(table)
+    ids = catalogue_ids(table, cmap)
+    id_status = id_problems(ids)
+    # a bad map (missing column, unknown unit) fails here, before any chunk runs
+    map_catalogue(table[:1], cmap, observables, ids=ids[:1], id_status=id_status[:1])
     params = post.parameter_names
     out.parent.mkdir(parents=True, exist_ok=True)
-    report_path = out.with_name(out.stem + ".rejected.ecsv")
-    mapped.report.write(report_path)
     if out.exists() and not overwrite:
         raise ResumeError(f"{out} exists; pass --overwrite to replace it")
     fp = fingerprint(
@@ -206,9 +220,8 @@ def run_infer(
                 )
             shutil.rmtree(parts)
     parts.mkdir(parents=True, exist_ok=True)
-    manifest.write_text(json.dumps({"fingerprint": fp, "n": len(mapped)}))
-    n = len(mapped)
-    starts = list(range(0, n, cfg.chunk_size))
+    manifest.write_text(json.dumps({"fingerprint": fp, "n": n_input}))
+    starts = list(range(0, n_input, cfg.chunk_size))
     todo = [i for i, _ in enumerate(starts) if not (parts / f"chunk_{i:06d}.npz").exists()]
     opts = {
         "num_samples": cfg.num_samples,
@@ -221,59 +234,92 @@ def run_infer(
         "samples_dtype": cfg.samples_dtype,
     }
 
-    def job(i: int) -> tuple[int, dict, dict, dict]:
-        a, b = starts[i], min(starts[i] + cfg.chunk_size, n)
-        sl = slice(a, b)
-        return (
-            i,
-            {k: v[sl] for k, v in mapped.values.items()},
-            {k: v[sl] for k, v in mapped.errors.items()},
-            {k: v[sl] for k, v in mapped.upper_limits.items()},
+    def mapped_chunk(i: int) -> Any:
+        a, b = starts[i], min(starts[i] + cfg.chunk_size, n_input)
+        return map_catalogue(
+            table[a:b], cmap, observables, ids=ids[a:b], id_status=id_status[a:b], offset=a
         )
 
-    done = n - sum(min(cfg.chunk_size, n - starts[i]) for i in todo)
-    bar = progress_bar(total=n, initial=done, desc="infer", unit="obj", disable=not progress)
+    def finish(i: int, m: Any, res: dict[str, np.ndarray] | None) -> None:
+        if res is None:  # no accepted row in this chunk
+            res = _empty_result(len(params), opts)
+        res.update(ids=m.ids.astype(np.str_), rows=m.rows.astype(np.int64))
+        res.update(m.report.to_arrays())
+        _atomic_npz(parts / f"chunk_{i:06d}.npz", res)
+        bar.update(min(cfg.chunk_size, n_input - starts[i]))
+
+    done = n_input - sum(min(cfg.chunk_size, n_input - starts[i]) for i in todo)
+    bar = progress_bar(total=n_input, initial=done, desc="infer", unit="obj", disable=not progress)
     with bar:
         if cfg.backend == "ray":
-            results = ray_imap(
+            pending: dict[int, Any] = {}
+
+            def jobs() -> Any:
+                for i in todo:
+                    m = pending[i] = mapped_chunk(i)
+                    if len(m):
+                        yield i, (str(model), i, m.values, m.errors, m.upper_limits, opts)
+                    else:
+                        finish(i, pending.pop(i), None)
+
+            for i, res in ray_imap(
                 _infer_chunk,
-                [(i, (str(model), i, g, e, lim, opts)) for i, g, e, lim in map(job, todo)],
+                jobs(),
                 workers=cfg.workers,
                 address=cfg.ray_address,
                 cpus_per_task=cfg.threads,
-            )
+            ):
+                finish(i, pending.pop(i), res)
         else:
-            results = (
-                (i, _infer_chunk(str(model), i, g, e, lim, opts))
-                for i, g, e, lim in map(job, todo)
-            )
-        for i, res in results:
-            _atomic_npz(parts / f"chunk_{i:06d}.npz", res)
-            bar.update(len(res["flags"]))
-    return _assemble(cfg, out, parts, starts, mapped, params, model_sha)
+            for i in todo:
+                m = mapped_chunk(i)
+                res = (
+                    _infer_chunk(str(model), i, m.values, m.errors, m.upper_limits, opts)
+                    if len(m)
+                    else None
+                )
+                finish(i, m, res)
+    width = max(1, max((len(i.encode()) for i in ids), default=1))
+    return _assemble(cfg, out, parts, len(starts), n_input, width, params, model_sha)
+
+
+def _empty_result(p: int, opts: dict[str, Any]) -> dict[str, np.ndarray]:
+    out = {k: np.zeros((0, p), np.float32) for k in ("median", "p16", "p84", "mean", "std")}
+    out["n_observed"] = np.zeros(0, np.int32)
+    out["flags"] = np.zeros(0, np.int32)
+    if opts["save_samples"]:
+        out["samples"] = np.zeros((0, opts["num_samples"], p), opts["samples_dtype"])
+    return out
 
 
 def _assemble(
     cfg: InferConfig,
     out: Path,
     parts: Path,
-    starts: list[int],
-    mapped: Any,
+    n_chunks: int,
+    n_input: int,
+    id_width: int,
     params: list[str],
     model_sha: str,
 ) -> Path:
     """Copy the chunk files into the output one chunk at a time (memory ∝ chunk size)."""
     import h5py
 
+    from .catalogue import Report
+
     stats = ("median", "p16", "p84", "mean", "std")
-    ids = mapped.ids.astype(str)
-    width = max(1, max((len(i.encode()) for i in ids), default=1))
     dtype = np.dtype(
-        [("id", f"S{width}"), ("row", np.int64)]
+        [("id", f"S{id_width}"), ("row", np.int64)]
         + [(f"{p}_{st}", np.float32) for p in params for st in stats]
         + [("n_observed", np.int32), ("flags", np.int32)]
     )
-    n = len(ids)
+    files = [parts / f"chunk_{i:06d}.npz" for i in range(n_chunks)]
+    counts = []
+    for path in files:
+        with np.load(path) as z:
+            counts.append(len(z["flags"]))
+    n = sum(counts)
+    report = Report()
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         tmp.unlink()
@@ -299,12 +345,16 @@ def _assemble(
                 compression="gzip",
             )
             samples.attrs["parameters"] = json.dumps(params)
-        for i, a in enumerate(starts):
-            with np.load(parts / f"chunk_{i:06d}.npz") as z:
-                b = a + len(z["flags"])
-                rec = np.zeros(b - a, dtype)
-                rec["id"] = np.char.encode(ids[a:b])
-                rec["row"] = mapped.rows[a:b]
+        a = 0
+        for path, count in zip(files, counts, strict=True):
+            with np.load(path) as z:
+                report.extend(Report.from_arrays(z))
+                if not count:
+                    continue
+                b = a + count
+                rec = np.zeros(count, dtype)
+                rec["id"] = np.char.encode(z["ids"])
+                rec["row"] = z["rows"]
                 for st in stats:
                     for j, p in enumerate(params):
                         rec[f"{p}_{st}"] = z[st][:, j]
@@ -312,20 +362,22 @@ def _assemble(
                 summ[a:b] = rec
                 if samples is not None:
                     samples[a:b] = z["samples"]
+                a = b
         f.attrs["format"] = "dasbi-posteriors"
         f.attrs["schema_version"] = 1
         f.attrs["model_sha256"] = model_sha
         f.attrs["config"] = dumps(cfg)
         f.attrs["parameters"] = json.dumps(params)
-        f.attrs["n_input"] = mapped.n_input
-        f.attrs["n_rejected"] = mapped.n_input - n
+        f.attrs["n_input"] = n_input
+        f.attrs["n_rejected"] = n_input - n
         f.attrs["flags"] = json.dumps(FLAGS)
+    report.write(out.with_name(out.stem + ".rejected.ecsv"))
     os.replace(tmp, out)
     if cfg.fits:
         summary, _ = read_posteriors(out)
         fits_path = out.with_suffix(".fits")
         ftmp = fits_path.with_name(fits_path.name + ".tmp")
-        summary.meta.update({"MODELSHA": model_sha[:64], "NINPUT": mapped.n_input})
+        summary.meta.update({"MODELSHA": model_sha[:64], "NINPUT": n_input})
         summary.write(ftmp, format="fits", overwrite=True)
         os.replace(ftmp, fits_path)
     shutil.rmtree(parts)

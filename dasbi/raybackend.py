@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .errors import NotAvailableError
@@ -12,7 +12,7 @@ __all__ = ["ray_imap"]
 
 def ray_imap(
     fn: Callable[..., Any],
-    jobs: Sequence[tuple[Any, tuple[Any, ...]]],
+    jobs: Iterable[tuple[Any, tuple[Any, ...]]],
     *,
     workers: int,
     address: str | None = None,
@@ -21,7 +21,8 @@ def ray_imap(
     """Run ``fn(*args)`` for each ``(key, args)`` on Ray; yields ``(key, result)`` as done.
 
     Starts a local Ray instance with ``workers × cpus_per_task`` CPUs unless one is running
-    or ``address`` names a cluster, and keeps at most ``2 × workers`` tasks in flight.
+    or ``address`` names a cluster, and keeps at most ``2 × workers`` tasks in flight;
+    ``jobs`` is consumed lazily, so a generator keeps only those in memory.
     """
     try:
         import ray
@@ -38,11 +39,18 @@ def ray_imap(
         )
     task = ray.remote(num_cpus=cpus_per_task)(fn)
     in_flight: dict[Any, Any] = {}
-    queue = list(jobs)
-    while queue or in_flight:
-        while queue and len(in_flight) < 2 * workers:
-            key, args = queue.pop(0)
+    queue = iter(jobs)
+    exhausted = False
+    while True:
+        while not exhausted and len(in_flight) < 2 * workers:
+            job = next(queue, None)
+            if job is None:
+                exhausted = True
+                break
+            key, args = job
             in_flight[task.remote(*args)] = key
+        if not in_flight:
+            return
         ready, _ = ray.wait(list(in_flight), num_returns=1)
         for ref in ready:
             yield in_flight.pop(ref), ray.get(ref)
