@@ -87,7 +87,7 @@ class ContrastiveLoss(nn.Module):
 
     @property
     def temperature(self) -> float:
-        return float(self.log_temperature.exp())
+        return float(self.log_temperature.detach().exp())
 
     def forward(self, z: Tensor, present: Tensor) -> Tensor:
         """Loss for modality embeddings z (B, M, d) with ``present`` (B, M) bool.
