@@ -122,7 +122,12 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--out", default="runs/model", help="checkpoint folder (default %(default)s)")
     p.add_argument("--domain-adapt", action="store_true", help="add the alignment losses")
     p.add_argument("--real", help="real dataset (.h5) for --domain-adapt")
-    p.add_argument("--pairs", help="sim-real pairs (.h5) for --domain-adapt")
+    p.add_argument(
+        "--pairs",
+        nargs=2,
+        metavar=("SIM", "REAL"),
+        help="sim-real pairs for --domain-adapt: two datasets whose rows are the same objects",
+    )
     p.add_argument("--steps", type=int, help="maximum optimisation steps")
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")

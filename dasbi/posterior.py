@@ -262,8 +262,14 @@ class Posterior:
         limit: np.ndarray,
         cfg: SamplerConfig,
         generator: torch.Generator,
+        context: Tensor | None = None,
+        context_valid: Tensor | None = None,
     ) -> np.ndarray:
-        """Samples (S, B, N) in model space; observed entries are copied, absent are NaN."""
+        """Samples (S, B, N) in model space; observed entries are copied, absent are NaN.
+
+        ``context`` (B, K, d) and ``context_valid`` (B, K) are encoder tokens (always
+        observed), for models trained with modality encoders.
+        """
         s = sample_shape
         b, n = state.shape
         dev = self.device
@@ -280,7 +286,9 @@ class Posterior:
             errs = inputs.errors[lo:hi].to(dev)
             graph = self.graph(st >= OBSERVED)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-                cache = self.net.encode(vals, errs, st, graph)
+                ctx = None if context is None else context[lo:hi].to(dev)
+                ctx_ok = None if context_valid is None else context_valid[lo:hi].to(dev)
+                cache = self.net.encode(vals, errs, st, graph, ctx, ctx_ok)
                 idx = cache.lat_index
                 interval = Interval(
                     torch.gather(lower[lo:hi].to(dev), 1, idx).repeat_interleave(s, 0),

@@ -471,11 +471,7 @@ def _to_device(inputs: ModelInputs, dev: torch.device) -> ModelInputs:
 
 def run_train_cli(args: argparse.Namespace) -> int:
     """`dasbi train` (the thin CLI layer calls this)."""
-    if args.domain_adapt:
-        from .errors import NotAvailableError
-
-        raise NotAvailableError("--domain-adapt is not implemented in this version of dasbi yet")
-    if args.real or args.pairs:
+    if (args.real or args.pairs) and not args.domain_adapt:
         raise ConfigError("--real and --pairs need --domain-adapt")
     if not args.data:
         raise ConfigError("dasbi train needs --data FILE (a dataset from `dasbi simulate`)")
@@ -484,6 +480,28 @@ def run_train_cli(args: argparse.Namespace) -> int:
         updates["max_steps"] = args.steps
     if args.seed is not None:
         updates["seed"] = args.seed
+    if args.domain_adapt:
+        from .adapt import DomainAdaptConfig, train_domain_adapt
+
+        if not args.real:
+            raise ConfigError("--domain-adapt needs --real FILE (a dataset of real objects)")
+        if args.resume:
+            raise ConfigError("--resume is not supported with --domain-adapt yet")
+        da_cfg = load_config(DomainAdaptConfig, args.config, args.overrides, updates)
+        post, history = train_domain_adapt(
+            args.data,
+            args.real,
+            da_cfg,
+            pairs=tuple(args.pairs) if args.pairs else None,
+            out=args.out,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+        )
+        last = history[-1] if history else {}
+        terms = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "step")
+        steps = post.meta["training"]["steps"]
+        print(f"trained {steps} steps ({terms}); checkpoint in {args.out}")
+        return 0
     cfg = load_config(TrainConfig, args.config, args.overrides, updates)
     result = train(
         args.data,

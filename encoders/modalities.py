@@ -13,8 +13,8 @@ Each encoder maps a batch of one modality to an :class:`EncoderOutput`: ``tokens
   transformer runs over the set, and K learned queries attend to it (pooling by
   multi-head attention, Lee et al. 2019) to give a fixed number of output tokens.
 * :class:`PhotometryEncoder` — the same with filter metadata: log10 of each band's pivot
-  wavelength and its Fourier features with periods of 2-8 dex, so bands of different surveys at similar
-  wavelengths start out with similar embeddings.
+  wavelength and its Fourier features with periods of 2-8 dex, so bands of different
+  surveys at similar wavelengths start out with similar embeddings.
 * :class:`AstrometryEncoder` — the same for astrometric quantities.
 * :class:`SpectrumEncoder` — a patch transformer for sampled spectra (Gaia XP-like,
   LAMOST/BOSS/APOGEE-like): each spectrum is divided by the median of its valid pixels;
