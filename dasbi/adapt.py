@@ -230,8 +230,8 @@ class AdaptedPosterior(Posterior):
         self.specs = specs
 
     @property
-    def observable_names(self) -> list[str]:
-        return [n.name for n in self.all_nodes.diffuse if n.kind == "observable"]
+    def observable_nodes(self) -> list[Node]:
+        return [n for n in self.all_nodes.diffuse if n.kind == "observable"]
 
     def modules(self) -> dict[str, nn.Module]:
         out: dict[str, nn.Module] = {"net": self.net, "enc": self.encoders}

@@ -1,12 +1,14 @@
 """`dasbi infer`: posteriors for every object of a real catalogue, in resumable chunks.
 
-Steps: load the model (:class:`dasbi.Posterior`), read the catalogue with astropy, apply the
-survey's column map (:mod:`dasbi.catalogue`: units, fluxes → magnitudes, limits, missing
-values; every rejected row and ignored value goes to ``<out>.rejected.ecsv``), then sample
-``num_samples`` posterior draws per object chunk by chunk. Chunk ``i`` uses the random seed
-``(seed, i)`` and ``threads`` torch threads, so the result does not depend on the backend,
-on the number of workers, or on whether the run was interrupted: each finished chunk is
-written atomically to ``<out>.parts/`` and a rerun skips it.
+Steps: load the model (:class:`dasbi.Posterior`, or a domain-adapted
+:class:`dasbi.adapt.AdaptedPosterior`, which samples with its real-data encoders), read
+the catalogue with astropy, apply the survey's column map (:mod:`dasbi.catalogue`: units,
+fluxes → magnitudes, limits, missing values; every rejected row and ignored value goes to
+``<out>.rejected.ecsv``), then sample ``num_samples`` posterior draws per object chunk by
+chunk. Chunk ``i`` uses the random seed ``(seed, i)`` and ``threads`` torch threads, so the
+result does not depend on the backend, on the number of workers, or on whether the run was
+interrupted: each finished chunk is written atomically to ``<out>.parts/`` and a rerun
+skips it.
 
 Output ``<out>`` (HDF5): ``/summary`` with one row per accepted object — ``id``, ``row``
 (its row in the input), ``<param>_median``, ``_p16``, ``_p84``, ``_mean``, ``_std``,
@@ -73,11 +75,17 @@ _POSTERIORS: dict[str, Any] = {}
 
 
 def _posterior(path: str) -> Any:
+    from .checkpoint import read_meta
     from .posterior import Posterior
 
     if path not in _POSTERIORS:
         _POSTERIORS.clear()
-        _POSTERIORS[path] = Posterior.load(path)
+        if read_meta(path).get("kind") == "simformer-da":  # dasbi train --domain-adapt
+            from .adapt import AdaptedPosterior
+
+            _POSTERIORS[path] = AdaptedPosterior.load(path)
+        else:
+            _POSTERIORS[path] = Posterior.load(path)
     return _POSTERIORS[path]
 
 
@@ -186,7 +194,7 @@ def run_infer(
     post = _posterior(str(model))
     cmap = load_column_map(cfg.survey)
     table = read_catalogue(cfg.catalogue, cfg.format, required_columns(cmap))
-    observables = [n for n in post.diffuse if n.kind == "observable"]
+    observables = post.observable_nodes
     n_input = len(table)
     ids = catalogue_ids(table, cmap)
     id_status = id_problems(ids)

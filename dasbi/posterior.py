@@ -146,7 +146,12 @@ class Posterior:
 
     @property
     def observable_names(self) -> list[str]:
-        return [n.name for n in self.diffuse if n.kind == "observable"]
+        return [n.name for n in self.observable_nodes]
+
+    @property
+    def observable_nodes(self) -> list[Node]:
+        """The observables that :meth:`sample` takes as ``x``."""
+        return [n for n in self.diffuse if n.kind == "observable"]
 
     @property
     def device(self) -> torch.device:

@@ -165,6 +165,30 @@ def test_domain_adaptation_end_to_end_through_the_cli(domains, tmp_path):
     assert th.shape == (200, 2, 2) and torch.isfinite(th).all()
     th_map = post.sample((50,), x={"x_1": x[:, 0], "x_2": x[:, 1]}, errors=np.full((2, 2), 0.3))
     assert th_map.shape == (50, 2, 2)
+    # dasbi infer runs on a real catalogue with the adapted model (its real-side encoders)
+    from astropy.table import Table
+
+    from dasbi.infer import InferConfig, read_posteriors, run_infer
+
+    t = Table({"id": ["a", "b", "c"], "m1": [0.3, 1.1, 0.5], "m2": [-0.2, 0.6, np.nan]})
+    t.write(tmp_path / "cat.fits")
+    (tmp_path / "map.yaml").write_text(
+        "catalogue:\n  id: id\n  columns:\n    x_1: {value: m1, error: 0.3}\n"
+        "    x_2: {value: m2, error: 0.3}\n"
+    )
+    icfg = from_dict(
+        InferConfig,
+        {
+            "model": str(out),
+            "catalogue": str(tmp_path / "cat.fits"),
+            "num_samples": 40,
+            "survey": str(tmp_path / "map.yaml"),
+            "fits": False,
+        },
+    )
+    summary, _ = read_posteriors(run_infer(icfg, tmp_path / "post.h5", progress=False))
+    assert list(summary["id"]) == ["a", "b", "c"] and list(summary["n_observed"]) == [2, 2, 1]
+    assert np.isfinite(summary["theta_1_median"]).all()
     # a missing observable is marginalised, not an error
     th_nan = post.sample((50,), x=np.array([np.nan, 0.2]), errors=np.full(2, 0.3))
     assert th_nan.shape == (50, 2) and torch.isfinite(th_nan).all()
