@@ -1,7 +1,7 @@
 """`dasbi infer`: posteriors for every object of a real catalogue, in resumable chunks.
 
 Steps: load the model (:class:`dasbi.Posterior`, or a domain-adapted
-:class:`dasbi.adapt.AdaptedPosterior`, which samples with its real-data encoders), read
+:class:`dasbi.adapted.AdaptedPosterior`, which samples with its real-data encoders), read
 the catalogue with astropy, apply the survey's column map (:mod:`dasbi.catalogue`: units,
 fluxes → magnitudes, limits, missing values; every rejected row and ignored value goes to
 ``<out>.rejected.ecsv``), then sample ``num_samples`` posterior draws per object chunk by
@@ -81,7 +81,7 @@ def _posterior(path: str) -> Any:
     if path not in _POSTERIORS:
         _POSTERIORS.clear()
         if read_meta(path).get("kind") == "simformer-da":  # dasbi train --domain-adapt
-            from .adapt import AdaptedPosterior
+            from .adapted import AdaptedPosterior
 
             _POSTERIORS[path] = AdaptedPosterior.load(path)
         else:

@@ -11,12 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from dasbi.adapt import (
-    AdaptedPosterior,
-    DomainAdaptConfig,
-    embedding_gap,
-    train_domain_adapt,
-)
+from dasbi.adapt import AdaptedPosterior, DomainAdaptConfig, train_domain_adapt
+from dasbi.adapted import embedding_gap
 from dasbi.config import from_dict
 from dasbi.dataset import Dataset, DatasetWriter
 from dasbi.errors import DataError
