@@ -60,6 +60,7 @@ class InferBenchConfig:
         help="dasbi samplers as method-steps[-bf16], each scored on the same weights; the "
         "first one also runs the end-to-end `dasbi infer` measurements",
     )
+    npe: bool = param(True, help="train and score sbi's NPE on the same simulations")
     sbi_max_epochs: int | None = param(None, ge=1, help="cap on NPE epochs (sbi: none)")
     objects: int = param(2000, ge=10, help="catalogue rows for the end-to-end runs")
     chunk_size: int = param(500, ge=1, help="dasbi infer chunk size")
@@ -230,62 +231,10 @@ def bench_infer(
                     },
                 }
             )
-        # -- sbi NPE on the same simulations -----------------------------------------------
-        from sbi.inference import NPE
-        from sbi.utils import BoxUniform
-
-        th_tr = fwd(np.asarray(tr["theta"].values, np.float64))
-        lo, hi = th_tr.min(0), th_tr.max(0)
-        pad = 1e-3 * (hi - lo + 1e-9)
-        prior = BoxUniform(
-            torch.as_tensor(lo - pad, dtype=torch.float32),
-            torch.as_tensor(hi + pad, dtype=torch.float32),
-        )
-        torch.manual_seed(cfg.seed)
-        npe = NPE(prior=prior, show_progress_bars=False)
-        t0 = time.perf_counter()
-        kw = {} if cfg.sbi_max_epochs is None else {"max_num_epochs": cfg.sbi_max_epochs}
-        npe.append_simulations(
-            torch.as_tensor(th_tr, dtype=torch.float32),
-            torch.as_tensor(tr["photometry"].values, dtype=torch.float32),
-        ).train(**kw)
-        npe_train = time.perf_counter() - t0
-        npe_post = npe.build_posterior()
-        t0 = time.perf_counter()
-        # without leakage rejection (an undertrained flow can put most mass outside the
-        # box and stall it); the fraction of draws outside the prior is reported instead
-        zs = (
-            npe_post.sample_batched(
-                (cfg.num_samples,),
-                x=torch.as_tensor(x.values, dtype=torch.float32),
-                show_progress_bars=False,
-                reject_outside_prior=False,
-            )
-            .detach()
-            .numpy()
-            .astype(np.float64)
-        )
-        dt = time.perf_counter() - t0
-        ece_n, cov_n = coverage_error(zs, truth)
-        leak = float(np.mean(np.any((zs < lo - pad) | (zs > hi + pad), axis=-1)))
-        rmse_n = np.sqrt(np.mean((np.median(zs, 0) - truth) ** 2, axis=0))
-        results.append(
-            {
-                "method": "npe",
-                "train_s": round(npe_train, 1),
-                "outside_prior": round(leak, 4),
-                "objects": n_test,
-                "samples_per_object": cfg.num_samples,
-                "samples_per_s": round(n_test * cfg.num_samples / dt, 1),
-                "objects_per_s": round(n_test / dt, 2),
-                "coverage_error": round(ece_n, 4),
-                "rmse_mean": round(float(rmse_n.mean()), 4),
-                **{
-                    f"rmse_{n.name}": round(float(r), 4)
-                    for n, r in zip(nodes, rmse_n, strict=True)
-                },
-            }
-        )
+        cov_n = None
+        if cfg.npe:
+            record, cov_n = _npe(cfg, tr, x, truth, fwd, nodes)
+            results.append(record)
         # -- dasbi infer end to end, local and Ray -----------------------------------------
         results += _end_to_end(cfg, tmpd, model_dir, x, names, progress)
     best = max(r["objects_per_s"] for r in results if r["method"].startswith("dasbi infer"))
@@ -302,12 +251,72 @@ def bench_infer(
         "coverage_curve": {
             "levels": LEVELS.round(3).tolist(),
             **{f"dasbi {k}": c.round(4).tolist() for k, c in covs.items()},
-            "npe": cov_n.round(4).tolist(),
+            **({} if cov_n is None else {"npe": cov_n.round(4).tolist()}),
         },
         "simulate_s": round(sim_s, 1),
         "summary_table": _table(results, hours_1e6, core_hours_1e9),
     }
     return to_dict(cfg), results, extra
+
+
+def _npe(
+    cfg: InferBenchConfig, tr: dict[str, Any], x: Any, truth: np.ndarray, fwd: Any, nodes: list
+) -> tuple[dict[str, Any], np.ndarray]:
+    """sbi's NPE (default flow) on the same simulations: the record and its coverage curve."""
+    from sbi.inference import NPE
+    from sbi.utils import BoxUniform
+
+    th_tr = fwd(np.asarray(tr["theta"].values, np.float64))
+    lo, hi = th_tr.min(0), th_tr.max(0)
+    pad = 1e-3 * (hi - lo + 1e-9)
+    prior = BoxUniform(
+        torch.as_tensor(lo - pad, dtype=torch.float32),
+        torch.as_tensor(hi + pad, dtype=torch.float32),
+    )
+    torch.manual_seed(cfg.seed)
+    npe = NPE(prior=prior, show_progress_bars=False)
+    t0 = time.perf_counter()
+    kw = {} if cfg.sbi_max_epochs is None else {"max_num_epochs": cfg.sbi_max_epochs}
+    npe.append_simulations(
+        torch.as_tensor(th_tr, dtype=torch.float32),
+        torch.as_tensor(tr["photometry"].values, dtype=torch.float32),
+    ).train(**kw)
+    npe_train = time.perf_counter() - t0
+    npe_post = npe.build_posterior()
+    t0 = time.perf_counter()
+    # without leakage rejection (an undertrained flow can put most mass outside the
+    # box and stall it); the fraction of draws outside the prior is reported instead
+    zs = (
+        npe_post.sample_batched(
+            (cfg.num_samples,),
+            x=torch.as_tensor(x.values, dtype=torch.float32),
+            show_progress_bars=False,
+            reject_outside_prior=False,
+        )
+        .detach()
+        .numpy()
+        .astype(np.float64)
+    )
+    dt = time.perf_counter() - t0
+    ece_n, cov_n = coverage_error(zs, truth)
+    leak = float(np.mean(np.any((zs < lo - pad) | (zs > hi + pad), axis=-1)))
+    rmse_n = np.sqrt(np.mean((np.median(zs, 0) - truth) ** 2, axis=0))
+    n_test = len(truth)
+    return (
+        {
+            "method": "npe",
+            "train_s": round(npe_train, 1),
+            "outside_prior": round(leak, 4),
+            "objects": n_test,
+            "samples_per_object": cfg.num_samples,
+            "samples_per_s": round(n_test * cfg.num_samples / dt, 1),
+            "objects_per_s": round(n_test / dt, 2),
+            "coverage_error": round(ece_n, 4),
+            "rmse_mean": round(float(rmse_n.mean()), 4),
+            **{f"rmse_{n.name}": round(float(r), 4) for n, r in zip(nodes, rmse_n, strict=True)},
+        },
+        cov_n,
+    )
 
 
 def _end_to_end(
