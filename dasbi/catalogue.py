@@ -192,7 +192,7 @@ def read_catalogue(
     if columns is not None:
         keep = [c for c in t.colnames if c in set(columns)]
         if keep and len(keep) < len(t.colnames):
-            t = t[keep]
+            t.keep_columns(keep)  # in place: no copy of the (memory-mapped) columns
     return t
 
 
