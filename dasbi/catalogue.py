@@ -40,12 +40,14 @@ from .errors import ConfigError, DataError
 
 __all__ = [
     "ColumnMap",
+    "FitsBlocks",
     "MappedCatalogue",
     "Report",
     "load_column_map",
     "map_catalogue",
     "catalogue_ids",
     "id_problems",
+    "open_catalogue",
     "read_catalogue",
     "required_columns",
 ]
@@ -196,6 +198,62 @@ def read_catalogue(
     return t
 
 
+class FitsBlocks:
+    """A FITS binary table read block by block from the memory-mapped file.
+
+    ``len()``, ``colnames``, ``blocks[name]`` (one whole column, e.g. the ids) and
+    ``blocks[a:b]`` (an astropy Table of those rows, units from the header) read only
+    what they return, so memory does not grow with the rows of the file.
+    """
+
+    def __init__(self, path: Path, columns: list[str] | None = None) -> None:
+        from astropy.io import fits
+
+        try:
+            self._hdul = fits.open(path, memmap=True)
+        except Exception as err:
+            raise DataError(f"catalogue {path} could not be read as FITS: {err}") from None
+        tables = [h for h in self._hdul if isinstance(h, fits.BinTableHDU)]
+        if not tables:
+            raise DataError(f"catalogue {path} has no binary table extension")
+        self._hdu = tables[0]
+        names = list(self._hdu.columns.names)
+        self.colnames = [c for c in names if columns is None or c in set(columns)] or names
+        self.path = path
+
+    def __len__(self) -> int:
+        return int(self._hdu.header["NAXIS2"])
+
+    def __getitem__(self, item: str | slice) -> Any:
+        import warnings
+
+        from astropy.io import fits
+        from astropy.table import Table
+
+        if isinstance(item, str):  # the raw field: no conversion of the whole column
+            if item not in self._hdu.columns.names:
+                raise KeyError(item)
+            return np.ndarray.view(self._hdu.data, np.ndarray)[item]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # unit-parsing chatter of FITS headers
+            hdu = fits.BinTableHDU(data=self._hdu.data[item], header=self._hdu.header)
+            t = Table.read(hdu)
+        t.keep_columns(self.colnames)
+        return t
+
+
+def open_catalogue(
+    path: str | os.PathLike[str], fmt: str | None = None, columns: list[str] | None = None
+) -> Any:
+    """Like :func:`read_catalogue`, but FITS tables come as :class:`FitsBlocks`."""
+    p = Path(path)
+    if fmt in (None, "fits") and (fmt == "fits" or FORMATS.get(p.suffix.lower()) == "fits"):
+        if not p.is_file():
+            raise DataError(f"catalogue {p} does not exist")
+        return FitsBlocks(p, columns)
+    return read_catalogue(path, fmt, columns)
+
+
 def _present_columns(path: Path, columns: list[str]) -> list[str]:
     """The requested columns that a Parquet file has (the rest are reported later)."""
     try:
@@ -221,10 +279,17 @@ def required_columns(cmap: ColumnMap) -> list[str]:
 
 
 def catalogue_ids(t: Any, cmap: ColumnMap) -> np.ndarray:
-    """The identifier of every row as stripped strings (the row number without an id)."""
-    if cmap.id:
-        return np.char.strip(np.asarray(_column(t, cmap.id, "catalogue.id")).astype(str))
-    return np.arange(len(t)).astype(str)
+    """The identifier of every row as stripped strings (the row number without an id).
+
+    Byte-string columns (FITS) stay bytes, a quarter of the memory of unicode; blocks are
+    decoded in :func:`map_catalogue`.
+    """
+    if not cmap.id:
+        return np.arange(len(t)).astype(str)
+    col = np.asarray(_column(t, cmap.id, "catalogue.id"))
+    if col.dtype.kind not in "SU":
+        col = col.astype(str)
+    return np.char.strip(col)
 
 
 def id_problems(ids: np.ndarray) -> np.ndarray:
@@ -233,7 +298,7 @@ def id_problems(ids: np.ndarray) -> np.ndarray:
     The first occurrence of a repeated id is kept; later ones are duplicates.
     """
     out = np.full(len(ids), "", dtype=object)
-    out[np.isin(ids, ["", "--", "nan"])] = "missing id"
+    out[np.isin(ids, np.array(["", "--", "nan"]).astype(ids.dtype))] = "missing id"
     _, first = np.unique(ids, return_index=True)
     dup = np.ones(len(ids), bool)
     dup[first] = False
@@ -420,6 +485,8 @@ def map_catalogue(
             ids = (np.arange(n) + offset).astype(str)
     if id_status is None:
         id_status = id_problems(ids)
+    if ids.dtype.kind == "S":
+        ids = np.char.decode(ids, "utf-8", "replace")
 
     def add(rows: np.ndarray, column: str, action: str, reason: str) -> None:
         report.add(rows, ids, column, action, reason, offset)

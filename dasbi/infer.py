@@ -169,16 +169,17 @@ def run_infer(
 ) -> Path:
     """Run `dasbi infer` (see the module docstring); returns the output path.
 
-    Memory: only the mapped columns are kept (FITS is memory-mapped, Parquet reads just
-    those columns), and the column map, sampling and output run one chunk of catalogue
-    rows at a time, so memory is O(chunk) plus the id column for the duplicate check.
+    Memory: FITS tables are read block by block from the memory-mapped file, Parquet reads
+    just the mapped columns, and the column map, sampling and output run one chunk of
+    catalogue rows at a time, so memory is O(chunk) plus the id column for the duplicate
+    check (other formats are read whole).
     """
     from .catalogue import (
         catalogue_ids,
         id_problems,
         load_column_map,
         map_catalogue,
-        read_catalogue,
+        open_catalogue,
         required_columns,
     )
     from .progress import progress_bar
@@ -193,7 +194,7 @@ def run_infer(
     model_sha = _model_sha256(model)
     post = _posterior(str(model))
     cmap = load_column_map(cfg.survey)
-    table = read_catalogue(cfg.catalogue, cfg.format, required_columns(cmap))
+    table = open_catalogue(cfg.catalogue, cfg.format, required_columns(cmap))
     observables = post.observable_nodes
     n_input = len(table)
     ids = catalogue_ids(table, cmap)
@@ -287,7 +288,10 @@ def run_infer(
                     else None
                 )
                 finish(i, m, res)
-    width = max(1, max((len(i.encode()) for i in ids), default=1))
+    if ids.dtype.kind == "S":
+        width = max(1, int(np.char.str_len(ids).max(initial=1)))
+    else:
+        width = max(1, max((len(i.encode()) for i in ids), default=1))
     return _assemble(cfg, out, parts, len(starts), n_input, width, params, model_sha)
 
 
