@@ -67,7 +67,14 @@ from .network import Simformer
 from .nodes import NodeSet
 from .posterior import build_sde
 from .progress import progress_bar
-from .train import TrainConfig, _fit_standardizer, _lr_lambda, _step_seed, _to_inputs
+from .train import (
+    TrainConfig,
+    _fit_standardizer,
+    _lr_lambda,
+    _step_seed,
+    _to_inputs,
+    plot_loss_curves,
+)
 from .transforms import Standardizer
 
 __all__ = [
@@ -219,7 +226,7 @@ def train_domain_adapt(
         return score(th, st, gen, None, ctx, ctx_ok).mean(), z, present
 
     def rows(n: int, size: int, gen: torch.Generator) -> Tensor:
-        return torch.randint(0, n, (min(size, n) if n < size else size,), generator=gen)
+        return torch.randint(0, n, (min(size, n),), generator=gen)
 
     history: list[dict[str, float]] = []
     best_val, best = math.inf, None
@@ -325,7 +332,8 @@ def train_domain_adapt(
             },
         )
         (out / "history.json").write_text(json.dumps(history, indent=1))
-        _plot_terms(history, out / "loss.png")
+        terms = ("score", "val_loss", "contrastive", "ot", "pair")
+        plot_loss_curves(history, out / "loss.png", {k: k for k in terms}, "loss (|value|)")
     return post, history
 
 
@@ -338,34 +346,3 @@ def _validate(params: list[Tensor], ema: list[Tensor], fn: Any, seed: int) -> fl
     for q, r in zip(params, raw, strict=True):
         q.copy_(r)
     return value
-
-
-def _plot_terms(history: list[dict[str, float]], path: Path) -> None:
-    """Each loss term against the step, as PNG."""
-    import matplotlib
-    from matplotlib.figure import Figure
-
-    from .fileio import atomic_path
-
-    if not history:
-        return
-    with matplotlib.rc_context({"text.usetex": False}):
-        fig = Figure(figsize=(6.5, 3.8))
-        ax = fig.subplots()
-        steps = [h["step"] for h in history]
-        for key in ("score", "val_loss", "contrastive", "ot", "pair"):
-            if key in history[0]:
-                ax.plot(
-                    steps,
-                    [abs(h[key]) + 1e-12 for h in history],
-                    "o-" if key == "val_loss" else "-",
-                    label=key,
-                )
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss (|value|)")
-        ax.set_yscale("log")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=120)

@@ -172,21 +172,32 @@ def _lr_lambda(cfg: TrainConfig, total: int) -> Any:
     return fn
 
 
-def _plot_history(history: list[dict[str, float]], path: Path) -> None:
-    """Loss curves as PNG (object-oriented matplotlib: no pyplot, no backend switch)."""
+def plot_loss_curves(
+    history: list[dict[str, float]],
+    path: Path,
+    series: dict[str, str],
+    ylabel: str = "denoising score-matching loss",
+) -> None:
+    """Loss curves as PNG (object-oriented matplotlib: no pyplot, no backend switch).
+
+    Args:
+        history: Records with a ``step`` and the keys of ``series``.
+        path: Output PNG (written atomically).
+        series: History key → legend label; ``val_loss`` is drawn with markers. Absolute
+            values are drawn (a debiased Sinkhorn term can dip below zero).
+    """
     import matplotlib
     from matplotlib.figure import Figure
 
     with matplotlib.rc_context({"text.usetex": False}):
         fig = Figure(figsize=(6, 3.5))
         ax = fig.subplots()
-        steps = [h["step"] for h in history]
-        ax.plot(steps, [h["train_loss"] for h in history], label="train (running mean)")
-        val = [(h["step"], h["val_loss"]) for h in history if h.get("val_loss") is not None]
-        if val:
-            ax.plot(*zip(*val, strict=True), "o-", label="validation (EMA weights)")
+        for key, label in series.items():
+            pts = [(h["step"], abs(h[key]) + 1e-12) for h in history if h.get(key) is not None]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), "o-" if key == "val_loss" else "-", label=label)
         ax.set_xlabel("step")
-        ax.set_ylabel("denoising score-matching loss")
+        ax.set_ylabel(ylabel)
         ax.set_yscale("log")
         ax.legend()
         ax.grid(alpha=0.3)
@@ -381,7 +392,11 @@ def train(
         )
         (out / "history.json").write_text(json.dumps(history, indent=1))
         if history:
-            _plot_history(history, out / "loss.png")
+            plot_loss_curves(
+                history,
+                out / "loss.png",
+                {"train_loss": "train (running mean)", "val_loss": "validation (EMA weights)"},
+            )
 
     t0 = time.perf_counter()
     net.train()

@@ -197,7 +197,6 @@ def bench_infer(
             x={k: v[:2] for k, v in given.items()},
             errors={k: v[:2] for k, v in errs.items()},
         )
-        n_test = len(truth)
         for spec, sampler in samplers.items():
             t0 = time.perf_counter()
             s = post.sample(
@@ -209,26 +208,16 @@ def bench_infer(
                 sampler=sampler,
             ).numpy()
             dt = time.perf_counter() - t0
-            z = fwd(s.astype(np.float64))
-            ece, cov = coverage_error(z, truth)
-            covs[spec] = cov
-            rmse = np.sqrt(np.mean((np.median(z, 0) - truth) ** 2, axis=0))
+            record, covs[spec] = _score(
+                fwd(s.astype(np.float64)), truth, dt, nodes, cfg.num_samples
+            )
             results.append(
                 {
                     "method": "dasbi",
                     "sampler": spec,
                     "limits": post.limit_mode,
                     "train_s": round(train_s, 1),
-                    "objects": n_test,
-                    "samples_per_object": cfg.num_samples,
-                    "samples_per_s": round(n_test * cfg.num_samples / dt, 1),
-                    "objects_per_s": round(n_test / dt, 2),
-                    "coverage_error": round(ece, 4),
-                    "rmse_mean": round(float(rmse.mean()), 4),
-                    **{
-                        f"rmse_{n.name}": round(float(r), 4)
-                        for n, r in zip(nodes, rmse, strict=True)
-                    },
+                    **record,
                 }
             )
         cov_n = None
@@ -298,24 +287,37 @@ def _npe(
         .astype(np.float64)
     )
     dt = time.perf_counter() - t0
-    ece_n, cov_n = coverage_error(zs, truth)
     leak = float(np.mean(np.any((zs < lo - pad) | (zs > hi + pad), axis=-1)))
-    rmse_n = np.sqrt(np.mean((np.median(zs, 0) - truth) ** 2, axis=0))
-    n_test = len(truth)
+    record, cov_n = _score(zs, truth, dt, nodes, cfg.num_samples)
     return (
         {
             "method": "npe",
             "train_s": round(npe_train, 1),
             "outside_prior": round(leak, 4),
-            "objects": n_test,
-            "samples_per_object": cfg.num_samples,
-            "samples_per_s": round(n_test * cfg.num_samples / dt, 1),
-            "objects_per_s": round(n_test / dt, 2),
-            "coverage_error": round(ece_n, 4),
-            "rmse_mean": round(float(rmse_n.mean()), 4),
-            **{f"rmse_{n.name}": round(float(r), 4) for n, r in zip(nodes, rmse_n, strict=True)},
+            **record,
         },
         cov_n,
+    )
+
+
+def _score(
+    z: np.ndarray, truth: np.ndarray, seconds: float, nodes: list, num_samples: int
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Throughput, calibration and RMSE of samples z (S, N, P) against truth (N, P)."""
+    ece, cov = coverage_error(z, truth)
+    rmse = np.sqrt(np.mean((np.median(z, 0) - truth) ** 2, axis=0))
+    n = len(truth)
+    return (
+        {
+            "objects": n,
+            "samples_per_object": num_samples,
+            "samples_per_s": round(n * num_samples / seconds, 1),
+            "objects_per_s": round(n / seconds, 2),
+            "coverage_error": round(ece, 4),
+            "rmse_mean": round(float(rmse.mean()), 4),
+            **{f"rmse_{n.name}": round(float(r), 4) for n, r in zip(nodes, rmse, strict=True)},
+        },
+        cov,
     )
 
 
