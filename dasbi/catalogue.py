@@ -39,10 +39,14 @@ import numpy as np
 from .errors import ConfigError, DataError
 
 __all__ = [
+    "Blocks",
     "ColumnMap",
     "FitsBlocks",
+    "Hdf5Blocks",
+    "ParquetBlocks",
     "MappedCatalogue",
     "Report",
+    "ReportWriter",
     "load_column_map",
     "map_catalogue",
     "catalogue_ids",
@@ -146,6 +150,17 @@ def load_column_map(path: str | os.PathLike[str]) -> ColumnMap:
     return ColumnMap(specs, None if cat.get("id") is None else str(cat["id"]), sentinels, str(p))
 
 
+def _format(p: Path) -> str:
+    suffixes = "".join(p.suffixes[-2:]).lower()
+    fmt = FORMATS.get(p.suffix.lower()) or FORMATS.get(suffixes.replace(".gz", ""))
+    if fmt is None:
+        raise DataError(
+            f"cannot tell the format of {p.name} from its extension; known: "
+            f"{', '.join(sorted(FORMATS))} (or pass the astropy format)"
+        )
+    return fmt
+
+
 def read_catalogue(
     path: str | os.PathLike[str], fmt: str | None = None, columns: list[str] | None = None
 ) -> Any:
@@ -164,14 +179,7 @@ def read_catalogue(
     p = Path(path)
     if not p.is_file():
         raise DataError(f"catalogue {p} does not exist")
-    suffixes = "".join(p.suffixes[-2:]).lower()
-    if fmt is None:
-        fmt = FORMATS.get(p.suffix.lower()) or FORMATS.get(suffixes.replace(".gz", ""))
-    if fmt is None:
-        raise DataError(
-            f"cannot tell the format of {p.name} from its extension; known: "
-            f"{', '.join(sorted(FORMATS))} (or pass the astropy format)"
-        )
+    fmt = fmt or _format(p)
     kwargs: dict[str, Any] = {}
     if fmt == "fits":
         kwargs["memmap"] = True
@@ -198,59 +206,222 @@ def read_catalogue(
     return t
 
 
-class FitsBlocks:
-    """A FITS binary table read block by block from the memory-mapped file.
+class Blocks:
+    """A catalogue file read block by block: only the rows asked for are in memory.
 
-    ``len()``, ``colnames``, ``blocks[name]`` (one whole column, e.g. the ids) and
-    ``blocks[a:b]`` (an astropy Table of those rows, units from the header) read only
-    what they return, so memory does not grow with the rows of the file.
+    ``len()``, ``colnames``, ``blocks[a:b]`` (an astropy Table of those rows, with the
+    units, masks and types that ``Table.read`` gives the whole file) and ``blocks[name]``
+    (one whole column, read block by block, e.g. the ids). Subclasses implement
+    :meth:`_read` for one format; :func:`open_catalogue` picks one.
     """
 
-    def __init__(self, path: Path, columns: list[str] | None = None) -> None:
-        from astropy.io import fits
+    #: rows per read when a whole column is gathered
+    block_rows = 1 << 16
 
-        try:
-            self._hdul = fits.open(path, memmap=True)
-        except Exception as err:
-            raise DataError(f"catalogue {path} could not be read as FITS: {err}") from None
-        tables = [h for h in self._hdul if isinstance(h, fits.BinTableHDU)]
-        if not tables:
-            raise DataError(f"catalogue {path} has no binary table extension")
-        self._hdu = tables[0]
-        names = list(self._hdu.columns.names)
-        self.colnames = [c for c in names if columns is None or c in set(columns)] or names
+    def __init__(self, path: Path, names: list[str], n: int, columns: list[str] | None) -> None:
         self.path = path
+        self.n = int(n)
+        keep = [c for c in names if columns is None or c in set(columns)]
+        self.colnames = keep or list(names)
 
     def __len__(self) -> int:
-        return int(self._hdu.header["NAXIS2"])
+        return self.n
+
+    def _read(self, a: int, b: int, names: list[str]) -> Any:
+        raise NotImplementedError
 
     def __getitem__(self, item: str | slice) -> Any:
+        if isinstance(item, str):
+            if item not in self.colnames:
+                raise KeyError(item)
+            parts = [
+                self._read(a, min(a + self.block_rows, self.n), [item])[item]
+                for a in range(0, self.n, self.block_rows)
+            ] or [self._read(0, 0, [item])[item]]
+            if any(getattr(p, "mask", None) is not None and np.any(p.mask) for p in parts):
+                return np.ma.concatenate([np.ma.asarray(p) for p in parts])
+            return np.concatenate([np.asarray(p) for p in parts])
+        if not isinstance(item, slice):
+            raise TypeError(f"rows are read by slice, not {type(item).__name__}")
+        a, b, step = item.indices(self.n)
+        if step != 1:
+            raise ValueError("rows are read in consecutive blocks (slice step 1)")
+        return self._read(a, max(a, b), self.colnames)
+
+
+class FitsBlocks(Blocks):
+    """A FITS binary table: each block is read from the file into memory and decoded by
+    astropy as a small FITS file of those rows (no memory map, so resident memory does
+    not grow with the pages of the file that have been read)."""
+
+    def __init__(self, path: Path, columns: list[str] | None = None) -> None:
         import warnings
 
         from astropy.io import fits
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a truncated file is reported below
+                hdul = fits.open(path, memmap=False, lazy_load_hdus=True)
+            with hdul:
+                hdu = next((h for h in hdul if isinstance(h, fits.BinTableHDU)), None)
+                if hdu is None:
+                    raise DataError(f"catalogue {path} has no binary table extension")
+                self._header = hdu.header.copy()
+                self._offset = int(hdu.fileinfo()["datLoc"])
+        except DataError:
+            raise
+        except Exception as err:
+            raise DataError(f"catalogue {path} could not be read as FITS: {err}") from None
+        h = self._header
+        if int(h.get("PCOUNT", 0)):
+            raise DataError(
+                f"catalogue {path} has variable-length array columns (a heap); rewrite it "
+                "without them (e.g. keep only the mapped columns) for dasbi infer"
+            )
+        self._row = int(h["NAXIS1"])
+        need = self._offset + self._row * int(h["NAXIS2"])
+        if path.stat().st_size < need:
+            raise DataError(
+                f"catalogue {path} is truncated: its header promises {h['NAXIS2']} rows "
+                f"({need} bytes) but the file has {path.stat().st_size} bytes"
+            )
+        self._primary = fits.PrimaryHDU().header.tostring().encode("ascii")
+        names = [h[f"TTYPE{i}"] for i in range(1, int(h["TFIELDS"]) + 1)]
+        super().__init__(path, names, int(h["NAXIS2"]), columns)
+
+    def _read(self, a: int, b: int, names: list[str]) -> Any:
+        import io
+        import warnings
+
         from astropy.table import Table
 
-        if isinstance(item, str):  # the raw field: no conversion of the whole column
-            if item not in self._hdu.columns.names:
-                raise KeyError(item)
-            return np.ndarray.view(self._hdu.data, np.ndarray)[item]
+        with open(self.path, "rb") as f:
+            f.seek(self._offset + a * self._row)
+            data = f.read((b - a) * self._row)
+        hdr = self._header.copy()
+        hdr["NAXIS2"] = b - a
+        pad = b"\0" * (-len(data) % 2880)
+        blob = self._primary + hdr.tostring().encode("ascii") + data + pad
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # unit-parsing chatter of FITS headers
-            hdu = fits.BinTableHDU(data=self._hdu.data[item], header=self._hdu.header)
-            t = Table.read(hdu)
-        t.keep_columns(self.colnames)
+            t = Table.read(io.BytesIO(blob), format="fits", hdu=1, character_as_bytes=True)
+        t.keep_columns(names)
         return t
+
+
+class Hdf5Blocks(Blocks):
+    """An astropy HDF5 table (a compound dataset): h5py reads the block's rows; astropy
+    decodes them with the table's serialised metadata (units, masks)."""
+
+    def __init__(
+        self, path: Path, columns: list[str] | None = None, key: str | None = None
+    ) -> None:
+        import h5py
+
+        try:
+            self._file = h5py.File(path, "r")
+        except Exception as err:
+            raise DataError(f"catalogue {path} could not be read as HDF5: {err}") from None
+        if key is None:
+            found: list[str] = []
+            self._file.visititems(
+                lambda name, obj: (
+                    found.append(name)
+                    if isinstance(obj, h5py.Dataset) and obj.dtype.names and "__" not in name
+                    else None
+                )
+            )
+            if not found:
+                raise DataError(f"catalogue {path} holds no table (compound dataset)")
+            key = found[0]
+        if key not in self._file:
+            raise DataError(f"catalogue {path} has no table at {key!r}")
+        self._ds = self._file[key]
+        self._meta = self._file.get(key + ".__table_column_meta__")
+        self._key = key.split("/")[-1]
+        stored = list(self._ds.dtype.names or ())
+        names = list(dict.fromkeys(n.split(".")[0] for n in stored))  # x.mask → x
+        super().__init__(path, names, len(self._ds), columns)
+
+    def _read(self, a: int, b: int, names: list[str]) -> Any:
+        import io
+
+        import h5py
+        from astropy.table import Table
+
+        rows = self._ds[a:b]
+        with h5py.File(io.BytesIO(), "w") as mem:
+            mem.create_dataset(self._key, data=rows)
+            if self._meta is not None:
+                mem.create_dataset(self._key + ".__table_column_meta__", data=self._meta[()])
+            t = Table.read(mem, path=self._key, format="hdf5")
+        t.keep_columns([c for c in names if c in t.colnames])
+        return t
+
+
+class ParquetBlocks(Blocks):
+    """A Parquet file: the row groups that hold the block are read (mapped columns only)
+    and decoded by astropy; memory is bounded by the row-group size."""
+
+    def __init__(self, path: Path, columns: list[str] | None = None) -> None:
+        try:
+            import pyarrow.parquet as pq
+
+            self._pf = pq.ParquetFile(path)
+        except ImportError as err:
+            raise DataError(f"reading {path.name} needs {err.name}: pip install pyarrow") from None
+        except Exception as err:
+            raise DataError(f"catalogue {path} could not be read as Parquet: {err}") from None
+        md = self._pf.metadata
+        self._starts = np.cumsum(
+            [0] + [md.row_group(i).num_rows for i in range(md.num_row_groups)]
+        )
+        meta = (self._pf.schema_arrow.metadata or {}).get(b"table_meta_yaml")
+        names = list(self._pf.schema_arrow.names)
+        if meta is not None:  # astropy-serialised columns: read by their table names
+            names = list(dict.fromkeys(n.split(".")[0] for n in names))
+        super().__init__(path, names, int(md.num_rows), columns)
+
+    def _read(self, a: int, b: int, names: list[str]) -> Any:
+        import io
+
+        import pyarrow.parquet as pq
+        from astropy.table import Table
+
+        stored = [n for n in self._pf.schema_arrow.names if n in names or n.split(".")[0] in names]
+        g0 = max(0, int(np.searchsorted(self._starts, a, side="right")) - 1)
+        g1 = max(g0 + 1, int(np.searchsorted(self._starts, b, side="left")))
+        groups = list(range(g0, min(g1, len(self._starts) - 1)))
+        part = self._pf.read_row_groups(groups, columns=stored) if groups else None
+        if part is None:
+            part = self._pf.schema_arrow.empty_table().select(stored)
+        part = part.slice(a - int(self._starts[g0]), b - a)
+        buf = io.BytesIO()
+        pq.write_table(part.replace_schema_metadata(self._pf.schema_arrow.metadata), buf)
+        buf.seek(0)
+        return Table.read(buf, format="parquet", include_names=names)
 
 
 def open_catalogue(
     path: str | os.PathLike[str], fmt: str | None = None, columns: list[str] | None = None
 ) -> Any:
-    """Like :func:`read_catalogue`, but FITS tables come as :class:`FitsBlocks`."""
+    """Like :func:`read_catalogue`, but FITS, HDF5 and Parquet come as :class:`Blocks`.
+
+    Memory then does not grow with the rows of the file. Text formats (CSV, ECSV, MRT) and
+    VOTable are read whole with :func:`read_catalogue` (convert a large one to FITS,
+    HDF5 or Parquet first).
+    """
     p = Path(path)
-    if fmt in (None, "fits") and (fmt == "fits" or FORMATS.get(p.suffix.lower()) == "fits"):
+    fmt = fmt or _format(p)
+    if fmt in ("fits", "hdf5", "parquet"):
         if not p.is_file():
             raise DataError(f"catalogue {p} does not exist")
-        return FitsBlocks(p, columns)
+        if fmt == "fits":
+            return FitsBlocks(p, columns)
+        if fmt == "hdf5":
+            return Hdf5Blocks(p, columns)
+        return ParquetBlocks(p, columns)
     return read_catalogue(path, fmt, columns)
 
 
@@ -286,10 +457,15 @@ def catalogue_ids(t: Any, cmap: ColumnMap) -> np.ndarray:
     """
     if not cmap.id:
         return np.arange(len(t)).astype(str)
-    col = np.asarray(_column(t, cmap.id, "catalogue.id"))
+    raw = _column(t, cmap.id, "catalogue.id")
+    mask = np.asarray(getattr(raw, "mask", False), bool)
+    col = np.asarray(raw)
     if col.dtype.kind not in "SU":
         col = col.astype(str)
-    return np.char.strip(col)
+    col = np.char.strip(col)
+    if mask.any():  # masked ids are missing ids
+        col[np.broadcast_to(mask, col.shape)] = ""
+    return col
 
 
 def id_problems(ids: np.ndarray) -> np.ndarray:
@@ -377,11 +553,44 @@ class Report:
         return out
 
     def write(self, path: str | os.PathLike[str]) -> Path:
-        p = Path(path)
-        tmp = p.with_name(p.name + ".tmp")
-        self.table().write(tmp, format="ascii.ecsv", overwrite=True)
-        os.replace(tmp, p)
-        return p
+        with ReportWriter(path) as w:
+            w.write(self)
+        return w.path
+
+
+class ReportWriter:
+    """Writes a :class:`Report` as ECSV piece by piece (memory ∝ one piece), atomically:
+    the file appears under its name only when the writer is closed without an error."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._tmp = self.path.with_name(self.path.name + ".tmp")
+        self._f = open(self._tmp, "w")
+        self._f.write(self._ecsv(Report()))
+
+    @staticmethod
+    def _ecsv(report: Report) -> str:
+        import io
+
+        buf = io.StringIO()
+        report.table().write(buf, format="ascii.ecsv")
+        return buf.getvalue()
+
+    def write(self, report: Report) -> None:
+        if report.rows:
+            lines = self._ecsv(report).splitlines(keepends=True)
+            body = [ln for ln in lines if not ln.startswith("#")][1:]  # drop the names line
+            self._f.writelines(body)
+
+    def __enter__(self) -> ReportWriter:
+        return self
+
+    def __exit__(self, kind: Any, *exc: Any) -> None:
+        self._f.close()
+        if kind is None:
+            os.replace(self._tmp, self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
 
 
 @dataclass

@@ -24,6 +24,7 @@ finite.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -169,10 +170,10 @@ def run_infer(
 ) -> Path:
     """Run `dasbi infer` (see the module docstring); returns the output path.
 
-    Memory: FITS tables are read block by block from the memory-mapped file, Parquet reads
-    just the mapped columns, and the column map, sampling and output run one chunk of
-    catalogue rows at a time, so memory is O(chunk) plus the id column for the duplicate
-    check (other formats are read whole).
+    Memory: FITS, HDF5 and Parquet catalogues are read block by block
+    (:class:`~dasbi.catalogue.Blocks`), and the column map, sampling and every output (HDF5,
+    FITS summary, report) run one chunk of catalogue rows at a time, so memory is O(chunk)
+    plus the id column for the duplicate check (text formats and VOTable are read whole).
     """
     from .catalogue import (
         catalogue_ids,
@@ -317,7 +318,7 @@ def _assemble(
     """Copy the chunk files into the output one chunk at a time (memory ∝ chunk size)."""
     import h5py
 
-    from .catalogue import Report
+    from .catalogue import Report, ReportWriter
 
     stats = ("median", "p16", "p84", "mean", "std")
     dtype = np.dtype(
@@ -331,11 +332,17 @@ def _assemble(
         with np.load(path) as z:
             counts.append(len(z["flags"]))
     n = sum(counts)
-    report = Report()
     tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        tmp.unlink()
-    with h5py.File(tmp, "w") as f:
+    tmp.unlink(missing_ok=True)
+    fits_path = out.with_suffix(".fits")
+    with contextlib.ExitStack() as stack:
+        f = stack.enter_context(h5py.File(tmp, "w"))
+        report = stack.enter_context(ReportWriter(out.with_name(out.stem + ".rejected.ecsv")))
+        fits_out = (
+            stack.enter_context(_FitsSummaryWriter(fits_path, dtype, n, model_sha, n_input))
+            if cfg.fits
+            else None
+        )
         summ = (
             f.create_dataset(
                 "summary",
@@ -360,7 +367,7 @@ def _assemble(
         a = 0
         for path, count in zip(files, counts, strict=True):
             with np.load(path) as z:
-                report.extend(Report.from_arrays(z))
+                report.write(Report.from_arrays(z))
                 if not count:
                     continue
                 b = a + count
@@ -372,6 +379,8 @@ def _assemble(
                         rec[f"{p}_{st}"] = z[st][:, j]
                 rec["n_observed"], rec["flags"] = z["n_observed"], z["flags"]
                 summ[a:b] = rec
+                if fits_out is not None:
+                    fits_out.write(rec)
                 if samples is not None:
                     samples[a:b] = z["samples"]
                 a = b
@@ -383,17 +392,42 @@ def _assemble(
         f.attrs["n_input"] = n_input
         f.attrs["n_rejected"] = n_input - n
         f.attrs["flags"] = json.dumps(FLAGS)
-    report.write(out.with_name(out.stem + ".rejected.ecsv"))
     os.replace(tmp, out)
-    if cfg.fits:
-        summary, _ = read_posteriors(out)
-        fits_path = out.with_suffix(".fits")
-        ftmp = fits_path.with_name(fits_path.name + ".tmp")
-        summary.meta.update({"MODELSHA": model_sha[:64], "NINPUT": n_input})
-        summary.write(ftmp, format="fits", overwrite=True)
-        os.replace(ftmp, fits_path)
     shutil.rmtree(parts)
     return out
+
+
+class _FitsSummaryWriter:
+    """The FITS copy of ``/summary``, streamed chunk by chunk (astropy's StreamingHDU):
+    memory ∝ one chunk; written to a temporary name and renamed when complete."""
+
+    def __init__(self, path: Path, dtype: np.dtype, n: int, model_sha: str, n_input: int) -> None:
+        from astropy.io import fits
+
+        self.path = path
+        self._tmp = path.with_name(path.name + ".tmp")
+        self._tmp.unlink(missing_ok=True)
+        self._disk = np.dtype(dtype).newbyteorder(">")
+        header = fits.BinTableHDU(np.zeros(0, dtype)).header
+        header["NAXIS2"] = n
+        header["MODELSHA"] = model_sha[:64]
+        header["NINPUT"] = n_input
+        self._n, self._written = n, 0
+        self._hdu = fits.StreamingHDU(str(self._tmp), header)
+
+    def write(self, rec: np.ndarray) -> None:
+        self._hdu.write(np.ascontiguousarray(rec.astype(self._disk)).view(np.uint8))
+        self._written += len(rec)
+
+    def __enter__(self) -> _FitsSummaryWriter:
+        return self
+
+    def __exit__(self, kind: Any, *exc: Any) -> None:
+        self._hdu.close()
+        if kind is None and self._written == self._n:
+            os.replace(self._tmp, self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
 
 
 def read_posteriors(path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:

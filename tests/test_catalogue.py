@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from astropy.table import MaskedColumn, Table
+from astropy.table import MaskedColumn, Table, vstack
 
 from dasbi.catalogue import load_column_map, map_catalogue, read_catalogue
 from dasbi.errors import ConfigError, DataError
@@ -104,6 +104,75 @@ def test_every_format_reads_the_same(cmap, tmp_path):
         for k in ref.values:
             np.testing.assert_allclose(got.values[k], ref.values[k], equal_nan=True, err_msg=ext)
             assert (got.upper_limits[k] == ref.upper_limits[k]).all(), ext
+
+
+@pytest.mark.parametrize("ext", [".fits", ".h5", ".parquet"])
+def test_block_readers_equal_whole_file_reads(cmap, tmp_path, ext):
+    """`dasbi infer` reads FITS, HDF5 and Parquet block by block; every block, every
+    gathered column and the column map over blocks equal the whole-file read."""
+    import warnings
+
+    from dasbi.catalogue import catalogue_ids, id_problems, open_catalogue, required_columns
+
+    rng = np.random.default_rng(2)
+    t = vstack([_table()] * 40)
+    n = len(t)  # 280 rows
+    t["src"] = [f"s{i}" if i % 50 else "s1" for i in range(n)]  # duplicates across blocks
+    t["lF36"] = np.array([s == "<" for s in t["lF36"]])
+    t["K"] = rng.normal(11, 2, n)
+    t["K"].unit = "mag"
+    t["F36"] = MaskedColumn(rng.uniform(-1, 50, n), mask=rng.random(n) < 0.2, unit="mJy")
+    t["n"] = MaskedColumn(rng.integers(0, 9, n).astype(np.int32), mask=rng.random(n) < 0.3)
+    t["extra"] = np.zeros(n)  # not mapped: never read
+    p = tmp_path / f"cat{ext}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t.write(p, **({"path": "data", "serialize_meta": True} if ext == ".h5" else {}))
+    if ext == ".parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(pq.read_table(p), p, row_group_size=64)  # 5 row groups
+    whole = read_catalogue(p)
+    blocks = open_catalogue(p, columns=[*required_columns(cmap), "n"])
+    assert len(blocks) == n and "extra" not in blocks.colnames
+    blocks.block_rows = 37
+    assert (blocks["src"].astype(str) == np.asarray(whole["src"]).astype(str)).all()
+    for a, b in [(0, 30), (30, 101), (250, 280), (7, 7)]:
+        got = blocks[a:b]
+        assert len(got) == b - a and got["F36"].unit == "mJy" and got["K"].unit == "mag"
+        for name in ("K", "F36", "n"):
+            g = np.ma.filled(np.ma.asarray(got[name], float), np.nan)
+            w = np.ma.filled(np.ma.asarray(whole[name][a:b], float), np.nan)
+            np.testing.assert_array_equal(g, w, err_msg=f"{ext} {name} rows {a}:{b}")
+    ref = map_catalogue(whole, cmap, NODES)
+    ids = catalogue_ids(blocks, cmap)
+    status = id_problems(ids)
+    rows, reasons = [], []
+    for a in range(0, n, 60):
+        m = map_catalogue(
+            blocks[a : a + 60],
+            cmap,
+            NODES,
+            ids=ids[a : a + 60],
+            id_status=status[a : a + 60],
+            offset=a,
+        )
+        rows.extend(m.rows)
+        reasons.extend(zip(m.report.rows, m.report.reasons, strict=True))
+    np.testing.assert_array_equal(rows, ref.rows)
+    assert sorted(reasons) == sorted(zip(ref.report.rows, ref.report.reasons, strict=True))
+    assert "duplicate id" in {r for _, r in reasons}
+
+
+def test_truncated_fits_catalogue_is_a_clear_error(tmp_path):
+    from dasbi.catalogue import open_catalogue
+
+    p = tmp_path / "cat.fits"
+    _table().write(p)
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) - 2880])
+    with pytest.raises(DataError, match="truncated"):
+        open_catalogue(p)
 
 
 def test_mrt_catalogue_with_limit_flags(shared_data):
