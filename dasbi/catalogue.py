@@ -47,6 +47,7 @@ __all__ = [
     "MappedCatalogue",
     "Report",
     "ReportWriter",
+    "TextBlocks",
     "load_column_map",
     "map_catalogue",
     "catalogue_ids",
@@ -260,10 +261,11 @@ class FitsBlocks(Blocks):
         from astropy.io import fits
 
         try:
-            with warnings.catch_warnings():
+            with (
+                warnings.catch_warnings(),
+                fits.open(path, memmap=False, lazy_load_hdus=True) as hdul,
+            ):
                 warnings.simplefilter("ignore")  # a truncated file is reported below
-                hdul = fits.open(path, memmap=False, lazy_load_hdus=True)
-            with hdul:
                 hdu = next((h for h in hdul if isinstance(h, fits.BinTableHDU)), None)
                 if hdu is None:
                     raise DataError(f"catalogue {path} has no binary table extension")
@@ -281,7 +283,7 @@ class FitsBlocks(Blocks):
             )
         self._row = int(h["NAXIS1"])
         need = self._offset + self._row * int(h["NAXIS2"])
-        if path.stat().st_size < need:
+        if not _is_gzip(path) and path.stat().st_size < need:
             raise DataError(
                 f"catalogue {path} is truncated: its header promises {h['NAXIS2']} rows "
                 f"({need} bytes) but the file has {path.stat().st_size} bytes"
@@ -296,9 +298,11 @@ class FitsBlocks(Blocks):
 
         from astropy.table import Table
 
-        with open(self.path, "rb") as f:
+        with _open_raw(self.path) as f:
             f.seek(self._offset + a * self._row)
             data = f.read((b - a) * self._row)
+        if len(data) < (b - a) * self._row:
+            raise DataError(f"catalogue {self.path} is truncated: rows {a}-{b} are incomplete")
         hdr = self._header.copy()
         hdr["NAXIS2"] = b - a
         pad = b"\0" * (-len(data) % 2880)
@@ -403,25 +407,123 @@ class ParquetBlocks(Blocks):
         return Table.read(buf, format="parquet", include_names=names)
 
 
-def open_catalogue(
-    path: str | os.PathLike[str], fmt: str | None = None, columns: list[str] | None = None
-) -> Any:
-    """Like :func:`read_catalogue`, but FITS, HDF5 and Parquet come as :class:`Blocks`.
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
 
-    Memory then does not grow with the rows of the file. Text formats (CSV, ECSV, MRT) and
-    VOTable are read whole with :func:`read_catalogue` (convert a large one to FITS,
-    HDF5 or Parquet first).
+
+def _open_raw(path: Path) -> Any:
+    """The file's bytes, decompressed on the fly if it is gzipped (seekable either way)."""
+    import gzip
+
+    return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
+
+
+class TextBlocks(Blocks):
+    """A CSV or ECSV file (optionally gzipped) read block by block: one pass indexes the
+    byte offset of every ``block_rows``-th data line; a block is its lines parsed by astropy
+    under the file's own header with astropy's fast reader. ECSV declares its types, so
+    every block has the same; CSV types are guessed per block as astropy guesses them for
+    the whole file (ids are compared as text, so a numeric id column is safe; ids such as
+    "007" mixed with non-numeric ids are not: use ECSV or FITS for those)."""
+
+    def __init__(self, path: Path, fmt: str, columns: list[str] | None = None) -> None:
+        self.fmt = fmt
+        self._stride = 4096  # rows between indexed offsets
+        header: list[bytes] = []
+        offsets: list[int] = []
+        n = 0
+        with _open_raw(path) as f:
+            pos = 0
+            names_line = None
+            for line in f:
+                if names_line is None:
+                    header.append(line)
+                    if not line.lstrip().startswith(b"#") and line.strip():
+                        names_line = line
+                elif line.strip():
+                    if n % self._stride == 0:
+                        offsets.append(pos)
+                    n += 1
+                pos += len(line)
+        if names_line is None:
+            raise DataError(f"catalogue {path} has no header line (column names)")
+        self._header = b"".join(header).decode("utf-8", "replace")
+        self._offsets = offsets
+        try:
+            empty = self._parse("", None)
+        except Exception as err:
+            raise DataError(f"catalogue {path} could not be read as {fmt}: {err}") from None
+        self._empty = empty
+        super().__init__(path, list(empty.colnames), n, columns)
+
+    def _parse(self, body: str, names: list[str] | None) -> Any:
+        import warnings
+
+        from astropy.table import Table
+
+        kw: dict[str, Any] = {"format": self.fmt, "guess": False}
+        if names is not None:
+            kw["include_names"] = names
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return Table.read(self._header + body, **kw)
+
+    def _read(self, a: int, b: int, names: list[str]) -> Any:
+        if b <= a:
+            return self._empty[[c for c in names if c in self._empty.colnames]]
+        lines: list[bytes] = []
+        if b > a:
+            k = a // self._stride
+            with _open_raw(self.path) as f:
+                f.seek(self._offsets[k])
+                row = k * self._stride
+                for line in f:
+                    if not line.strip():
+                        continue
+                    if row >= a:
+                        lines.append(line)
+                    row += 1
+                    if row >= b:
+                        break
+        body = b"".join(lines).decode("utf-8", "replace")
+        try:
+            t = self._parse(body, names)
+        except Exception as err:
+            raise DataError(
+                f"catalogue {self.path}: rows {a}-{b} could not be read as {self.fmt}: {err}"
+            ) from None
+        if len(t) != len(lines):
+            raise DataError(
+                f"catalogue {self.path}: rows {a}-{b} gave {len(t)} rows from {len(lines)} "
+                "lines (quoted fields spanning lines?); convert it to FITS or Parquet"
+            )
+        return t
+
+
+def open_catalogue(
+    path: str | os.PathLike[str],
+    fmt: str | None = None,
+    columns: list[str] | None = None,
+) -> Any:
+    """Like :func:`read_catalogue`, but FITS, HDF5, Parquet, CSV and ECSV (also gzipped)
+    come as :class:`Blocks`, so memory does not grow with the rows of the file.
+
+    AAS MRT and VOTable tables are read whole with :func:`read_catalogue` (they are
+    paper-sized tables; convert a large one to FITS or Parquet first).
     """
     p = Path(path)
     fmt = fmt or _format(p)
-    if fmt in ("fits", "hdf5", "parquet"):
+    if fmt in ("fits", "hdf5", "parquet", "ascii.csv", "ascii.ecsv"):
         if not p.is_file():
             raise DataError(f"catalogue {p} does not exist")
         if fmt == "fits":
             return FitsBlocks(p, columns)
         if fmt == "hdf5":
             return Hdf5Blocks(p, columns)
-        return ParquetBlocks(p, columns)
+        if fmt == "parquet":
+            return ParquetBlocks(p, columns)
+        return TextBlocks(p, fmt, columns)
     return read_catalogue(path, fmt, columns)
 
 

@@ -170,10 +170,10 @@ def run_infer(
 ) -> Path:
     """Run `dasbi infer` (see the module docstring); returns the output path.
 
-    Memory: FITS, HDF5 and Parquet catalogues are read block by block
+    Memory: FITS, HDF5, Parquet, CSV and ECSV catalogues are read block by block
     (:class:`~dasbi.catalogue.Blocks`), and the column map, sampling and every output (HDF5,
     FITS summary, report) run one chunk of catalogue rows at a time, so memory is O(chunk)
-    plus the id column for the duplicate check (text formats and VOTable are read whole).
+    plus the id column for the duplicate check (MRT and VOTable are read whole).
     """
     from .catalogue import (
         catalogue_ids,
