@@ -39,6 +39,7 @@ from .data import find_data
 from .units import C_AA_S, H_CGS, K_CGS
 
 __all__ = [
+    "BAND_COLUMNS",
     "BandFluxLibrary",
     "CK04Library",
     "OutOfGridError",
@@ -325,6 +326,24 @@ def _save_cache(path: Path, **arrays: np.ndarray) -> None:
         pass  # the cache is an optimisation only
 
 
+#: canonical band (simulators.bandpasses.FILTERS) → column of the astroARIADNE band-flux
+#: tables; the tables' Gaia columns are DR2 passbands (pyphot ``GaiaDR2v2_*``)
+BAND_COLUMNS: dict[str, str] = {
+    "gaia_G": "GaiaDR2v2_G",
+    "gaia_BP": "GaiaDR2v2_BP",
+    "gaia_RP": "GaiaDR2v2_RP",
+    "2mass_J": "2MASS_J",
+    "2mass_H": "2MASS_H",
+    "2mass_Ks": "2MASS_Ks",
+    "wise_W1": "WISE_RSR_W1",
+    "wise_W2": "WISE_RSR_W2",
+    "wise_W3": "WISE_RSR_W3",
+    "wise_W4": "WISE_RSR_W4",
+    "irac_1": "SPITZER_IRAC_36",
+    "irac_2": "SPITZER_IRAC_45",
+}
+
+
 class BandFluxLibrary(SpectralLibrary):
     """Band-averaged surface fluxes from an astroARIADNE-style table.
 
@@ -389,6 +408,26 @@ class BandFluxLibrary(SpectralLibrary):
             "logg": (self.logg_grid[0], self.logg_grid[-1]),
             "feh": (self.feh_grid[0], self.feh_grid[-1]),
         }
+
+    def covers(self, teff: np.ndarray, logg: np.ndarray, feh: np.ndarray) -> np.ndarray:
+        """True where the table has every model needed to interpolate (inside the grid and
+        no hole at the surrounding grid points)."""
+        teff, logg, feh = (np.atleast_1d(np.asarray(v, np.float64)) for v in (teff, logg, feh))
+        inside = np.ones(len(teff), bool)
+        for v, key in ((teff, "teff"), (logg, "logg"), (feh, "feh")):
+            lo, hi = self.bounds[key]
+            inside &= np.isfinite(v) & (v >= lo) & (v <= hi)
+        t = np.clip(np.nan_to_num(teff, nan=self.bounds["teff"][0]), *self.bounds["teff"])
+        g = np.clip(np.nan_to_num(logg, nan=self.bounds["logg"][0]), *self.bounds["logg"])
+        f = np.clip(np.nan_to_num(feh, nan=self.bounds["feh"][0]), *self.bounds["feh"])
+        it, wt = _axis_weights(self.teff_grid, t)
+        i_f, wf = _axis_weights(self.feh_grid, f)
+        ig, wg = _axis_weights(self.logg_grid, g)
+        for a, wa in ((0, 1 - wf), (1, wf)):
+            for b, wb in ((0, 1 - wt), (1, wt)):
+                for c, wc in ((0, 1 - wg), (1, wg)):
+                    inside &= self.valid[i_f + a, it + b, ig + c] | (wa * wb * wc == 0)
+        return inside
 
     def surface_flux(self, teff: np.ndarray, logg: np.ndarray, feh: np.ndarray) -> np.ndarray:
         teff, logg, feh = self._prepare(teff, logg, feh)

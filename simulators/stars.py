@@ -54,9 +54,13 @@ DEFAULT_BANDS: dict[str, dict[str, float]] = {
 class FieldStarsConfig:
     """Options of :class:`FieldStars` (the ``simulator:`` section of a simulate config)."""
 
-    library: Literal["ck04", "planck"] = field(
+    library: Literal["ck04", "planck", "kurucz_bands", "ck04_bands"] = field(
         default="ck04",
-        metadata={"help": "spectral library (ck04 needs the CDBS grid; planck is embedded)"},
+        metadata={
+            "help": "spectral library: ck04 (the CDBS grid), planck (embedded), or the "
+            "band-flux tables kurucz_bands / ck04_bands (photometry only; Gaia bands through "
+            "DR2 passbands; extinction at each band's pivot wavelength)"
+        },
     )
     library_path: str | None = field(default=None, metadata={"help": "ck04models folder"})
     isochrones: Literal["mist", "parsec"] = "mist"
@@ -64,6 +68,21 @@ class FieldStarsConfig:
     rv_mean: float = field(default=3.1, metadata={"ge": 2.3, "le": 5.6})
     rv_sigma: float = field(
         default=0.0, metadata={"ge": 0.0, "le": 1.0, "help": "> 0: per-star R(V) in θ"}
+    )
+    rv_in_theta: bool = field(
+        default=True,
+        metadata={"help": "with rv_sigma > 0: R(V) is a parameter (true) or hidden scatter"},
+    )
+    zero_point_offsets: dict[str, float] = field(
+        default_factory=dict,
+        metadata={"help": "band -> offset [mag] added to measured magnitudes (calibration)"},
+    )
+    error_scale: float = field(
+        default=1.0,
+        metadata={
+            "gt": 0.0,
+            "help": "true photometric scatter / reported error (> 1: errors underestimated)",
+        },
     )
     l: float = field(  # noqa: E741 - Galactic longitude
         default=90.0, metadata={"ge": 0.0, "le": 360.0, "help": "cone centre [deg]"}
@@ -143,6 +162,25 @@ class FieldStarsConfig:
                 "bands must include gaia_G (the sample's magnitude limit): add the gaia_dr3 "
                 "survey or bands: {gaia_G: {}}"
             )
+        bad = sorted(set(self.zero_point_offsets) - set(self.bands))
+        if bad:
+            raise ValueError(
+                f"zero_point_offsets: {bad} are not simulated bands; bands: {sorted(self.bands)}"
+            )
+        if self.library.endswith("_bands"):
+            from .spectra import BAND_COLUMNS
+
+            no_col = sorted(set(self.bands) - set(BAND_COLUMNS))
+            if no_col:
+                raise ValueError(
+                    f"library {self.library}: no band fluxes for {no_col}; it has "
+                    f"{', '.join(BAND_COLUMNS)} (set bands: to a subset)"
+                )
+            if self.xp or self.spectrographs:
+                raise ValueError(
+                    f"library {self.library} has band fluxes only: no spectra (xp, "
+                    "spectrographs); use ck04"
+                )
         for name, spec in self.bands.items():
             get_filter(name)
             unknown = set(spec) - {"depth", "floor", "non_detection"}
@@ -168,7 +206,17 @@ class StellarSED:
         from .dust import ExtinctionCurve
 
         self.library = library
-        self.phot = Photometry(bands, library.wave_aa)
+        if getattr(library, "kind", "spectrum") == "bands":
+            # band-averaged fluxes: each band is a table column, with that column's filter
+            # (e.g. Gaia DR2 curves for gaia_G) for the Vega zero point
+            from .spectra import BAND_COLUMNS
+
+            cols = [BAND_COLUMNS[b] for b in bands]
+            self.phot = Photometry(
+                cols, library.wave_aa, band_columns=[library.band_names.index(c) for c in cols]
+            )
+        else:
+            self.phot = Photometry(bands, library.wave_aa)
         self.dust = ExtinctionCurve(law, library.wave_aa)
         self.xp = None
         if spectrograph:
@@ -223,15 +271,17 @@ class FieldStars(Simulator):
         super().__init__(config)
         from .galaxy import ExponentialDust, GalaxyModel, GridDustMap
         from .isochrones import IsochroneGrid
-        from .spectra import CK04Library, PlanckLibrary
+        from .spectra import BAND_COLUMNS, BandFluxLibrary, CK04Library, PlanckLibrary
 
         c = self.config
-        lib = (
-            CK04Library(c.library_path)
-            if c.library == "ck04"
-            else PlanckLibrary(wave_range_aa=(3000.0, 320_000.0))
-        )
         self.bands = list(c.bands)
+        if c.library == "ck04":
+            lib = CK04Library(c.library_path)
+        elif c.library == "planck":
+            lib = PlanckLibrary(wave_range_aa=(3000.0, 320_000.0))
+        else:
+            table = "Kurucz" if c.library == "kurucz_bands" else "CK04"
+            lib = BandFluxLibrary(table, bands=[BAND_COLUMNS[b] for b in self.bands])
         self.band_specs = [
             BandSpec(**{"non_detection": c.non_detection, **c.bands[b]}) for b in self.bands
         ]
@@ -267,7 +317,8 @@ class FieldStars(Simulator):
     @property
     def theta_names(self) -> list[str]:
         names = ["teff", "logg", "feh", "radius", "distance", "av"]
-        return names + (["rv"] if self.config.rv_sigma > 0 else [])
+        c = self.config
+        return names + (["rv"] if c.rv_sigma > 0 and c.rv_in_theta else [])
 
     def nodes(self) -> list[dict[str, Any]]:
         lib = self.sed.library
@@ -365,6 +416,8 @@ class FieldStars(Simulator):
                 np.stack([lib._logg_min[iz + a, it + b] for a in (0, 1) for b in (0, 1)]), axis=0
             )
             ok &= theta["logg"] >= need
+        if hasattr(lib, "covers"):  # band-flux tables have holes too
+            ok &= lib.covers(theta["teff"], theta["logg"], theta["feh"])
         return {k: v[ok] for k, v in theta.items()}
 
     def _draw(
@@ -412,6 +465,12 @@ class FieldStars(Simulator):
     ) -> dict[str, ObsBlock]:
         c = self.config
         values, errors, observed, upper = observe_photometry(mags, self.band_specs, rng)
+        if c.error_scale != 1.0 or c.zero_point_offsets:
+            # misspecified instruments: more scatter than reported, calibration offsets
+            det = observed & ~upper
+            offset = np.array([c.zero_point_offsets.get(b, 0.0) for b in self.bands])
+            noisy = mags + c.error_scale * (values - mags) + offset
+            values = np.where(det, noisy, values).astype(values.dtype)
         out = {"photometry": ObsBlock(values, errors, observed, upper)}
         if c.parallax:
             err = parallax_error_mas(mags[:, self._g], c.parallax_error_factor)
@@ -441,7 +500,13 @@ class FieldStars(Simulator):
         if not np.all(np.isfinite(theta)):
             raise ValueError("field_stars: theta contains NaN or inf")
         th = {k: theta[:, i] for i, k in enumerate(names)}
-        th.setdefault("rv", np.full(len(theta), self.config.rv_mean))
+        c = self.config
+        if "rv" not in th:  # hidden R(V) scatter, or a single R(V)
+            th["rv"] = (
+                np.clip(c.rv_mean + c.rv_sigma * rng.standard_normal(len(theta)), 2.3, 5.6)
+                if c.rv_sigma > 0
+                else np.full(len(theta), c.rv_mean)
+            )
         for key in ("radius", "distance"):
             if np.any(th[key] <= 0):
                 raise ValueError(f"field_stars: {key} must be > 0")

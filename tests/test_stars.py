@@ -108,3 +108,53 @@ def test_field_stars_with_a_user_dust_map(tmp_path):
     out = sim(200, np.random.default_rng(0))
     av_col = sim.theta_names.index("av")
     np.testing.assert_allclose(out.theta[:, av_col], 2.0, rtol=1e-6)
+
+
+BANDS8 = ["gaia_G", "gaia_BP", "gaia_RP", "2mass_J", "2mass_H", "2mass_Ks", "wise_W1", "wise_W2"]
+
+
+def _stars(**kw):
+    return FieldStars({"bands": {b: {} for b in BANDS8}, "mag_limit": 16, **kw})
+
+
+def test_band_flux_libraries_match_synthetic_photometry_of_the_spectra(rng, shared_data):
+    """ck04_bands (astroARIADNE's precomputed CK04 band fluxes, Gaia through DR2 passbands)
+    reproduces our filter convolution of the CK04 spectra; kurucz_bands differs by the
+    atmosphere models' own differences (a few 0.01 mag), which the domain-adaptation
+    benchmark uses as misspecification."""
+    sim, ck_b, ku_b = _stars(), _stars(library="ck04_bands"), _stars(library="kurucz_bands")
+    th, _, mags = sim._draw(600, rng)
+    ok = ck_b.sed.library.covers(th["teff"], th["logg"], th["feh"])
+    ok &= ku_b.sed.library.covers(th["teff"], th["logg"], th["feh"])
+    assert ok.mean() > 0.9
+    args = [th[k][ok] for k in ("teff", "logg", "feh", "radius", "distance", "av", "rv")]
+    d_ck = ck_b.sed.magnitudes(ck_b.sed.flux(*args)) - mags[ok]
+    d_ku = ku_b.sed.magnitudes(ku_b.sed.flux(*args)) - mags[ok]
+    assert np.all(np.abs(np.median(d_ck, 0)) < 0.01) and np.all(d_ck.std(0) < 0.015)
+    assert np.all(np.abs(np.median(d_ku, 0)) < 0.03) and np.all(d_ku.std(0) < 0.06)
+    assert d_ku.std(0).mean() > 1.5 * d_ck.std(0).mean()  # really a different model
+    lib = ck_b.sed.library
+    assert not lib.covers([60_000.0], [4.0], [0.0])[0]  # outside the grid
+    assert lib.covers([5777.0], [4.44], [0.0])[0]
+
+
+def test_misspecified_instruments_offsets_error_scale_hidden_rv(shared_data):
+    base = _stars()
+    mis = _stars(
+        zero_point_offsets={"gaia_BP": 0.05}, error_scale=3.0, rv_sigma=0.3, rv_in_theta=False
+    )
+    assert mis.theta_names == base.theta_names  # R(V) scatter is hidden
+    theta = np.tile([[5800.0, 4.4, 0.0, 1.0, 500.0, 0.5]], (4000, 1))
+    xb = base.simulate(theta, np.random.default_rng(1))["photometry"]
+    xm = mis.simulate(theta, np.random.default_rng(1))["photometry"]
+    j = BANDS8.index("gaia_BP")
+    shift = np.median(xm.values[:, j]) - np.median(xb.values[:, j])
+    assert shift == pytest.approx(0.05, abs=0.01)  # offset (R(V) scatter barely moves BP)
+    k = BANDS8.index("2mass_Ks")  # Ks: little dust, no offset → only the error scale
+    ratio = np.std(xm.values[:, k]) / np.std(xb.values[:, k])
+    assert ratio == pytest.approx(3.0, rel=0.15)
+    assert np.median(xm.errors / xb.errors) == pytest.approx(1.0, abs=0.02)  # as reported
+    with pytest.raises(ValueError, match="not simulated bands"):
+        _stars(zero_point_offsets={"irac_1": 0.1})
+    with pytest.raises(ValueError, match="no band fluxes"):
+        FieldStars({"library": "kurucz_bands"})  # the 15 default bands
