@@ -51,6 +51,7 @@ __all__ = [
     "load_column_map",
     "map_catalogue",
     "catalogue_ids",
+    "catalogue_to_dataset",
     "id_problems",
     "open_catalogue",
     "read_catalogue",
@@ -226,8 +227,8 @@ class Blocks:
 
     ``len()``, ``colnames``, ``blocks[a:b]`` (an astropy Table of those rows, with the
     units, masks and types that ``Table.read`` gives the whole file) and ``blocks[name]``
-    (one whole column, read block by block, e.g. the ids; ASCII text comes back as bytes). Subclasses implement
-    :meth:`_read` for one format; :func:`open_catalogue` picks one.
+    (one whole column, read block by block, e.g. the ids; ASCII text comes back as bytes).
+    Subclasses implement :meth:`_read` for one format; :func:`open_catalogue` picks one.
     """
 
     #: rows per read when a whole column is gathered
@@ -891,3 +892,83 @@ def map_catalogue(
         report=report,
         n_input=n,
     )
+
+
+def catalogue_to_dataset(
+    catalogue: str | os.PathLike[str],
+    survey: str | os.PathLike[str],
+    like: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    fmt: str | None = None,
+    overwrite: bool = False,
+) -> tuple[Path, Report]:
+    """A real catalogue as a dasbi dataset of observables (``--real`` of domain adaptation).
+
+    The column map converts each mapped column (units, fluxes → Vega magnitudes, limit
+    flags, sentinels; :func:`map_catalogue`); the dataset carries every diffuse observable
+    of ``like`` (a simulated dataset or a model folder), with the unmapped ones missing, and
+    no θ. Rejected rows are listed in ``<out>.rejected.ecsv``; the source ids of the kept
+    rows are stored as ``/source_id``.
+
+    Returns:
+        The dataset path and the report.
+    """
+    import h5py
+
+    from .dataset import Block, Dataset, DatasetWriter
+    from .nodes import NodeSet
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        from .errors import ResumeError
+
+        raise ResumeError(f"{out} exists; pass --overwrite to replace it")
+    like = Path(like)
+    if like.is_dir():
+        from .checkpoint import read_meta
+        from .nodes import Node
+
+        meta = read_meta(like)
+        if "nodes" not in meta:
+            raise DataError(f"{like} is not a dasbi model folder (no nodes in its metadata)")
+        ref = NodeSet(Node.from_dict(d) for d in meta["nodes"])
+    else:
+        with Dataset(like) as ds:
+            ref = ds.nodes
+    obs = [n for n in ref.diffuse if n.kind == "observable"]
+    if not obs:
+        raise DataError(f"{like} has no observable nodes")
+    cmap = load_column_map(survey)
+    table = read_catalogue(catalogue, fmt, required_columns(cmap))
+    m = map_catalogue(table, cmap, obs)
+    if not len(m):
+        raise DataError(
+            f"no usable row in {catalogue} (all {m.n_input} rejected; see the report): "
+            f"{m.report.counts()}"
+        )
+    nodes = NodeSet(n for n in ref if n.kind == "observable" and n.role == "diffuse")
+    blocks = {}
+    for group in nodes.groups:
+        members = nodes.group(group)
+        vals = np.full((len(m), len(members)), np.nan)
+        errs = np.zeros_like(vals)
+        lims = np.zeros(vals.shape, bool)
+        for j, nd in enumerate(members):
+            if nd.name in m.values:
+                vals[:, j] = m.values[nd.name]
+                errs[:, j] = m.errors[nd.name]
+                lims[:, j] = m.upper_limits[nd.name]
+        seen = np.isfinite(vals)
+        blocks[group] = Block(np.where(seen, vals, np.nan), errs, seen, lims & seen)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path = DatasetWriter.write(
+        out,
+        nodes,
+        blocks,
+        attrs={"catalogue": str(catalogue), "survey": str(survey), "like": str(like)},
+    )
+    with h5py.File(path, "a") as f:
+        f.create_dataset("source_id", data=np.char.encode(m.ids.astype(str), "utf-8"))
+    m.report.write(out.with_name(out.stem + ".rejected.ecsv"))
+    return path, m.report

@@ -160,6 +160,38 @@ def _add_infer(sub: Any) -> None:
     p.set_defaults(func=_cmd_infer)
 
 
+# -- ingest ----------------------------------------------------------------------------------
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from .catalogue import catalogue_to_dataset
+
+    path, report = catalogue_to_dataset(
+        args.catalogue, args.survey, args.like, args.out, overwrite=args.overwrite
+    )
+    counts = report.counts()
+    rejected = sum(v for k, v in counts.items() if k.startswith("row rejected"))
+    print(
+        f"wrote {path} ({rejected} rows rejected, {len(report.rows) - rejected} values "
+        f"ignored; see {path.stem}.rejected.ecsv)"
+    )
+    return 0
+
+
+def _add_ingest(sub: Any) -> None:
+    p = sub.add_parser(
+        "ingest",
+        help="a real catalogue as a dataset (--real of train --domain-adapt)",
+        description="Apply a survey column map to a catalogue and write its observables "
+        "as a dasbi dataset with the nodes of a simulated dataset or model.",
+    )
+    _common(p, config=False)
+    p.add_argument("--catalogue", required=True, help="catalogue (FITS, CSV, MRT, VOTable, …)")
+    p.add_argument("--survey", required=True, help="survey column map (configs/surveys/*.yaml)")
+    p.add_argument("--like", required=True, help="simulated dataset (.h5) or model folder")
+    p.add_argument("--out", required=True, help="output dataset (.h5)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output")
+    p.set_defaults(func=_cmd_ingest)
+
+
 # -- evaluate --------------------------------------------------------------------------------
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import run_evaluate_cli
@@ -247,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dasbi {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_simulate, _add_train, _add_infer, _add_evaluate, _add_bench, _add_info):
+    adders = (_add_simulate, _add_train, _add_ingest, _add_infer, _add_evaluate, _add_bench)
+    for add in (*adders, _add_info):
         add(sub)
     return parser
 

@@ -230,3 +230,69 @@ def test_domain_adaptation_errors(domains, tmp_path):
     )
     assert proc.returncode == 2 and "needs --real" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_ingest_a_real_catalogue_as_the_real_domain(tmp_path, shared_data):
+    """`dasbi ingest` turns the Luhman et al. (2016) IC 348 table into a real dataset with
+    the simulation's observables (unmapped ones missing) that DA training accepts."""
+    from dasbi.catalogue import catalogue_to_dataset
+
+    sims = run_simulate(
+        from_dict(
+            SimulateConfig,
+            {
+                "num": 300,
+                "seed": 0,
+                "simulator": {
+                    "name": "field_stars",
+                    "library": "planck",
+                    "mag_limit": 17.0,
+                    "bands": {"gaia_G": {}, "2mass_J": {}, "2mass_H": {}, "2mass_Ks": {}},
+                },
+            },
+        ),
+        tmp_path / "sims.h5",
+        progress=False,
+    )
+    cat = shared_data / "real/yso/IC348/Luhman2016_Table1_apjaa2cabt1_mrt.txt"
+    out = tmp_path / "real.h5"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dasbi.cli",
+            "ingest",
+            "--catalogue",
+            str(cat),
+            "--survey",
+            "luhman2016",
+            "--like",
+            str(sims),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "rows rejected" in proc.stdout
+    with Dataset(out) as ds:
+        names = [n.name for n in ds.nodes.diffuse]
+        assert names == ["gaia_G", "2mass_J", "2mass_H", "2mass_Ks", "parallax"]
+        x = ds.read()["photometry"]
+        assert 450 < ds.num_rows <= 478
+        assert not x.observed[:, 0].any()  # gaia_G is not in the map: missing
+        assert x.observed[:, 3].mean() > 0.95 and np.nanmedian(x.values[:, 3]) > 8
+    import h5py
+
+    with h5py.File(out) as f:
+        assert len(f["source_id"]) == ds.num_rows
+    assert (tmp_path / "real.rejected.ecsv").exists()
+    cfg = _cfg(align={"ot": 1.0, "contrastive": 0.0, "pair": 0.0})
+    post, hist = train_domain_adapt(sims, out, cfg, progress=False)
+    assert np.isfinite(hist[-1]["ot"])
+    with pytest.raises(Exception, match="exists"):
+        catalogue_to_dataset(cat, "luhman2016", sims, out)
+    with pytest.raises(Exception, match="model folder|checkpoint"):
+        catalogue_to_dataset(cat, "luhman2016", tmp_path, tmp_path / "x.h5")

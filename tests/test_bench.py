@@ -130,3 +130,31 @@ def test_coverage_error_is_zero_for_calibrated_and_large_for_overconfident():
     narrow = mean[None] + 0.3 * rng.normal(size=(200, 4000, 2))
     assert coverage_error(calibrated, truth)[0] < 0.02
     assert coverage_error(narrow, truth)[0] > 0.2
+
+
+def test_bench_domain_adapt_quick(tmp_path, shared_data):
+    path = run_bench("domain-adapt", out=tmp_path / "d.json", quick=True, progress=False)
+    out = json.loads(path.read_text())
+    res = out["results"]
+    assert [r["variant"] for r in res] == ["none", "C+OT+RS"]
+    names = out["parameters"]
+    assert names == ["teff", "logg", "feh", "radius", "distance", "av"]
+    for r in res:
+        for dom in ("sim", "real"):
+            assert r[f"{dom}_nrmse"] > 0 and 0 <= r[f"{dom}_coverage_error"] <= 0.5
+            assert 0 <= r[f"{dom}_tarp_error"] <= 0.5
+            assert {f"{dom}_bias_{n}" for n in names} <= set(r)
+        assert 0 <= r["embedding_c2st"] <= 1 and r["embedding_gap"] >= 0
+        assert "gap_closed" in r
+    assert out["settings"]["real"]["library"] == "kurucz_bands"
+    assert "| none |" in (tmp_path / "d.md").read_text()
+
+
+def test_domain_adapt_variants_are_parsed():
+    from dasbi.bench.domain_adapt import variant_weights
+
+    w = {"C": 0.1, "OT": 1.0, "RS": 0.5}
+    assert variant_weights("none", w) == {"contrastive": 0.0, "ot": 0.0, "pair": 0.0}
+    assert variant_weights("C+RS", w) == {"contrastive": 0.1, "ot": 0.0, "pair": 0.5}
+    with pytest.raises(ValueError, match="unknown terms"):
+        variant_weights("C+MMD", w)
