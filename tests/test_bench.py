@@ -158,3 +158,23 @@ def test_domain_adapt_variants_are_parsed():
     assert variant_weights("C+RS", w) == {"contrastive": 0.1, "ot": 0.0, "pair": 0.5}
     with pytest.raises(ValueError, match="unknown terms"):
         variant_weights("C+MMD", w)
+
+
+def test_spectral_type_temperatures(shared_data):
+    from dasbi.bench.luhman import spectral_type_teff
+
+    got = spectral_type_teff(["K7", "M0", "M3", "M3.5", "M9", "A0", "M0-M2", "L2"])
+    np.testing.assert_allclose(got[:5], [4020.0, 3900.0, 3415.0, 3342.5, 2400.0])
+    assert np.isnan(got[5:]).all()  # outside K5-M9 or a range: left out
+
+
+def test_bench_luhman2016_quick(tmp_path, shared_data):
+    path = run_bench("luhman2016", out=tmp_path / "l.json", quick=True, progress=False)
+    out = json.loads(path.read_text())
+    assert [r["variant"] for r in out["results"]] == ["none", "C+OT"]
+    for r in out["results"]:
+        assert r["members"] > 600  # IC 348 + NGC 1333 members with photometry
+        assert r["log10_teff"]["n"] > 400 and r["log10_teff"]["robust_scatter"] > 0
+        assert r["av_mag"]["n"] > 400
+    assert out["a_j_over_a_v"] == pytest.approx(0.27, abs=0.02)  # G23, R(V) = 3.1
+    assert (tmp_path / out["figures"]["members"]).stat().st_size > 20_000

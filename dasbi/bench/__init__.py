@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, BenchFn | str] = {
     "sampling": "dasbi.bench.sampling",
     "infer": "dasbi.bench.infer",
     "domain-adapt": "dasbi.bench.domain_adapt",
+    "luhman2016": "dasbi.bench.luhman",
 }
 
 
@@ -36,7 +37,8 @@ def register_bench(name: str) -> Callable[[BenchFn], BenchFn]:
     """Decorator registering ``fn(quick, options, progress) -> (settings, results[, extra])``.
 
     ``extra`` is a dict merged into the JSON; a ``summary_table`` entry (markdown) is also
-    written next to the JSON as ``<name>.md``.
+    written next to the JSON as ``<name>.md``, and ``figures`` (name → PNG bytes) as
+    ``<name>_<figure>.png`` (the JSON lists the file names).
     """
 
     def deco(fn: BenchFn) -> BenchFn:
@@ -86,7 +88,17 @@ def run_bench(
     t0 = time.perf_counter()
     out = fn(quick=quick, options=options, progress=progress)
     settings, results = out[0], out[1]
-    extra = out[2] if len(out) > 2 else {}
+    extra = dict(out[2]) if len(out) > 2 else {}
+    figures = extra.pop("figures", {})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for key, png in figures.items():
+        fig_path = path.with_name(f"{path.stem}_{key}.png")
+        with atomic_path(fig_path) as tmp:
+            tmp.write_bytes(png)
+        written[key] = fig_path.name
+    if written:
+        extra["figures"] = written
     record = {
         "bench": name,
         "machine": machine_info(),

@@ -166,7 +166,7 @@ def _write(path: Path, nodes: Any, theta: np.ndarray, x: dict[str, Any]) -> Path
     return DatasetWriter.write(path, nodes, blocks)
 
 
-def _observations(ds_path: Path) -> tuple[np.ndarray, dict[str, dict[str, np.ndarray]]]:
+def _observations(ds_path: Path) -> tuple[np.ndarray | None, dict[str, dict[str, np.ndarray]]]:
     """θ and the x/errors/upper_limits mappings of a dataset, for AdaptedPosterior.sample."""
     from ..dataset import Dataset
     from ..nodes import THETA
@@ -182,7 +182,8 @@ def _observations(ds_path: Path) -> tuple[np.ndarray, dict[str, dict[str, np.nda
         kw["x"][m.name] = np.where(b.observed[:, j], b.values[:, j], np.nan)
         kw["errors"][m.name] = np.asarray(b.errors[:, j])
         kw["upper_limits"][m.name] = np.asarray(b.upper_limit[:, j])
-    return np.asarray(blocks[THETA].values, np.float64), kw
+    theta = np.asarray(blocks[THETA].values, np.float64) if THETA in blocks else None
+    return theta, kw
 
 
 def _tarp(z: np.ndarray, truth: np.ndarray, seed: int) -> dict[str, float]:
