@@ -69,6 +69,7 @@ from .posterior import build_sde
 from .progress import progress_bar
 from .train import (
     TrainConfig,
+    _Data,
     _fit_standardizer,
     _lr_lambda,
     _step_seed,
@@ -197,14 +198,20 @@ def train_domain_adapt(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total))
     ema = [q.detach().clone() for q in params]
 
-    sim_all = _to_inputs(ds.read(0, ds.num_rows), ds, std)
+    # the sim side is streamed from disk when it is large (as in `dasbi train`); the real
+    # set and the pairs are read into memory
+    sim_data = _Data(ds, std, n_train, cfg)
+    val_in = (
+        _to_inputs(ds.read(n_train, n_train + min(n_val, cfg.val_rows)), ds, std)
+        if n_val
+        else None
+    )
     real_all = _inputs_for(ds_real, ds.nodes, std)
     pair_all = (
         None
         if pair_sets is None
         else (_inputs_for(pair_sets[0], ds.nodes, std), _inputs_for(pair_sets[1], ds.nodes, std))
     )
-    train_in, val_in = sim_all.take(slice(0, n_train)), sim_all.take(slice(n_train, None))
     is_param = torch.ones(p, dtype=torch.bool)
     theta_idx = torch.arange(p)
 
@@ -236,7 +243,7 @@ def train_domain_adapt(
     with bar:
         for step in range(total):
             gen = torch.Generator().manual_seed(_step_seed(cfg.seed, step))
-            batch = train_in.take(rows(n_train, cfg.batch_size, gen))
+            batch = sim_data.batch(step)
             l_score, z_sim, pres_sim = score_loss(batch, gen)
             real_b = real_all.take(rows(len(real_all), cfg.real_batch_size, gen))
             _, _, z_real, pres_real = encode(real_enc or encoders, specs, real_b)
@@ -292,13 +299,11 @@ def train_domain_adapt(
             if done % cfg.val_every == 0 or done == total:
                 rec = {"step": done, **{k: v / sums["n"] for k, v in sums.items() if k != "n"}}
                 sums = {}
-                if len(val_in):
+                if val_in is not None and len(val_in):
                     rec["val_loss"] = _validate(
                         params,
                         ema,
-                        lambda g: score_loss(
-                            val_in.take(slice(0, min(len(val_in), cfg.val_rows))), g
-                        )[0],
+                        lambda g: score_loss(val_in, g)[0],
                         cfg.seed,
                     )
                     if rec["val_loss"] < best_val:

@@ -296,3 +296,14 @@ def test_ingest_a_real_catalogue_as_the_real_domain(tmp_path, shared_data):
         catalogue_to_dataset(cat, "luhman2016", sims, out)
     with pytest.raises(Exception, match="model folder|checkpoint"):
         catalogue_to_dataset(cat, "luhman2016", tmp_path, tmp_path / "x.h5")
+
+
+def test_the_sim_side_can_be_streamed_from_disk(domains):
+    """With in_memory: false the simulated rows are read in shuffled blocks, as in
+    `dasbi train`, so the simulation set need not fit in memory."""
+    _, s, r, _ = domains
+    post, hist = train_domain_adapt(
+        s, r, _cfg(in_memory=False, max_steps=3, val_fraction=0.0), progress=False
+    )
+    assert len(hist) == 3 and all(np.isfinite(h["score"]) for h in hist)
+    assert "val_loss" not in hist[-1]  # no validation rows
