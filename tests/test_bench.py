@@ -145,7 +145,7 @@ def test_bench_domain_adapt_quick(tmp_path, shared_data):
             assert 0 <= r[f"{dom}_tarp_error"] <= 0.5
             assert {f"{dom}_bias_{n}" for n in names} <= set(r)
         assert 0 <= r["embedding_c2st"] <= 1 and r["embedding_gap"] >= 0
-        assert "gap_closed" in r
+        assert "gap_closed" in r and {f"gap_closed_{n}" for n in names} <= set(r)
     assert out["settings"]["real"]["library"] == "kurucz_bands"
     assert "| none |" in (tmp_path / "d.md").read_text()
 
