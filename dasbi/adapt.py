@@ -57,10 +57,10 @@ from .adapted import (
     encode,
     modality_specs,
 )
-from .checkpoint import save_checkpoint
-from .config import dumps, param, to_dict
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import dumps, fingerprint, param, to_dict
 from .dataset import Dataset
-from .errors import DataError, ResumeError
+from .errors import CheckpointError, DataError, ResumeError
 from .inputs import ModelInputs
 from .loss import DenoisingScoreLoss, training_state
 from .network import Simformer
@@ -127,6 +127,7 @@ def train_domain_adapt(
     pairs: tuple[str | os.PathLike, str | os.PathLike] | None = None,
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool = True,
 ) -> tuple[AdaptedPosterior, list[dict[str, float]]]:
     """Train encoders and a Simformer over θ with the alignment losses (module docstring).
@@ -136,7 +137,9 @@ def train_domain_adapt(
         real: Real dataset with the same observable nodes (its θ, if any, is not used).
         cfg: Settings.
         pairs: Optional (sim, real) datasets whose rows are the same objects.
-        out: Checkpoint folder.
+        out: Checkpoint folder (written every ``checkpoint_every`` steps).
+        resume: Continue from the checkpoint in ``out`` (same settings and data); the
+            result equals an uninterrupted run's.
 
     Returns:
         The trained model (best validation weights) and the history, with one record per
@@ -146,8 +149,11 @@ def train_domain_adapt(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(out) if out is not None else None
-    if out is not None and out.exists() and not overwrite:
-        raise ResumeError(f"{out} already exists; pass --overwrite to replace it")
+    if out is not None and out.exists() and not (overwrite or resume):
+        raise ResumeError(
+            f"{out} already exists; pass --resume to continue training or --overwrite to "
+            "replace it"
+        )
     ds = _open(sim, "simulated data")
     ds_real = _open(real, "real data")
     _check_observables(ds.nodes, ds_real, "real data")
@@ -166,6 +172,28 @@ def train_domain_adapt(
     if n_train < 2:
         raise DataError(f"need at least 2 training rows, the dataset has {ds.num_rows}")
     total = cfg.max_steps or int(np.clip(3 * n_train, 5_000, 100_000))
+    run_fp = fingerprint(
+        {
+            "config": to_dict(cfg),
+            "data": [
+                d.attrs.get("fingerprint", "") or str(d.path)
+                for d in (ds, ds_real, *(pair_sets or ()))
+            ],
+            "rows": [d.num_rows for d in (ds, ds_real, *(pair_sets or ()))],
+        }
+    )
+    state: dict[str, Any] | None = None
+    ck = None
+    if resume and out is not None and out.exists():
+        ck = load_checkpoint(out, train_state=True)
+        if ck.meta.get("run_fingerprint") != run_fp:
+            raise ResumeError(
+                f"{out} was trained with another config or other data; pass --overwrite to "
+                "start again, or resume with the original arguments"
+            )
+        state = ck.train_state
+        if state is None:
+            raise CheckpointError(f"{out} holds no training state to resume from")
     std, _, _ = _fit_standardizer(ds, n_train)
     diffuse = ds.nodes.diffuse
     theta = NodeSet(n for n in diffuse if n.kind == "parameter")
@@ -237,11 +265,64 @@ def train_domain_adapt(
 
     history: list[dict[str, float]] = []
     best_val, best = math.inf, None
-    t0 = time.perf_counter()
-    bar = progress_bar(total=total, desc="train (DA)", unit="step", disable=not progress)
     sums: dict[str, float] = {}
+    start = 0
+
+    def as_dict(ts: list[Tensor]) -> dict[str, Tensor]:
+        return {f"{i:05d}": t.detach().clone() for i, t in enumerate(ts)}
+
+    def as_list(d: dict[str, Tensor]) -> list[Tensor]:
+        return [d[f"{i:05d}"].clone() for i in range(len(params))]
+
+    if state is not None and ck is not None:
+        with torch.no_grad():
+            for q, w in zip(params, as_list(ck.tensors["live"]), strict=True):
+                q.copy_(w)
+        ema = as_list(ck.tensors["ema_all"])
+        best = as_list(ck.tensors["best_all"]) if "best_all" in ck.tensors else None
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start = int(state["step"])
+        best_val = float(state["best_val"])
+        history = json.loads(state["history"])
+        sums = dict(state["sums"])
+
+    def save(step: int, final: bool = False) -> None:
+        if out is None:
+            return
+        tensors = {"best": post.state_dict()} if final else {}
+        tensors.update(live=as_dict(params), ema_all=as_dict(ema))
+        if best is not None:
+            tensors["best_all"] = as_dict(best)
+        train_state = {
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "step": step,
+            "best_val": best_val,
+            "history": json.dumps(history),
+            "sums": sums,
+        }
+        summary = post.meta.get("training") if final else {"steps": step, "finished": False}
+        save_checkpoint(
+            out,
+            tensors=tensors,
+            config=dumps(cfg),
+            train_state=train_state,
+            meta={
+                **post.model_meta(),
+                "run_fingerprint": run_fp,
+                "training": summary,
+                "sim_dataset": str(ds.path),
+                "real_dataset": str(ds_real.path),
+            },
+        )
+
+    t0 = time.perf_counter()
+    bar = progress_bar(
+        total=total, initial=start, desc="train (DA)", unit="step", disable=not progress
+    )
     with bar:
-        for step in range(total):
+        for step in range(start, total):
             gen = torch.Generator().manual_seed(_step_seed(cfg.seed, step))
             batch = sim_data.batch(step)
             l_score, z_sim, pres_sim = score_loss(batch, gen)
@@ -311,6 +392,8 @@ def train_domain_adapt(
                 history.append(rec)
                 bar.set_postfix(score=f"{rec['score']:.4g}", val=f"{rec.get('val_loss', 0):.4g}")
             bar.update(1)
+            if done % cfg.checkpoint_every == 0 and done < total:
+                save(done)
     final = best if best is not None else ema
     with torch.no_grad():
         for q, w in zip(params, final, strict=True):
@@ -324,18 +407,10 @@ def train_domain_adapt(
         "sim_rows": n_train,
         "real_rows": len(real_all),
         "pairs": 0 if pair_all is None else len(pair_all[0]),
+        "finished": True,
     }
     if out is not None:
-        save_checkpoint(
-            out,
-            tensors={"best": post.state_dict()},
-            config=dumps(cfg),
-            meta={
-                **post.model_meta(),
-                "sim_dataset": str(ds.path),
-                "real_dataset": str(ds_real.path),
-            },
-        )
+        save(total, final=True)
         (out / "history.json").write_text(json.dumps(history, indent=1))
         terms = ("score", "val_loss", "contrastive", "ot", "pair")
         plot_loss_curves(history, out / "loss.png", {k: k for k in terms}, "loss (|value|)")

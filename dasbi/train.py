@@ -500,8 +500,6 @@ def run_train_cli(args: argparse.Namespace) -> int:
 
         if not args.real:
             raise ConfigError("--domain-adapt needs --real FILE (a dataset of real objects)")
-        if args.resume:
-            raise ConfigError("--resume is not supported with --domain-adapt yet")
         da_cfg = load_config(DomainAdaptConfig, args.config, args.overrides, updates)
         post, history = train_domain_adapt(
             args.data,
@@ -510,6 +508,7 @@ def run_train_cli(args: argparse.Namespace) -> int:
             pairs=tuple(args.pairs) if args.pairs else None,
             out=args.out,
             overwrite=args.overwrite,
+            resume=args.resume,
             progress=not args.quiet,
         )
         last = history[-1] if history else {}

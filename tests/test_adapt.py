@@ -307,3 +307,92 @@ def test_the_sim_side_can_be_streamed_from_disk(domains):
     )
     assert len(hist) == 3 and all(np.isfinite(h["score"]) for h in hist)
     assert "val_loss" not in hist[-1]  # no validation rows
+
+
+def test_kill_and_resume_domain_adaptation_matches_uninterrupted(domains, tmp_path):
+    """SIGKILL `dasbi train --domain-adapt` after a checkpoint, resume, compare weights."""
+    import os
+    import signal
+    import time
+
+    import yaml
+
+    from dasbi.checkpoint import load_checkpoint
+    from dasbi.errors import ResumeError
+
+    _, s, r, (ps, pr) = domains
+    settings = {
+        "network": {"dim": 16, "depth": 1, "heads": 2},
+        "encoder": {"dim": 16, "depth": 1, "heads": 2, "tokens": 2},
+        "batch_size": 64,
+        "real_batch_size": 64,
+        "pair_batch_size": 16,
+        "max_steps": 240,
+        "checkpoint_every": 20,
+        "val_every": 20,
+        "seed": 1,
+        "align": {
+            "contrastive": 0.1,
+            "ot": 1.0,
+            "pair": 0.5,
+            "warmup_steps": 40,
+            "ot_method": "emd",
+        },
+    }
+    conf = tmp_path / "da.yaml"
+    conf.write_text(yaml.safe_dump(settings))
+    cmd = [
+        sys.executable,
+        "-m",
+        "dasbi.cli",
+        "train",
+        "--domain-adapt",
+        "--data",
+        str(s),
+        "--real",
+        str(r),
+        "--pairs",
+        str(ps),
+        str(pr),
+        "--config",
+        str(conf),
+        "--out",
+        str(tmp_path / "run"),
+        "--quiet",
+    ]
+    env = {**os.environ, "DASBI_PROGRESS": "0"}
+    proc = subprocess.Popen(cmd, env=env)
+    meta = tmp_path / "run" / "meta.json"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        try:
+            if meta.exists() and json.loads(meta.read_text())["training"]["steps"] >= 60:
+                break
+        except (json.JSONDecodeError, KeyError):
+            pass
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    steps_at_kill = json.loads(meta.read_text())["training"]["steps"]
+    assert 60 <= steps_at_kill < 240
+    cfg = from_dict(DomainAdaptConfig, settings)
+    with pytest.raises(ResumeError, match="--resume"):
+        train_domain_adapt(s, r, cfg, pairs=(ps, pr), out=tmp_path / "run", progress=False)
+    with pytest.raises(ResumeError, match="another config"):
+        other = from_dict(DomainAdaptConfig, {**settings, "max_steps": 241})
+        train_domain_adapt(
+            s, r, other, pairs=(ps, pr), out=tmp_path / "run", resume=True, progress=False
+        )
+    done = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    train_domain_adapt(s, r, cfg, pairs=(ps, pr), out=tmp_path / "ref", progress=False)
+    resumed = load_checkpoint(tmp_path / "run").tensors
+    reference = load_checkpoint(tmp_path / "ref").tensors
+    for name in ("best", "ema_all"):
+        assert reference[name].keys() == resumed[name].keys()
+        for k in reference[name]:
+            torch.testing.assert_close(resumed[name][k], reference[name][k], rtol=0, atol=0)
+    hist_run = json.loads((tmp_path / "run" / "history.json").read_text())
+    hist_ref = json.loads((tmp_path / "ref" / "history.json").read_text())
+    assert [h["step"] for h in hist_run] == [h["step"] for h in hist_ref]
+    assert AdaptedPosterior.load(tmp_path / "run").meta["training"]["finished"]
