@@ -44,7 +44,7 @@ from ..config import from_dict, param, to_dict
 from . import register_bench
 from .infer import _space, coverage_error
 
-__all__ = ["DomainAdaptBenchConfig", "bench_domain_adapt", "variant_weights"]
+__all__ = ["DomainAdaptBenchConfig", "bench_domain_adapt", "variant_config", "variant_weights"]
 
 # Gaia + 2MASS: F99 (the 'real' law) is defined to 3.3 µm, so WISE is left out by default
 BANDS = ["gaia_G", "gaia_BP", "gaia_RP", "2mass_J", "2mass_H", "2mass_Ks"]
@@ -127,6 +127,17 @@ def variant_weights(variant: str, weights: dict[str, float]) -> dict[str, float]
             "C, OT, RS"
         )
     return {TERMS[k]: (float(weights.get(k, 1.0)) if k in on else 0.0) for k in TERMS}
+
+
+def variant_config(
+    train: dict[str, Any], variant: str, weights: dict[str, float], seed: int, threads: int
+) -> Any:
+    """The DomainAdaptConfig of one variant: the shared settings with its λ switched on."""
+    from ..adapt import DomainAdaptConfig
+
+    tcfg = {**train, "seed": seed, "threads": threads}
+    tcfg["align"] = {**train.get("align", {}), **variant_weights(variant, weights)}
+    return from_dict(DomainAdaptConfig, tcfg)
 
 
 def _simulators(cfg: DomainAdaptBenchConfig) -> tuple[Any, Any]:
@@ -246,7 +257,7 @@ def _embedding_c2st(post: Any, sim_path: Path, real_path: Path, seed: int) -> fl
 def bench_domain_adapt(
     quick: bool, options: dict[str, Any], progress: bool
 ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
-    from ..adapt import DomainAdaptConfig, train_domain_adapt
+    from ..adapt import train_domain_adapt
     from ..adapted import embedding_gap
     from ..nodes import Node, NodeSet
 
@@ -303,11 +314,7 @@ def bench_domain_adapt(
         truth = fwd(th)
         scale = truth.std(0) + 1e-12
         for variant in cfg.variants:
-            tcfg = dict(cfg.train)
-            tcfg["align"] = {**tcfg.get("align", {}), **variant_weights(variant, cfg.weights)}
-            tcfg["seed"] = cfg.seed
-            tcfg["threads"] = cfg.threads
-            da = from_dict(DomainAdaptConfig, tcfg)
+            da = variant_config(cfg.train, variant, cfg.weights, cfg.seed, cfg.threads)
             use_pairs = pairs if "RS" in variant.split("+") else None
             t1 = time.perf_counter()
             post, _ = train_domain_adapt(

@@ -33,7 +33,7 @@ import torch
 
 from ..config import from_dict, param, to_dict
 from . import register_bench
-from .domain_adapt import _observations, variant_weights
+from .domain_adapt import _observations, variant_config, variant_weights
 
 __all__ = ["LuhmanBenchConfig", "bench_luhman", "spectral_type_teff"]
 
@@ -138,7 +138,7 @@ def bench_luhman(
     from simulators.bandpasses import pivot_wavelength
     from simulators.dust import ExtinctionCurve
 
-    from ..adapt import DomainAdaptConfig, train_domain_adapt
+    from ..adapt import train_domain_adapt
     from ..catalogue import catalogue_to_dataset
     from ..simulate import SimulateConfig, run_simulate
 
@@ -202,13 +202,9 @@ def bench_luhman(
         teff_spt, aj = members["teff_spt"][rows], members["aj"][rows]
         _, kw = _observations(real)
         for variant in cfg.variants:
-            tcfg = dict(cfg.train)
-            tcfg["align"] = {**tcfg.get("align", {}), **variant_weights(variant, cfg.weights)}
-            tcfg.update(seed=cfg.seed, threads=cfg.threads)
+            da = variant_config(cfg.train, variant, cfg.weights, cfg.seed, cfg.threads)
             t1 = time.perf_counter()
-            post, _ = train_domain_adapt(
-                sims, real, from_dict(DomainAdaptConfig, tcfg), progress=progress
-            )
+            post, _ = train_domain_adapt(sims, real, da, progress=progress)
             train_s = time.perf_counter() - t1
             z = post.sample(
                 (cfg.num_samples,), **kw, domain="real", sampler=cfg.sampler, seed=cfg.seed
