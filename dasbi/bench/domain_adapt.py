@@ -51,6 +51,21 @@ BANDS = ["gaia_G", "gaia_BP", "gaia_RP", "2mass_J", "2mass_H", "2mass_Ks"]
 TERMS = {"C": "contrastive", "OT": "ot", "RS": "pair"}
 
 
+def default_train() -> dict[str, Any]:
+    """The DomainAdaptConfig settings of the domain-adaptation benchmarks (a fresh copy)."""
+    return {
+        "max_steps": 2000,
+        "batch_size": 256,
+        "real_batch_size": 256,
+        "pair_batch_size": 64,
+        "val_every": 500,
+        "lr": 1e-3,
+        "network": {"dim": 64, "depth": 3, "heads": 4},
+        "encoder": {"dim": 64, "depth": 2, "heads": 4, "tokens": 4},
+        "align": {"warmup_steps": 400, "ot_method": "emd"},
+    }
+
+
 @dataclass
 class DomainAdaptBenchConfig:
     """Settings of the domain-adaptation benchmark."""
@@ -88,17 +103,7 @@ class DomainAdaptBenchConfig:
         help="field_stars options of the 'real' side, on top of the sim options",
     )
     train: dict[str, Any] = param(
-        default_factory=lambda: {
-            "max_steps": 2000,
-            "batch_size": 256,
-            "real_batch_size": 256,
-            "pair_batch_size": 64,
-            "val_every": 500,
-            "lr": 1e-3,
-            "network": {"dim": 64, "depth": 3, "heads": 4},
-            "encoder": {"dim": 64, "depth": 2, "heads": 4, "tokens": 4},
-            "align": {"warmup_steps": 400, "ot_method": "emd"},
-        },
+        default_factory=lambda: default_train(),
         help="DomainAdaptConfig settings shared by every variant",
     )
     weights: dict[str, float] = param(

@@ -33,7 +33,7 @@ import torch
 
 from ..config import from_dict, param, to_dict
 from . import register_bench
-from .domain_adapt import _observations, variant_config, variant_weights
+from .domain_adapt import _observations, default_train, variant_config, variant_weights
 
 __all__ = ["LuhmanBenchConfig", "bench_luhman", "spectral_type_teff"]
 
@@ -54,17 +54,8 @@ class LuhmanBenchConfig:
     distance: list[float] = param(default_factory=lambda: [270.0, 340.0], help="pc")
     av: list[float] = param(default_factory=lambda: [0.0, 15.0], help="A_V prior [mag]")
     train: dict[str, Any] = param(
-        default_factory=lambda: {
-            "max_steps": 2000,
-            "batch_size": 256,
-            "real_batch_size": 256,
-            "val_every": 500,
-            "lr": 1e-3,
-            "network": {"dim": 64, "depth": 3, "heads": 4},
-            "encoder": {"dim": 64, "depth": 2, "heads": 4, "tokens": 4},
-            "align": {"warmup_steps": 400, "ot_method": "emd"},
-        },
-        help="DomainAdaptConfig settings shared by every variant",
+        default_factory=lambda: default_train(),
+        help="DomainAdaptConfig settings shared by every variant (as bench domain-adapt)",
     )
     weights: dict[str, float] = param(
         default_factory=lambda: {"C": 0.1, "OT": 1.0}, help="λ of each alignment term"
