@@ -401,6 +401,14 @@ def _check_observables(ref: NodeSet, other: Dataset, what: str) -> None:
             f"{what} {str(other.path)!r} lacks the simulated observables {missing} (or has "
             "them in other units); real data must carry the same observable nodes"
         )
+    names = {n for n, _ in want}
+    extra = sorted(n.name for n in other.nodes.diffuse if n.kind == "observable")
+    extra = [n for n in extra if n not in names]
+    if extra:
+        raise DataError(
+            f"{what} {str(other.path)!r} has observables the simulations lack: {extra}; "
+            "write it with `dasbi ingest --like <simulations.h5>` so that the nodes match"
+        )
 
 
 def _inputs_for(ds: Dataset, ref: NodeSet, std: Standardizer) -> ModelInputs:

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError, DataError
+from .fileio import atomic_path
 
 __all__ = [
     "Blocks",
@@ -163,6 +164,9 @@ def _format(p: Path) -> str:
     return fmt
 
 
+_ALL_COLUMNS = "dasbi_all_colnames"  # Table.meta key: the file's columns
+
+
 def read_catalogue(
     path: str | os.PathLike[str], fmt: str | None = None, columns: list[str] | None = None
 ) -> Any:
@@ -204,6 +208,7 @@ def read_catalogue(
     if columns is not None:
         keep = [c for c in t.colnames if c in set(columns)]
         if keep and len(keep) < len(t.colnames):
+            t.meta[_ALL_COLUMNS] = list(t.colnames)
             t.keep_columns(keep)  # in place: no copy of the (memory-mapped) columns
     return t
 
@@ -239,6 +244,7 @@ class Blocks:
         self.n = int(n)
         keep = [c for c in names if columns is None or c in set(columns)]
         self.colnames = keep or list(names)
+        self.all_colnames = list(names)  # for messages about missing columns
 
     def __len__(self) -> int:
         return self.n
@@ -262,7 +268,9 @@ class Blocks:
         a, b, step = item.indices(self.n)
         if step != 1:
             raise ValueError("rows are read in consecutive blocks (slice step 1)")
-        return self._read(a, max(a, b), self.colnames)
+        block = self._read(a, max(a, b), self.colnames)
+        block.meta[_ALL_COLUMNS] = self.all_colnames
+        return block
 
 
 class FitsBlocks(Blocks):
@@ -731,11 +739,12 @@ class MappedCatalogue:
 
 def _column(t: Any, name: str, where: str) -> Any:
     if name not in t.colnames:
-        close = [c for c in t.colnames if c.lower() == name.lower()]
+        names = list(getattr(t, "meta", {}).get(_ALL_COLUMNS, t.colnames))
+        close = [c for c in names if c.lower() == name.lower()]
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise DataError(
             f"{where}: column {name!r} is not in the catalogue{hint}; it has "
-            f"{', '.join(t.colnames[:30])}{' …' if len(t.colnames) > 30 else ''}"
+            f"{', '.join(names[:30])}{' …' if len(names) > 30 else ''}"
         )
     return t[name]
 
@@ -940,12 +949,17 @@ def catalogue_to_dataset(
     if not obs:
         raise DataError(f"{like} has no observable nodes")
     cmap = load_column_map(survey)
-    table = read_catalogue(catalogue, fmt, required_columns(cmap))
+    table = open_catalogue(catalogue, fmt, required_columns(cmap))
+    if isinstance(table, Blocks):
+        table = table[0 : len(table)]
+    if not len(table):
+        raise DataError(f"catalogue {catalogue} has no rows")
     m = map_catalogue(table, cmap, obs)
     if not len(m):
         raise DataError(
-            f"no usable row in {catalogue} (all {m.n_input} rejected; see the report): "
-            f"{m.report.counts()}"
+            f"no usable row in {catalogue}: all {m.n_input} rows were rejected "
+            f"({m.report.counts()}); check the column map against the catalogue's columns, "
+            "units and sentinels"
         )
     nodes = NodeSet(n for n in ref if n.kind == "observable" and n.role == "diffuse")
     blocks = {}
@@ -962,13 +976,16 @@ def catalogue_to_dataset(
         seen = np.isfinite(vals)
         blocks[group] = Block(np.where(seen, vals, np.nan), errs, seen, lims & seen)
     out.parent.mkdir(parents=True, exist_ok=True)
-    path = DatasetWriter.write(
-        out,
-        nodes,
-        blocks,
-        attrs={"catalogue": str(catalogue), "survey": str(survey), "like": str(like)},
-    )
-    with h5py.File(path, "a") as f:
-        f.create_dataset("source_id", data=np.char.encode(m.ids.astype(str), "utf-8"))
+    # the report first, then the dataset with its ids in one atomic replacement: a crash
+    # leaves either no dataset or a complete one
     m.report.write(out.with_name(out.stem + ".rejected.ecsv"))
-    return path, m.report
+    with atomic_path(out) as tmp:
+        DatasetWriter.write(
+            tmp,
+            nodes,
+            blocks,
+            attrs={"catalogue": str(catalogue), "survey": str(survey), "like": str(like)},
+        )
+        with h5py.File(tmp, "a") as f:
+            f.create_dataset("source_id", data=np.char.encode(m.ids.astype(str), "utf-8"))
+    return out, m.report

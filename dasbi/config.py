@@ -138,6 +138,8 @@ def _coerce_number(value: Any, tp: type, path: str) -> Any:
         value = float(value)
         if math.isnan(value):
             _fail(path, "expected a number, got NaN")
+        if math.isinf(value):
+            _fail(path, f"expected a finite number, got {value!r}")
         return value
     _fail(path, f"expected {tp.__name__}, got {type(value).__name__} {value!r}")
 

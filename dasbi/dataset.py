@@ -478,6 +478,13 @@ class Dataset:
                     f"{str(self.path)!r}: reading {_group_path(group)} rows {start}:{stop} "
                     f"failed ({err}); the file is corrupt"
                 ) from None
+            try:
+                validate_block(group, out[group], self.nodes, row_offset=start)
+            except DataError as err:
+                raise DataError(
+                    f"{str(self.path)!r}: {err}; the file was changed after dasbi wrote it: "
+                    "regenerate it, or fix those entries"
+                ) from None
         return out
 
     def iter_batches(
@@ -495,12 +502,13 @@ class Dataset:
 
         With ``shuffle``, blocks of ``block_rows`` contiguous rows (default 64 batches) are
         visited in random order and rows are permuted within each block: memory stays
-        bounded by one block while the order is close to a full shuffle.
+        bounded by one block while the order is close to a full shuffle. Without, rows are
+        read one batch at a time (``block_rows`` defaults to ``batch_size``).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         stop = self.num_rows if stop is None else min(stop, self.num_rows)
-        block_rows = block_rows or 64 * batch_size
+        block_rows = block_rows or (64 * batch_size if shuffle else batch_size)
         rng = np.random.default_rng(seed)
         starts = np.arange(start, stop, block_rows)
         if shuffle:

@@ -36,7 +36,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .config import apply_overrides, dumps, fingerprint, from_dict, param, read_yaml, to_dict
-from .errors import ConfigError, ResumeError
+from .errors import ConfigError, DataError, ResumeError
 from .raybackend import ray_imap
 
 __all__ = ["FLAGS", "InferConfig", "read_posteriors", "run_infer", "run_infer_cli"]
@@ -198,6 +198,8 @@ def run_infer(
     table = open_catalogue(cfg.catalogue, cfg.format, required_columns(cmap))
     observables = post.observable_nodes
     n_input = len(table)
+    if n_input == 0:
+        raise DataError(f"catalogue {cfg.catalogue} has no rows")
     ids = catalogue_ids(table, cmap)
     id_status = id_problems(ids)
     # a bad map (missing column, unknown unit) fails here, before any chunk runs
@@ -332,6 +334,17 @@ def _assemble(
         with np.load(path) as z:
             counts.append(len(z["flags"]))
     n = sum(counts)
+    if n == 0:
+        total = Report()
+        for path in files:
+            with np.load(path) as z:
+                total.extend(Report.from_arrays(z))
+        shutil.rmtree(parts)
+        raise DataError(
+            f"no usable row in {cfg.catalogue}: all {n_input} rows were rejected "
+            f"({total.counts()}); check the column map against the catalogue's columns, "
+            "units and sentinels"
+        )
     tmp = out.with_name(out.name + ".tmp")
     tmp.unlink(missing_ok=True)
     fits_path = out.with_suffix(".fits")
@@ -450,9 +463,9 @@ def run_infer_cli(args: argparse.Namespace) -> int:
     data = read_yaml(args.config) if args.config else {}
     data = apply_overrides(data, args.overrides)
     for key in ("model", "catalogue", "survey", "backend"):
-        if getattr(args, key, None):
+        if getattr(args, key, None) is not None:
             data[key] = getattr(args, key)
-    if getattr(args, "num_samples", None):
+    if getattr(args, "num_samples", None) is not None:
         data["num_samples"] = args.num_samples
     cfg = from_dict(InferConfig, data)
     path = run_infer(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet)

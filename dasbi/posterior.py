@@ -215,6 +215,11 @@ class Posterior:
             j = self._index(name)
             v = np.broadcast_to(v, batch_shape).reshape(b)
             lim = np.broadcast_to(limits.get(name, False), batch_shape).reshape(b).astype(bool)
+            if np.isinf(v).any():
+                raise DataError(
+                    f"node {name!r}: value is infinite at {int(np.isinf(v).sum())} "
+                    "position(s); pass NaN for a missing value"
+                )
             ok = np.isfinite(v)
             values[:, j] = v
             state[ok & ~lim, j] = OBSERVED

@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -107,6 +108,30 @@ def _simulate_chunk(options: dict[str, Any], seed: int, index: int, n: int) -> d
     return blocks
 
 
+def _pool_imap(
+    pool: ProcessPoolExecutor, fn: Any, jobs: Iterator[tuple[int, tuple[Any, ...]]], workers: int
+) -> Iterator[tuple[int, Any]]:
+    """Yield ``(key, fn(*args))`` as jobs finish, with at most ``2 × workers`` in flight.
+
+    Results are handed over one at a time, so memory holds a few chunks rather than every
+    finished chunk of the run (submitting all jobs at once kept 50 × 200 MB in memory).
+    """
+    in_flight: dict[Any, int] = {}
+    exhausted = False
+    while True:
+        while not exhausted and len(in_flight) < 2 * workers:
+            job = next(jobs, None)
+            if job is None:
+                exhausted = True
+                break
+            in_flight[pool.submit(fn, *job[1])] = job[0]
+        if not in_flight:
+            return
+        done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+        for fut in done:
+            yield in_flight.pop(fut), fut.result()
+
+
 def run_simulate(
     cfg: SimulateConfig,
     out: str | os.PathLike,
@@ -120,6 +145,10 @@ def run_simulate(
     ``<out stem>.config.yaml`` and inside its attributes.
     """
     out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a file path such as {out / 'sims.h5'}")
+    if out.suffix not in (".h5", ".hdf5"):
+        raise ConfigError(f"--out must end in .h5 or .hdf5 (an HDF5 dataset), got {out.name}")
     cfg = dataclasses.replace(cfg, simulator=resolve_simulator(cfg.simulator))
     sim = _cached_simulator(cfg.simulator)
     nodes = _nodes_of(sim)
@@ -174,14 +203,12 @@ def run_simulate(
                 bar.update(stop - start)
         else:
             with ProcessPoolExecutor(cfg.workers) as pool:
-                futures = {
-                    index: pool.submit(
-                        _simulate_chunk, cfg.simulator, cfg.seed, index, stop - start
-                    )
+                jobs_args = (
+                    (index, (cfg.simulator, cfg.seed, index, stop - start))
                     for index, start, stop in jobs
-                }
-                for index, fut in futures.items():
-                    blocks = fut.result()
+                )
+                for index, blocks in _pool_imap(pool, _simulate_chunk, jobs_args, cfg.workers):
                     writer.write_chunk(index, blocks)
                     bar.update(len(blocks[THETA]))
+                    del blocks
     return writer.finalize()
