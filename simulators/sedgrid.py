@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from .paths import safe_name
+
 __all__ = ["SEDGrid", "export_grid", "write_sedfitter_models"]
 
 AU_CM = 1.495978707e13
@@ -183,7 +185,7 @@ class SEDGrid:
 
     def convolved(self, filter_name: str) -> dict[str, Any]:
         """``convolved/<filter_name>.fits``: flux (n_models, n_ap) mJy aligned with the SEDs."""
-        path = (self.path or Path(".")) / "convolved" / f"{filter_name}.fits"
+        path = (self.path or Path(".")) / "convolved" / f"{safe_name(filter_name, 'filter')}.fits"
         if not path.is_file():
             have = (
                 sorted(p.stem for p in path.parent.glob("*.fits")) if path.parent.is_dir() else []
@@ -387,6 +389,8 @@ def write_sedfitter_models(
     from astropy.table import Table
 
     root = Path(path)
+    for band in convolved or {}:
+        safe_name(band, "filter")  # before anything is written
     if root.exists():
         if not overwrite:
             raise FileExistsError(f"{root} exists; pass overwrite=True to replace it")
@@ -402,7 +406,8 @@ def write_sedfitter_models(
         )
     if len(set(names)) != len(names):
         raise ValueError("model names must be unique")
-    tmp_root = Path(tempfile.mkdtemp(dir=root.parent if root.parent.exists() else None))
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp_root = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.tmp-"))
     try:
         (tmp_root / "convolved").mkdir()
         conf = f"name = {name or root.name}\nlogd_step = 0.02\naperture_dependent = yes\n"
@@ -440,6 +445,7 @@ def write_sedfitter_models(
         cols.update({k: np.asarray(v, np.float64) for k, v in parameters.items()})
         Table(cols).write(tmp_root / "parameters.fits")
         for band, (fl, fw) in (convolved or {}).items():
+            safe_name(band, "filter")
             fl = np.asarray(fl, np.float64).reshape(len(names), len(ap))
             h0 = fits.PrimaryHDU()
             h0.header["FILTWAV"] = float(fw)
