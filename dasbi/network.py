@@ -264,6 +264,19 @@ class Cache:
     def num_objects(self) -> int:
         return self.lat_index.shape[0] // self.samples
 
+    def take_objects(self, objects: Tensor) -> Cache:
+        """One row per entry of ``objects`` (indices into this unexpanded cache), on the
+        training path (keys and values repeated, not shared): for resampling a few rows."""
+        if self.samples != 1:
+            raise ValueError("take_objects needs an unexpanded cache")
+        return Cache(
+            kv=[(k[objects], v[objects]) for k, v in self.kv],
+            lat_index=self.lat_index[objects],
+            lat_valid=self.lat_valid[objects],
+            lat_base=self.lat_base[objects],
+            mask=None if self.mask is None else self.mask[objects],
+        )
+
     def expand(self, samples: int, shared: bool = False) -> Cache:
         """Repeat every object ``samples`` times (rows ordered object-major).
 

@@ -31,7 +31,7 @@ from .inputs import ModelInputs, model_inputs
 from .masks import GraphMasks
 from .network import ABSENT, LATENT, LIMIT, OBSERVED, NetworkConfig, Simformer
 from .nodes import Node, NodeSet
-from .samplers import Interval, SamplerConfig, sample_latents
+from .samplers import Interval, SamplerConfig, outside, sample_latents
 from .sde import SDE, VESDE, VPSDE, FlowSDE
 from .transforms import Standardizer
 
@@ -314,6 +314,10 @@ class Posterior:
                     interval if interval.active else None,
                     dev,
                 )
+                if interval.active and cfg.hard_limits:
+                    lat = self._enforce_limits(
+                        lat, cache, big.lat_valid, s, interval, cfg, generator
+                    )
             full = vals.repeat_interleave(s, 0).clone()
             full.scatter_(
                 1,
@@ -324,6 +328,42 @@ class Posterior:
             full = np.where((state[lo:hi] == ABSENT)[None], np.nan, full)
             out[:, lo:hi] = full
         return out
+
+    def _enforce_limits(
+        self,
+        lat: Tensor,
+        cache: Any,
+        valid: Tensor,
+        s: int,
+        interval: Interval,
+        cfg: SamplerConfig,
+        generator: torch.Generator,
+    ) -> Tensor:
+        """Redraw the rows (object × sample) that end outside their limits, then clip.
+
+        Redrawing only the failed rows and keeping the first draw inside is rejection
+        sampling from the guided sampler, so the rows follow its distribution truncated to
+        the interval; the rows still outside after ``limit_redraws`` rounds are clipped.
+        """
+        lat = lat.clone()
+        for _ in range(cfg.limit_redraws):
+            rows = torch.nonzero(outside(lat, interval, valid))[:, 0]
+            if not len(rows):
+                return lat
+            sub = cache.take_objects(rows // s)
+            sub_interval = Interval(interval.lower[rows], interval.upper[rows])
+            new = sample_latents(
+                lambda x, sig, sub=sub: self.net.denoise(sub, x, sig).float(),
+                (len(rows), lat.shape[1]),
+                self.sde,
+                cfg,
+                generator,
+                sub_interval,
+                lat.device,
+            )
+            ok = ~outside(new, sub_interval, valid[rows])
+            lat[rows[ok]] = new[ok]
+        return torch.where(valid, lat.clamp(interval.lower, interval.upper), lat)
 
     def _resolve_sampler(
         self, sampler: SamplerConfig | Mapping[str, Any] | str | None, steps: int | None

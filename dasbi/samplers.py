@@ -52,7 +52,7 @@ from torch import Tensor
 from .config import param
 from .sde import SDE
 
-__all__ = ["Interval", "SamplerConfig", "karras_sigmas", "sample_latents"]
+__all__ = ["Interval", "SamplerConfig", "karras_sigmas", "outside", "sample_latents"]
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
 
@@ -73,6 +73,13 @@ class SamplerConfig:
     snr: float = param(0.1, gt=0.0, help="corrector signal-to-noise ratio (pc)")
     guidance_scale: float = param(1.0, ge=0.0, help="strength γ of interval guidance")
     guidance_bias: float = param(0.01, gt=0.0, help="b in s = γ / (σ² + b)")
+    hard_limits: bool = param(
+        True,
+        help="make guided samples respect their limits exactly: rows that end outside are "
+        "redrawn (rejection, so the result is the guided distribution truncated to the "
+        "interval), and those still outside after limit_redraws rounds are clipped",
+    )
+    limit_redraws: int = param(4, ge=0, le=100, help="redraw rounds for hard_limits")
     max_rows: int = param(4096, ge=1, help="objects × samples evaluated at once")
     precision: Literal["float32", "bfloat16"] = param(
         "float32",
@@ -97,6 +104,14 @@ class Interval:
     @property
     def active(self) -> bool:
         return bool(torch.isfinite(self.lower).any() or torch.isfinite(self.upper).any())
+
+
+def outside(x: Tensor, interval: Interval, valid: Tensor | None = None) -> Tensor:
+    """(R,) rows with any (valid) entry below its lower or above its upper limit."""
+    bad = (x < interval.lower) | (x > interval.upper)
+    if valid is not None:
+        bad &= valid
+    return bad.any(1)
 
 
 def karras_sigmas(sigma_min: float, sigma_max: float, steps: int, rho: float) -> Tensor:
