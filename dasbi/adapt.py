@@ -61,6 +61,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import dumps, fingerprint, param, to_dict
 from .dataset import Dataset
 from .errors import CheckpointError, DataError, ResumeError
+from .fileio import recover
 from .inputs import ModelInputs
 from .loss import DenoisingScoreLoss, training_state
 from .network import Simformer
@@ -149,6 +150,8 @@ def train_domain_adapt(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(out) if out is not None else None
+    if out is not None:
+        recover(out)  # a killed run's temporary copies
     if out is not None and out.exists() and not (overwrite or resume):
         raise ResumeError(
             f"{out} already exists; pass --resume to continue training or --overwrite to "

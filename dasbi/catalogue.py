@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError, DataError
-from .fileio import atomic_path
+from .fileio import atomic_path, recover
 
 __all__ = [
     "Blocks",
@@ -929,6 +929,7 @@ def catalogue_to_dataset(
     from .nodes import NodeSet
 
     out = Path(out)
+    recover(out)  # a killed run's temporary copies
     if out.exists() and not overwrite:
         from .errors import ResumeError
 

@@ -8,7 +8,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_dir", "atomic_path", "fsync_path"]
+__all__ = ["atomic_dir", "atomic_path", "fsync_path", "recover"]
 
 
 def fsync_path(path: str | os.PathLike) -> None:
@@ -20,6 +20,46 @@ def fsync_path(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def recover(path: str | os.PathLike) -> None:
+    """Clean up after a process that was killed while replacing ``path``.
+
+    Temporary files and folders of dead processes (``.<name>.tmp-<pid>``) are removed. A
+    folder that was moved aside (``.<name>.old-<pid>``) just before the kill is put back if
+    ``path`` is missing, so the previous complete version is never lost; otherwise it is
+    removed. Entries of processes that are still running are left alone.
+    """
+    path = Path(path)
+    folder = path.parent
+    if not folder.is_dir():
+        return
+    for kind in ("old", "tmp"):
+        prefix = f".{path.name}.{kind}-"
+        for entry in folder.iterdir():
+            if not entry.name.startswith(prefix):
+                continue
+            pid = entry.name[len(prefix) :].split(".")[0].split("-")[0]
+            if not pid.isdigit() or _alive(int(pid)):
+                continue
+            if kind == "old" and not path.exists():
+                os.replace(entry, path)
+            elif entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically.
@@ -28,6 +68,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    recover(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp
@@ -49,6 +90,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    recover(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)

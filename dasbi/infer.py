@@ -37,6 +37,7 @@ import numpy as np
 
 from .config import apply_overrides, dumps, fingerprint, from_dict, param, read_yaml, to_dict
 from .errors import ConfigError, DataError, ResumeError
+from .fileio import atomic_path, recover
 from .raybackend import ray_imap
 
 __all__ = ["FLAGS", "InferConfig", "read_posteriors", "run_infer", "run_infer_cli"]
@@ -206,8 +207,7 @@ def run_infer(
     map_catalogue(table[:1], cmap, observables, ids=ids[:1], id_status=id_status[:1])
     params = post.parameter_names
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists() and not overwrite:
-        raise ResumeError(f"{out} exists; pass --overwrite to replace it")
+    recover(out)  # a killed run's temporary copies
     fp = fingerprint(
         {
             "config": {
@@ -220,10 +220,19 @@ def run_infer(
             "map": Path(cmap.source).read_text() if cmap.source else "",
         }
     )
+    if out.exists() and not overwrite:
+        if _run_fingerprint(out) == fp:
+            return out  # this run has finished: rerunning the command changes nothing
+        raise ResumeError(
+            f"{out} exists and was written by another run; pass --overwrite to replace it"
+        )
     parts = out.with_name(out.name + ".parts")
     manifest = parts / "manifest.json"
     if parts.exists():
-        old = json.loads(manifest.read_text()) if manifest.exists() else {}
+        try:
+            old = json.loads(manifest.read_text()) if manifest.exists() else {}
+        except (OSError, ValueError):
+            old = {"fingerprint": fp} if not any(parts.glob("chunk_*.npz")) else {}
         if old.get("fingerprint") != fp:
             if not overwrite:
                 raise ResumeError(
@@ -232,7 +241,8 @@ def run_infer(
                 )
             shutil.rmtree(parts)
     parts.mkdir(parents=True, exist_ok=True)
-    manifest.write_text(json.dumps({"fingerprint": fp, "n": n_input}))
+    with atomic_path(manifest) as tmp:
+        tmp.write_text(json.dumps({"fingerprint": fp, "n": n_input}))
     starts = list(range(0, n_input, cfg.chunk_size))
     todo = [i for i, _ in enumerate(starts) if not (parts / f"chunk_{i:06d}.npz").exists()]
     opts = {
@@ -295,7 +305,18 @@ def run_infer(
         width = max(1, int(np.char.str_len(ids).max(initial=1)))
     else:
         width = max(1, max((len(i.encode()) for i in ids), default=1))
-    return _assemble(cfg, out, parts, len(starts), n_input, width, params, model_sha)
+    return _assemble(cfg, out, parts, len(starts), n_input, width, params, model_sha, fp)
+
+
+def _run_fingerprint(path: Path) -> str | None:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            value = f.attrs.get("run_fingerprint")
+    except OSError:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _empty_result(p: int, opts: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -316,6 +337,7 @@ def _assemble(
     id_width: int,
     params: list[str],
     model_sha: str,
+    run_fp: str = "",
 ) -> Path:
     """Copy the chunk files into the output one chunk at a time (memory ∝ chunk size)."""
     import h5py
@@ -400,6 +422,7 @@ def _assemble(
         f.attrs["format"] = "dasbi-posteriors"
         f.attrs["schema_version"] = 1
         f.attrs["model_sha256"] = model_sha
+        f.attrs["run_fingerprint"] = run_fp
         f.attrs["config"] = dumps(cfg)
         f.attrs["parameters"] = json.dumps(params)
         f.attrs["n_input"] = n_input

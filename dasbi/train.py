@@ -32,7 +32,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import dumps, fingerprint, load_config, param, to_dict
 from .dataset import Dataset
 from .errors import CheckpointError, ConfigError, DataError, ResumeError
-from .fileio import atomic_path
+from .fileio import atomic_path, recover
 from .inputs import ModelInputs, diffuse_arrays, model_inputs
 from .loss import DenoisingScoreLoss, training_state
 from .masks import ConditionMaskConfig
@@ -254,6 +254,8 @@ def train(
     )
 
     state: dict[str, Any] | None = None
+    if out is not None:
+        recover(out)  # a killed run's temporary copies
     if out is not None and out.exists():
         if resume:
             ck = load_checkpoint(out, train_state=True)

@@ -215,8 +215,12 @@ def test_clear_errors(model, catalogue, tmp_path):
     with pytest.raises(ConfigError, match=r"\.h5"):
         run_infer(_cfg(model, cat, smap), tmp_path / "x.fits", progress=False)
     out = run_infer(_cfg(model, cat, smap, num_samples=5), tmp_path / "y.h5", progress=False)
-    with pytest.raises(ResumeError, match="--overwrite"):
-        run_infer(_cfg(model, cat, smap, num_samples=5), out, progress=False)
+    stamp = out.stat().st_mtime_ns
+    # the same command again: the run is complete, nothing is rewritten
+    assert run_infer(_cfg(model, cat, smap, num_samples=5), out, progress=False) == out
+    assert out.stat().st_mtime_ns == stamp
+    with pytest.raises(ResumeError, match="another run; pass --overwrite"):
+        run_infer(_cfg(model, cat, smap, num_samples=6), out, progress=False)
     bad = tmp_path / "bad.yaml"
     bad.write_text("catalogue:\n  columns:\n    teff: {value: a}\n")
     with pytest.raises(ConfigError, match="not observables of the model"):
