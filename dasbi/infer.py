@@ -173,12 +173,13 @@ def run_infer(
 
     Memory: FITS, HDF5, Parquet, CSV and ECSV catalogues are read block by block
     (:class:`~dasbi.catalogue.Blocks`), and the column map, sampling and every output (HDF5,
-    FITS summary, report) run one chunk of catalogue rows at a time, so memory is O(chunk)
-    plus the id column for the duplicate check (MRT and VOTable are read whole).
+    FITS summary, report) run one chunk of catalogue rows at a time, and the duplicate-id check
+    works bucket by bucket (:class:`~dasbi.catalogue.IdIndex`), so memory does not grow
+    with the catalogue (MRT and VOTable are read whole).
     """
     from .catalogue import (
+        IdIndex,
         catalogue_ids,
-        id_problems,
         load_column_map,
         map_catalogue,
         open_catalogue,
@@ -201,10 +202,10 @@ def run_infer(
     n_input = len(table)
     if n_input == 0:
         raise DataError(f"catalogue {cfg.catalogue} has no rows")
-    ids = catalogue_ids(table, cmap)
-    id_status = id_problems(ids)
     # a bad map (missing column, unknown unit) fails here, before any chunk runs
-    map_catalogue(table[:1], cmap, observables, ids=ids[:1], id_status=id_status[:1])
+    head = table[:1]
+    first = catalogue_ids(head, cmap) if cmap.id else None
+    map_catalogue(head, cmap, observables, ids=first, id_status=np.array([""] * len(head), object))
     params = post.parameter_names
     out.parent.mkdir(parents=True, exist_ok=True)
     recover(out)  # a killed run's temporary copies
@@ -256,11 +257,14 @@ def run_infer(
         "samples_dtype": cfg.samples_dtype,
     }
 
+    index = IdIndex(table, cmap)  # missing and duplicate ids, in bounded memory
+
     def mapped_chunk(i: int) -> Any:
         a, b = starts[i], min(starts[i] + cfg.chunk_size, n_input)
-        return map_catalogue(
-            table[a:b], cmap, observables, ids=ids[a:b], id_status=id_status[a:b], offset=a
-        )
+        block = table[a:b]
+        ids = catalogue_ids(block, cmap) if cmap.id else None
+        status = index.status(a, b, ids if ids is not None else index.ids(a, b))
+        return map_catalogue(block, cmap, observables, ids=ids, id_status=status, offset=a)
 
     def finish(i: int, m: Any, res: dict[str, np.ndarray] | None) -> None:
         if res is None:  # no accepted row in this chunk
@@ -301,11 +305,7 @@ def run_infer(
                     else None
                 )
                 finish(i, m, res)
-    if ids.dtype.kind == "S":
-        width = max(1, int(np.char.str_len(ids).max(initial=1)))
-    else:
-        width = max(1, max((len(i.encode()) for i in ids), default=1))
-    return _assemble(cfg, out, parts, len(starts), n_input, width, params, model_sha, fp)
+    return _assemble(cfg, out, parts, len(starts), n_input, index.width, params, model_sha, fp)
 
 
 def _run_fingerprint(path: Path) -> str | None:

@@ -250,3 +250,49 @@ def test_vega_zero_points_match_published_values():
     assert vega_zero_point_jy("2mass_Ks") == pytest.approx(666.7, rel=0.03)
     assert vega_zero_point_jy("2mass_J") == pytest.approx(1594.0, rel=0.03)
     assert vega_zero_point_jy("mips_24") == pytest.approx(7.17, rel=0.03)
+
+
+@pytest.mark.parametrize("kind", ["S", "U"])
+def test_id_index_equals_the_in_memory_check_in_bounded_buckets(tmp_path, kind):
+    """IdIndex (streamed, bucketed by hash) flags exactly the rows id_problems flags: the
+    first occurrence kept, repeats across blocks of different widths, missing ids; with
+    many buckets and a forced hash collision that must not reject anything."""
+    from dasbi.catalogue import (
+        ColumnMap,
+        ColumnSpec,
+        IdIndex,
+        catalogue_ids,
+        hash_ids,
+        id_problems,
+        open_catalogue,
+    )
+
+    rng = np.random.default_rng(3)
+    n = 5000
+    base = np.array([f"J{int(v):07d}" for v in rng.integers(0, 4000, n)], "U40")  # repeats
+    base[rng.choice(n, 40, replace=False)] = ""
+    base[[7, 8]] = ["--", "nan"]
+    base[100] = "a-much-longer-identifier-0001"
+    base[4000] = "a-much-longer-identifier-0001"  # repeat in a later, wider block
+    t = Table({"id": base.astype(kind), "v": np.zeros(n)})
+    t.write(tmp_path / "c.fits")
+    cmap = ColumnMap({"x": ColumnSpec("v")}, id="id")
+    want = id_problems(catalogue_ids(Table.read(tmp_path / "c.fits"), cmap))
+    for table in (Table.read(tmp_path / "c.fits"), open_catalogue(tmp_path / "c.fits")):
+        index = IdIndex(table, cmap, block_rows=333, bucket_rows=200)  # 25 buckets
+        got = np.concatenate(
+            [
+                index.status(a, min(a + 333, n), index.ids(a, min(a + 333, n)))
+                for a in range(0, n, 333)
+            ]
+        )
+        np.testing.assert_array_equal(got, want)
+        assert index.width == len("a-much-longer-identifier-0001")
+        assert (got == "duplicate id").sum() > 500 and got[4000] == "duplicate id"
+    # hashes depend on the bytes only, not the array width
+    assert hash_ids(np.array(["abc"], "S3"))[0] == hash_ids(np.array(["abc"], "S9"))[0]
+    assert hash_ids(np.array(["abc"]))[0] == hash_ids(np.array([b"abc"]))[0]
+    # a collision (same hash, different ids) must not reject either row
+    index = IdIndex(Table({"id": ["p", "q"], "v": [0.0, 0.0]}), cmap)
+    index.duplicates = index._confirm(np.array([0, 1]))
+    assert len(index.duplicates) == 0
