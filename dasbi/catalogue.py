@@ -669,11 +669,17 @@ class IdIndex:
         if not cmap.id or not self.n:
             self.width = max(1, len(str(max(self.n - 1, 0))))
             return
+        from .progress import progress_bar
+
         k = max(1, -(-self.n // bucket_rows))
-        with tempfile.TemporaryDirectory(prefix="dasbi-ids-") as tmp:
+        bar = progress_bar(
+            total=self.n, desc="check ids", unit="row", disable=not progress or self.n < 10**6
+        )
+        with bar, tempfile.TemporaryDirectory(prefix="dasbi-ids-") as tmp:
             files = [open(Path(tmp) / f"b{i}.bin", "wb") for i in range(k)]  # noqa: SIM115
             try:
                 for a in range(0, self.n, block_rows):
+                    bar.update(min(block_rows, self.n - a))
                     ids = self.ids(a, min(a + block_rows, self.n))
                     self.width = max(self.width, int(np.char.str_len(_id_bytes(ids)).max()))
                     good = ~self._missing(ids)

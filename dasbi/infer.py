@@ -257,7 +257,7 @@ def run_infer(
         "samples_dtype": cfg.samples_dtype,
     }
 
-    index = IdIndex(table, cmap)  # missing and duplicate ids, in bounded memory
+    index = IdIndex(table, cmap, progress=progress)  # missing and duplicate ids, bounded
 
     def mapped_chunk(i: int) -> Any:
         a, b = starts[i], min(starts[i] + cfg.chunk_size, n_input)

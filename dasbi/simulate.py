@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
+import sys
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -108,6 +110,20 @@ def _simulate_chunk(options: dict[str, Any], seed: int, index: int, n: int) -> d
     return blocks
 
 
+def _die_with_parent(parent: int) -> None:
+    """Pool initializer: a worker gets SIGKILL when `dasbi simulate` dies (Linux), so a
+    killed run leaves no orphaned workers behind; elsewhere it exits if already orphaned."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+
+
 def _pool_imap(
     pool: ProcessPoolExecutor, fn: Any, jobs: Iterator[tuple[int, tuple[Any, ...]]], workers: int
 ) -> Iterator[tuple[int, Any]]:
@@ -202,7 +218,9 @@ def run_simulate(
                 )
                 bar.update(stop - start)
         else:
-            with ProcessPoolExecutor(cfg.workers) as pool:
+            with ProcessPoolExecutor(
+                cfg.workers, initializer=_die_with_parent, initargs=(os.getpid(),)
+            ) as pool:
                 jobs_args = (
                     (index, (cfg.simulator, cfg.seed, index, stop - start))
                     for index, start, stop in jobs

@@ -60,9 +60,36 @@ def crash_and_resume(cmd, duration, kills, rng, check_partial) -> list[float]:
         if finished:
             assert proc.returncode in (0, 2), proc.stderr.read().decode()
         times.append(t_kill)
+        _assert_no_orphans(cmd[cmd.index("--out") + 1])
         check_partial()
     _run(cmd)
     return times
+
+
+def _assert_no_orphans(marker: str, wait: float = 3.0) -> None:
+    """No process (e.g. a pool worker of the killed run) still has ``marker`` in its
+    command line."""
+
+    def alive() -> list[str]:
+        found = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if marker in cmd and state != "Z":
+                found.append(proc.name)
+        return found
+
+    if not Path("/proc").is_dir():
+        return
+    deadline = time.time() + wait
+    while alive() and time.time() < deadline:
+        time.sleep(0.05)
+    assert not alive(), f"processes of the killed run are still running: {alive()}"
 
 
 def _no_temporaries(folder: Path) -> None:

@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, BenchFn | str] = {
     "infer": "dasbi.bench.infer",
     "domain-adapt": "dasbi.bench.domain_adapt",
     "luhman2016": "dasbi.bench.luhman",
+    "memory": "dasbi.bench.memory",
 }
 
 
