@@ -178,3 +178,28 @@ def test_bench_luhman2016_quick(tmp_path, shared_data):
         assert r["av_mag"]["n"] > 400
     assert out["a_j_over_a_v"] == pytest.approx(0.27, abs=0.02)  # G23, R(V) = 3.1
     assert (tmp_path / out["figures"]["members"]).stat().st_size > 20_000
+
+
+def test_bench_memory_tiny(tmp_path):
+    """The memory bench runs each command in a child process and reads its peak RSS;
+    its streamed FITS writer makes a valid table with the planted duplicate ids."""
+    from astropy.table import Table
+
+    from dasbi.bench.memory import _catalogue
+
+    _catalogue(tmp_path / "c.fits", 2500)
+    t = Table.read(tmp_path / "c.fits")
+    assert len(t) == 2500 and t["source_id"][3] == "G3" and t["source_id"][2499] == "G1"
+    assert (t["e_a"] == np.float32(0.3)).all() and abs(float(np.mean(t["a"]))) < 0.1
+    (tmp_path / "m.yaml").write_text(
+        "rows: 20000\nchunk_size: 5000\ntrain_steps: 10\ncatalogue_rows: 20000\n"
+        f"infer_chunks: 1\ninfer_chunk_size: 2000\nnum_samples: 5\nfolder: {tmp_path}\n"
+    )
+    path = run_bench("memory", out=tmp_path / "m.json", config=tmp_path / "m.yaml")
+    rec = json.loads(path.read_text())
+    sim, train, infer = rec["results"]
+    for r in (sim, train, infer):
+        assert 50 < r["peak_rss_mb"] < 4000
+    assert sim["rows"] == 20000 and sim["in_memory_inputs_mb"] == pytest.approx(5.34, abs=0.1)
+    assert infer["chunks_done"] >= 1
+    assert "| dasbi infer |" in (tmp_path / "m.md").read_text()
