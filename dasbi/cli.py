@@ -285,6 +285,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _os_error(err: OSError) -> str:
+    import errno
+
+    hints = {
+        errno.ENOSPC: "the disk is full: free space, then rerun the same command to resume",
+        errno.EDQUOT: "the disk quota is exceeded: free space, then rerun the same command",
+        errno.EACCES: "permission denied: choose a folder you can write to",
+        errno.EPERM: "permission denied: choose a folder you can write to",
+        errno.EROFS: "the file system is read-only: choose another folder",
+        errno.ENOTDIR: "a part of the path is a file, not a folder: check the path",
+        errno.EEXIST: "a file is in the way of a folder: check the path",
+        errno.ENOENT: "no such file or folder (or it cannot be created there): check the path",
+    }
+    hint = hints.get(err.errno or 0, "check the path")
+    return f"{err.strerror or err} for {err.filename!s}; {hint}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `dasbi` console script."""
     parser = build_parser()
@@ -297,6 +314,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         msg = " ".join(str(err).split())
         print(f"dasbi {args.command}: error: {msg}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as err:
+        # a path the file system refuses (not a folder, permissions, disk full): the
+        # user's environment, not a bug in dasbi; other OS errors keep their traceback
+        if args.debug or err.filename is None:
+            raise
+        print(f"dasbi {args.command}: error: {_os_error(err)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(

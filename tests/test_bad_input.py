@@ -330,6 +330,30 @@ def _(i, w):
     ]
 
 
+@case("simulate: output under a file")
+def _(i, w):
+    (w / "c.csv").write_text("x")
+    return ["simulate", "--num", "5", "--out", str(w / "c.csv" / "s.h5"), "--quiet"], [
+        "Not a directory",
+        "a part of the path is a file",
+    ]
+
+
+@case("train: output under a file")
+def _(i, w):
+    (w / "c.csv").write_text("x")
+    argv = _train(i.gl, w)
+    argv[argv.index("--out") + 1] = str(w / "c.csv" / "m")
+    return argv, ["c.csv", "a file is in the way of a folder"]
+
+
+@case("infer: output where nothing can be created")
+def _(i, w):
+    argv = _infer(i, w)
+    argv[argv.index("--out") + 1] = "/proc/dasbi-post.h5"
+    return argv, ["/proc/dasbi-post.h5", "check the path"]
+
+
 @case("train: learning rate inf")
 def _(i, w):
     return _train(i.gl, w, "--set", "lr=inf"), ["lr: expected a finite number"]
