@@ -164,6 +164,7 @@ def _format(p: Path) -> str:
     return fmt
 
 
+_CORRUPT = "; the file is corrupt, truncated or in another format: re-export or download it again"
 _ALL_COLUMNS = "dasbi_all_colnames"  # Table.meta key: the file's columns
 
 
@@ -203,7 +204,7 @@ def read_catalogue(
         ) from None
     except Exception as err:
         raise DataError(
-            f"catalogue {p} could not be read as {fmt}: {type(err).__name__}: {err}"
+            f"catalogue {p} could not be read as {fmt}: {type(err).__name__}: {err}{_CORRUPT}"
         ) from None
     if columns is not None:
         keep = [c for c in t.colnames if c in set(columns)]
@@ -297,7 +298,9 @@ class FitsBlocks(Blocks):
         except DataError:
             raise
         except Exception as err:
-            raise DataError(f"catalogue {path} could not be read as FITS: {err}") from None
+            raise DataError(
+                f"catalogue {path} could not be read as FITS: {err}{_CORRUPT}"
+            ) from None
         h = self._header
         if int(h.get("PCOUNT", 0)):
             raise DataError(
@@ -349,7 +352,9 @@ class Hdf5Blocks(Blocks):
         try:
             self._file = h5py.File(path, "r")
         except Exception as err:
-            raise DataError(f"catalogue {path} could not be read as HDF5: {err}") from None
+            raise DataError(
+                f"catalogue {path} could not be read as HDF5: {err}{_CORRUPT}"
+            ) from None
         if key is None:
             found: list[str] = []
             self._file.visititems(
@@ -399,7 +404,9 @@ class ParquetBlocks(Blocks):
         except ImportError as err:
             raise DataError(f"reading {path.name} needs {err.name}: pip install pyarrow") from None
         except Exception as err:
-            raise DataError(f"catalogue {path} could not be read as Parquet: {err}") from None
+            raise DataError(
+                f"catalogue {path} could not be read as Parquet: {err}{_CORRUPT}"
+            ) from None
         md = self._pf.metadata
         self._starts = np.cumsum(
             [0] + [md.row_group(i).num_rows for i in range(md.num_row_groups)]
@@ -476,7 +483,9 @@ class TextBlocks(Blocks):
         try:
             empty = self._parse("", None)
         except Exception as err:
-            raise DataError(f"catalogue {path} could not be read as {fmt}: {err}") from None
+            raise DataError(
+                f"catalogue {path} could not be read as {fmt}: {err}{_CORRUPT}"
+            ) from None
         self._empty = empty
         super().__init__(path, list(empty.colnames), n, columns)
 
