@@ -166,6 +166,19 @@ class GaussianLinear(Simulator):
         mean = np.asarray(x, np.float64) / self.config.noise_var / prec
         return mean, np.eye(self.config.dim) / prec
 
+    def reference_posterior(
+        self, x: np.ndarray, n: int, rng: np.random.Generator
+    ) -> np.ndarray | None:
+        """``n`` exact posterior draws (n, D) given one x (D,); NaN entries are missing
+        (their θ_i keep the prior). Censored data have no reference here (None)."""
+        if self.config.detection_threshold is not None:
+            return None
+        x = np.asarray(x, np.float64)
+        seen = np.isfinite(x)
+        mean, cov = self.posterior_mean_cov(np.where(seen, x, 0.0))
+        sd = np.where(seen, np.sqrt(np.diag(cov)), np.sqrt(self.config.prior_var))
+        return np.where(seen, mean, 0.0) + sd * rng.standard_normal((n, self.config.dim))
+
 
 @dataclass
 class SLCPConfig:

@@ -411,6 +411,57 @@ def _(i, w):
     return ["bench", "nope", "--out", str(w / "b.json")], ["unknown benchmark 'nope'"]
 
 
+def _evaluate(i: Inputs, w: Path, data=None, *extra: str) -> list[str]:
+    return [
+        "evaluate",
+        "--model",
+        str(i.model),
+        "--data",
+        str(data or i.gl),
+        "--out",
+        str(w / "ev"),
+        "--quiet",
+        *extra,
+    ]
+
+
+@case("evaluate: no model")
+def _(i, w):
+    return ["evaluate", "--data", str(i.gl), "--out", str(w / "ev"), "--quiet"], ["needs --model"]
+
+
+@case("evaluate: typo in a config key")
+def _(i, w):
+    return _evaluate(i, w, None, "--set", "num_sample=5"), [
+        "unknown key 'num_sample'",
+        "did you mean 'num_samples'",
+    ]
+
+
+@case("evaluate: too few objects")
+def _(i, w):
+    return _evaluate(i, w, None, "--num-objects", "3"), ["num_objects: must be >= 10"]
+
+
+@case("evaluate: dataset without the model's nodes (mismatched node sets)")
+def _(i, w):
+    return _evaluate(i, w, i.fs), ["lacks the model's nodes ['theta_1', 'theta_2'"]
+
+
+@case("evaluate: truncated dataset")
+def _(i, w):
+    (w / "d.h5").write_bytes(i.gl.read_bytes()[:20000])
+    return _evaluate(i, w, w / "d.h5"), ["corrupt or truncated"]
+
+
+@case("evaluate: output is a file")
+def _(i, w):
+    (w / "c.csv").write_text("x")
+    argv = _evaluate(i, w)
+    argv[argv.index("--out") + 1] = str(w / "c.csv")
+    return argv, ["is a file; dasbi evaluate writes a folder"]
+
+
 # datasets: empty, truncated, corrupt, foreign, tampered values -----------------------------
 @case("train: empty dataset file")
 def _(i, w):
@@ -759,7 +810,7 @@ def test_cli_bad_input(name, inputs, tmp_path, capsys):
     allowed = ("d.h5", "r.h5", "c.fits", "c.csv", "c.xyz", "m.yaml", "mine.yaml", "like.h5")
     allowed += ("c.yaml", "dir", "m")  # the inputs the case wrote itself
     assert_user_error(argv, fragments, capsys, work, allowed=allowed)
-    for out in ("s.h5", "post.h5", "post.fits", "real.h5", "b.json"):
+    for out in ("s.h5", "post.h5", "post.fits", "real.h5", "b.json", "ev"):
         assert not (work / out).exists()
     assert not any(p.name.startswith(".") for p in work.iterdir()), list(work.iterdir())
     marker = inputs.extra.pop("marker", None)
@@ -770,7 +821,7 @@ def test_cli_bad_input(name, inputs, tmp_path, capsys):
 def test_the_matrix_is_broad():
     """The note reports this count; the matrix covers every command that takes input."""
     commands = {name.split(":")[0].split()[0] for name in CASES}
-    assert commands >= {"simulate", "train", "infer", "ingest", "info", "bench"}
+    assert commands >= {"simulate", "train", "infer", "ingest", "evaluate", "info", "bench"}
     assert len(CASES) >= 60
 
 
