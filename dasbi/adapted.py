@@ -250,6 +250,22 @@ class AdaptedPosterior(Posterior):
         return torch.from_numpy(phys.reshape(s, *batch_shape, p))
 
     # -- persistence ---------------------------------------------------------------------
+    @torch.no_grad()
+    def embed(self, data: str | os.PathLike, domain: Literal["real", "sim"] = "sim") -> np.ndarray:
+        """Pooled embeddings z_pool (N, d) of every row of a dataset, through the encoders
+        of ``domain`` (the real-side copy where the model has one)."""
+        from encoders.losses import pooled_embedding
+
+        from .dataset import Dataset
+
+        enc = self.real_encoders if domain == "real" and self.real_encoders else self.encoders
+        with Dataset(data) as ds:
+            _check_observables(self.all_nodes, ds, "data")
+            inp = _inputs_for(ds, self.all_nodes, self.x_standardizer)
+        enc.eval()
+        _, _, z, present = encode(enc, self.specs, inp)
+        return pooled_embedding(z, present).float().numpy()
+
     def model_meta(self) -> dict[str, Any]:
         return {
             "kind": "simformer-da",

@@ -15,11 +15,12 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 def test_there_are_notebooks_and_they_match_their_sources():
     import importlib.util
 
-    assert len(NOTEBOOKS) >= 3
+    assert len(NOTEBOOKS) == 4
     spec = importlib.util.spec_from_file_location("build", NOTEBOOKS[0].parent / "build.py")
     build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build)
-    for nb_path, cells in zip(NOTEBOOKS, (build.NB1, build.NB2, build.NB4), strict=False):
+    sources = (build.NB1, build.NB2, build.NB3, build.NB4)
+    for nb_path, cells in zip(NOTEBOOKS, sources, strict=True):
         nb = nbformat.read(nb_path, as_version=4)
         assert [c.source for c in nb.cells] == [src for _, src in cells], nb_path.name
 

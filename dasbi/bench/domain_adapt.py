@@ -44,7 +44,13 @@ from ..config import from_dict, param, to_dict
 from . import register_bench
 from .infer import _space, coverage_error
 
-__all__ = ["DomainAdaptBenchConfig", "bench_domain_adapt", "variant_config", "variant_weights"]
+__all__ = [
+    "DomainAdaptBenchConfig",
+    "bench_domain_adapt",
+    "make_domains",
+    "variant_config",
+    "variant_weights",
+]
 
 # Gaia + 2MASS: F99 (the 'real' law) is defined to 3.3 µm, so WISE is left out by default
 BANDS = ["gaia_G", "gaia_BP", "gaia_RP", "2mass_J", "2mass_H", "2mass_Ks"]
@@ -241,21 +247,40 @@ def _embedding_c2st(post: Any, sim_path: Path, real_path: Path, seed: int) -> fl
     of the split would push the score below 0.5)."""
     from sbi.utils.metrics import c2st
 
-    from encoders.losses import pooled_embedding
-
-    from ..adapted import _inputs_for, encode
-
-    zs = []
-    for path, enc in ((sim_path, post.encoders), (real_path, post.real_encoders or post.encoders)):
-        from ..dataset import Dataset
-
-        with Dataset(path) as ds:
-            inp = _inputs_for(ds, post.all_nodes, post.x_standardizer)
-        enc.eval()
-        _, _, z, present = encode(enc, post.specs, inp)
-        zs.append(pooled_embedding(z, present).float())
+    zs = [
+        torch.as_tensor(post.embed(sim_path, "sim")),
+        torch.as_tensor(post.embed(real_path, "real")),
+    ]
     half = len(zs[0]) // 2
     return float(c2st(zs[0][:half], zs[1][half:], seed=seed, classifier="rf"))
+
+
+def make_domains(cfg: DomainAdaptBenchConfig, folder: str | Path) -> dict[str, Any]:
+    """Simulate the datasets of one run into ``folder``: ``sim`` (training, θ known),
+    ``real`` (unlabelled), ``pairs`` (the same stars in both domains) and ``test_sim`` /
+    ``test_real`` (the same test stars in both domains); also ``theta_test`` and the
+    ``nodes``."""
+    from ..nodes import Node, NodeSet
+
+    rng = np.random.default_rng(cfg.seed)
+    d = Path(folder)
+    d.mkdir(parents=True, exist_ok=True)
+    sim, real = _simulators(cfg)
+    nodes = NodeSet(Node.from_dict(n) for n in sim.nodes())
+    out = sim(cfg.num_sims, rng)
+    paths: dict[str, Any] = {"nodes": nodes, "sim": _write(d / "sim.h5", nodes, out.theta, out.x)}
+    th = _draw_theta(sim, real, cfg.num_real, rng)
+    paths["real"] = _write(d / "real.h5", nodes, th, real.simulate(th, rng))
+    th = _draw_theta(sim, real, cfg.num_pairs, rng)
+    paths["pairs"] = (
+        _write(d / "pairs_sim.h5", nodes, th, sim.simulate(th, rng)),
+        _write(d / "pairs_real.h5", nodes, th, real.simulate(th, rng)),
+    )
+    th = _draw_theta(sim, real, cfg.num_test, rng)
+    paths["test_sim"] = _write(d / "test_sim.h5", nodes, th, sim.simulate(th, rng))
+    paths["test_real"] = _write(d / "test_real.h5", nodes, th, real.simulate(th, rng))
+    paths["theta_test"] = th
+    return paths
 
 
 @register_bench("domain-adapt")
@@ -291,30 +316,18 @@ def bench_domain_adapt(
     for v in cfg.variants:
         variant_weights(v, cfg.weights)  # bad variant names fail before any simulation
     torch.set_num_threads(cfg.threads)
-    rng = np.random.default_rng(cfg.seed)
     t0 = time.perf_counter()
-    sim, real = _simulators(cfg)
+    sim, _ = _simulators(cfg)
     nodes = NodeSet(Node.from_dict(d) for d in sim.nodes())
     params = [n for n in nodes.diffuse if n.kind == "parameter"]
     names = [n.name for n in params]
     fwd, _ = _space(params)
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        d = Path(tmp)
-        out = sim(cfg.num_sims, rng)
-        sim_path = _write(d / "sim.h5", nodes, out.theta, out.x)
-        th = _draw_theta(sim, real, cfg.num_real, rng)
-        real_path = _write(d / "real.h5", nodes, th, real.simulate(th, rng))
-        th = _draw_theta(sim, real, cfg.num_pairs, rng)
-        pairs = (
-            _write(d / "pairs_sim.h5", nodes, th, sim.simulate(th, rng)),
-            _write(d / "pairs_real.h5", nodes, th, real.simulate(th, rng)),
-        )
-        th = _draw_theta(sim, real, cfg.num_test, rng)
-        test = {
-            "sim": _write(d / "test_sim.h5", nodes, th, sim.simulate(th, rng)),
-            "real": _write(d / "test_real.h5", nodes, th, real.simulate(th, rng)),
-        }
+        made = make_domains(cfg, tmp)
+        sim_path, real_path, pairs = made["sim"], made["real"], made["pairs"]
+        test = {"sim": made["test_sim"], "real": made["test_real"]}
+        th = made["theta_test"]
         sim_s = time.perf_counter() - t0
         truth = fwd(th)
         scale = truth.std(0) + 1e-12
