@@ -10,8 +10,8 @@ caller chooses (``dasbi evaluate`` uses each parameter's transform space, e.g. l
 * **Expected coverage** of central marginal intervals: the fraction of objects whose truth
   lies inside the central interval of credibility α, for α in ``levels``. Below α the
   posterior is overconfident (too narrow or biased), above α underconfident.
-  :func:`calibration_flags` flags a parameter when the curve leaves the binomial band of N
-  objects (``z`` standard errors) at any level.
+  :func:`calibration_flags` flags a parameter when the curve leaves the 99 % simultaneous
+  (DKW) band of N objects anywhere.
 * **TARP** (Lemos et al. 2023), through the ``tarp`` package and sbi's ``check_tarp``: a
   joint (all parameters at once) coverage test.
 * **C2ST** (Lopez-Paz & Oquab 2017) against reference samples, sbi's random-forest version.
@@ -29,6 +29,7 @@ import numpy as np
 __all__ = [
     "LEVELS",
     "calibration_flags",
+    "coverage_band",
     "expected_coverage",
     "rank_uniformity",
     "recovery_stats",
@@ -91,18 +92,32 @@ def expected_coverage(
     return np.array([np.mean(dist <= a, axis=0) for a in levels])
 
 
+def coverage_band(num_objects: int, alpha: float = 0.01) -> float:
+    """Half-width ε of the simultaneous (1 - alpha) band of a calibrated coverage curve.
+
+    The curve is the empirical CDF of N uniform values, so by the Dvoretzky–Kiefer–Wolfowitz
+    inequality it stays within ε = √(ln(2/alpha) / 2N) of the diagonal at every level at
+    once with probability ≥ 1 - alpha.
+    """
+    return float(np.sqrt(np.log(2 / alpha) / (2 * max(num_objects, 1))))
+
+
 def calibration_flags(
-    coverage: np.ndarray, num_objects: int, levels: Sequence[float] = LEVELS, z: float = 3.0
+    coverage: np.ndarray,
+    num_objects: int,
+    levels: Sequence[float] = LEVELS,
+    alpha: float = 0.01,
 ) -> list[str]:
     """Per parameter: "" (calibrated), "overconfident" or "underconfident".
 
-    A parameter is flagged when its coverage leaves α ± z √(α(1-α)/N) at any level; the
-    larger excursion decides the direction.
+    A parameter is flagged when its coverage curve leaves the simultaneous band
+    α ± :func:`coverage_band` anywhere, so a calibrated parameter is flagged with
+    probability ≤ ``alpha``; the larger excursion decides the direction.
     """
     levels = np.asarray(levels)
-    band = z * np.sqrt(levels * (1 - levels) / max(num_objects, 1))[:, None]
-    low = np.max(levels[:, None] - band - coverage, axis=0)
-    high = np.max(coverage - levels[:, None] - band, axis=0)
+    eps = coverage_band(num_objects, alpha)
+    low = np.max(levels[:, None] - eps - coverage, axis=0)
+    high = np.max(coverage - levels[:, None] - eps, axis=0)
     out = []
     for lo, hi in zip(low, high, strict=True):
         if lo <= 0 and hi <= 0:

@@ -68,8 +68,10 @@ def plot_coverage(
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    band = 3 * np.sqrt(levels * (1 - levels) / num_objects)
-    ax.fill_between(levels, levels - band, levels + band, color="0.85", label="±3σ, calibrated")
+    from .diagnostics import coverage_band
+
+    band = coverage_band(num_objects)
+    ax.fill_between(levels, levels - band, levels + band, color="0.85", label="99% band (DKW)")
     ax.plot([0, 1], [0, 1], color="0.4", lw=1)
     for j, label in enumerate(labels):
         ax.plot(levels, coverage[:, j], lw=1.5, label=label)
