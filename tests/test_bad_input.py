@@ -648,25 +648,26 @@ def _(i, w):
     return _infer(i, w, cat=w / "c.fits"), ["could not be read as FITS"]
 
 
-@case("infer: truncated FITS table")
-def _(i, w):
+def _truncated_fits(w: Path) -> Path:
+    """A 3000-row FITS table cut to 60,000 bytes (its header promises more rows)."""
     t = Table({"name": [f"s{k}" for k in range(3000)], "a": np.zeros(3000)})
     for c in ("b", "e_a", "e_b"):
         t[c] = np.full(3000, 0.3)
     t.write(w / "full.fits")
     (w / "c.fits").write_bytes((w / "full.fits").read_bytes()[:60000])
     (w / "full.fits").unlink()
+    return w / "c.fits"
+
+
+@case("infer: truncated FITS table")
+def _(i, w):
+    _truncated_fits(w)
     return _infer(i, w, cat=w / "c.fits"), ["is truncated", "promises 3000 rows"]
 
 
 @case("ingest: truncated FITS table")
 def _(i, w):
-    t = Table({"name": [f"s{k}" for k in range(3000)], "a": np.zeros(3000)})
-    for c in ("b", "e_a", "e_b"):
-        t[c] = np.full(3000, 0.3)
-    t.write(w / "full.fits")
-    (w / "c.fits").write_bytes((w / "full.fits").read_bytes()[:60000])
-    (w / "full.fits").unlink()
+    _truncated_fits(w)
     return _ingest(i, w, cat=w / "c.fits"), ["is truncated", "promises 3000 rows"]
 
 
