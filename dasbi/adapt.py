@@ -18,10 +18,18 @@ with the score loss of :mod:`dasbi.loss` on θ given the context tokens (per-exa
 condition masks over θ, and the context dropped in a fraction ``uncond_prob`` of examples
 so the model also learns the prior), the contrastive loss over sim and real objects, OT
 between the pooled sim and real embeddings, and the pair loss (direct, or keypoint-guided
-OT with the pairs as keypoints); w(k) ramps linearly from 0 to 1 over ``warmup_steps``.
+OT with the pairs as keypoints); w(k) is 0 before ``start_step`` and ramps linearly to 1
+over the following ``warmup_steps``. The OT and pair terms compare the pooled embeddings
+(``level: pooled``) or the context tokens themselves (``level: tokens``, what the Simformer
+reads; :func:`encoders.losses.flat_tokens`).
+
 The encoders are shared between the domains by default; ``encoders: separate`` trains a
-copy for real data (initialised from the sim encoders, trained by the alignment terms and,
-through the pairs, RoPE-style), and ``detach_sim`` stops alignment gradients on the sim side.
+copy for real data, trained by the alignment terms only, and ``detach_sim`` stops alignment
+gradients on the sim side. The copy is taken at ``start_step``: with ``start_step > 0`` the
+real side starts from sim encoders already trained on the score loss and is fine-tuned on
+the pairs and the unpaired real data while the sim side keeps training, as RoPE calibrates a
+trained NPE's embedding network (``encoders: separate, detach_sim: true, level: tokens,
+start_step: k`` is the benchmark's ``@rope`` mode).
 
 References:
     Gloeckler, M. et al. (2024). All-in-one simulation-based inference. ICML.
@@ -45,7 +53,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from encoders.losses import ContrastiveLoss, KeypointOTLoss, OTLoss, PairLoss, pooled_embedding
+from encoders.losses import (
+    ContrastiveLoss,
+    KeypointOTLoss,
+    OTLoss,
+    PairLoss,
+    flat_tokens,
+    pooled_embedding,
+)
 
 from .adapted import (
     AdaptedPosterior,
@@ -107,6 +122,17 @@ class AlignConfig:
         "shared", help="one encoder per modality for both domains, or a copy for real data"
     )
     detach_sim: bool = param(False, help="alignment losses do not train the sim side")
+    level: Literal["pooled", "tokens"] = param(
+        "pooled",
+        help="OT and pair terms compare the pooled embeddings or the context tokens that the "
+        "Simformer reads",
+    )
+    start_step: int = param(
+        0,
+        ge=0,
+        help="alignment starts here (then ramps over warmup_steps); with encoders: separate "
+        "the real-side copy is initialised from the trained sim encoders at this step",
+    )
 
 
 @dataclass
@@ -255,13 +281,48 @@ def train_domain_adapt(
             inp.limit_value[:, :p],
         )
 
-    def score_loss(batch: ModelInputs, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
-        ctx, ctx_ok, z, present = encode(encoders, specs, batch)
+    def score_loss(
+        batch: ModelInputs, gen: torch.Generator
+    ) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor, Tensor]]:
+        out = encode(encoders, specs, batch)
+        ctx, ctx_ok = out[0], out[1]
         drop = torch.rand(len(batch), generator=gen) < cfg.uncond_prob
-        ctx_ok = ctx_ok & ~drop[:, None]
         th = theta_part(batch)
         st = training_state(th, is_param, cfg.masks, gen)
-        return score(th, st, gen, None, ctx, ctx_ok).mean(), z, present
+        return score(th, st, gen, None, ctx, ctx_ok & ~drop[:, None]).mean(), out
+
+    def features(out: tuple[Tensor, Tensor, Tensor, Tensor], detach: bool) -> Tensor:
+        """What the OT and pair terms compare: pooled embeddings or flattened tokens."""
+        ctx, ctx_ok, z, present = out
+        f = flat_tokens(ctx, ctx_ok) if cfg.align.level == "tokens" else None
+        f = pooled_embedding(z, present) if f is None else f
+        return f.detach() if detach else f
+
+    def align_terms(
+        sim_out: tuple[Tensor, Tensor, Tensor, Tensor], gen: torch.Generator
+    ) -> dict[str, Tensor]:
+        real_b = real_all.take(rows(len(real_all), cfg.real_batch_size, gen))
+        real_out = encode(real_enc or encoders, specs, real_b)
+        detach = cfg.align.detach_sim
+        f_sim, f_real = features(sim_out, detach), features(real_out, False)
+        terms: dict[str, Tensor] = {}
+        if cfg.align.contrastive > 0:
+            z_sim = sim_out[2].detach() if detach else sim_out[2]
+            terms["contrastive"] = contrastive(
+                torch.cat([z_sim, real_out[2]]), torch.cat([sim_out[3], real_out[3]])
+            )
+        if cfg.align.ot > 0:
+            terms["ot"] = ot_loss(f_sim, f_real)
+        if pair_all is not None and cfg.align.pair > 0:
+            pi = rows(len(pair_all[0]), cfg.pair_batch_size, gen)
+            ps = features(encode(encoders, specs, pair_all[0].take(pi)), detach)
+            pr = features(encode(real_enc or encoders, specs, pair_all[1].take(pi)), False)
+            if kpg is not None:
+                keys = torch.arange(len(pi))
+                terms["pair"] = kpg(torch.cat([ps, f_sim]), torch.cat([pr, f_real]), keys, keys)
+            else:
+                terms["pair"] = pair_loss(ps, pr)
+        return terms
 
     def rows(n: int, size: int, gen: torch.Generator) -> Tensor:
         return torch.randint(0, n, (min(size, n),), generator=gen)
@@ -327,36 +388,14 @@ def train_domain_adapt(
     with bar:
         for step in range(start, total):
             gen = torch.Generator().manual_seed(_step_seed(cfg.seed, step))
+            if real_enc is not None and step == cfg.align.start_step > 0:
+                _start_real_copy(params, ema, encoders, real_enc)
             batch = sim_data.batch(step)
-            l_score, z_sim, pres_sim = score_loss(batch, gen)
-            real_b = real_all.take(rows(len(real_all), cfg.real_batch_size, gen))
-            _, _, z_real, pres_real = encode(real_enc or encoders, specs, real_b)
-            if cfg.align.detach_sim:
-                z_sim = z_sim.detach()
-            pool_sim = pooled_embedding(z_sim, pres_sim)
-            pool_real = pooled_embedding(z_real, pres_real)
+            l_score, sim_out = score_loss(batch, gen)
             terms = {"score": l_score}
-            if cfg.align.contrastive > 0:
-                terms["contrastive"] = contrastive(
-                    torch.cat([z_sim, z_real]), torch.cat([pres_sim, pres_real])
-                )
-            if cfg.align.ot > 0:
-                terms["ot"] = ot_loss(pool_sim, pool_real)
-            if pair_all is not None and cfg.align.pair > 0:
-                pi = rows(len(pair_all[0]), cfg.pair_batch_size, gen)
-                _, _, zp_s, pp_s = encode(encoders, specs, pair_all[0].take(pi))
-                _, _, zp_r, pp_r = encode(real_enc or encoders, specs, pair_all[1].take(pi))
-                if cfg.align.detach_sim:
-                    zp_s = zp_s.detach()
-                ps, pr = pooled_embedding(zp_s, pp_s), pooled_embedding(zp_r, pp_r)
-                if kpg is not None:
-                    keys = torch.arange(len(pi))
-                    terms["pair"] = kpg(
-                        torch.cat([ps, pool_sim]), torch.cat([pr, pool_real]), keys, keys
-                    )
-                else:
-                    terms["pair"] = pair_loss(ps, pr)
-            ramp = 1.0 if cfg.align.warmup_steps == 0 else min(1.0, step / cfg.align.warmup_steps)
+            if step >= cfg.align.start_step:
+                terms.update(align_terms(sim_out, gen))
+            ramp = _ramp(step, cfg.align.start_step, cfg.align.warmup_steps)
             weights = {
                 "contrastive": cfg.align.contrastive,
                 "ot": cfg.align.ot,
@@ -378,10 +417,13 @@ def train_domain_adapt(
                 torch._foreach_lerp_(ema, params, 1 - decay)
             for k, v in {**terms, "total": loss}.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
-            sums["n"] = sums.get("n", 0.0) + 1
+                sums[f"n:{k}"] = sums.get(f"n:{k}", 0.0) + 1
             done = step + 1
             if done % cfg.val_every == 0 or done == total:
-                rec = {"step": done, **{k: v / sums["n"] for k, v in sums.items() if k != "n"}}
+                rec = {
+                    "step": done,
+                    **{k: v / sums[f"n:{k}"] for k, v in sums.items() if not k.startswith("n:")},
+                }
                 sums = {}
                 if val_in is not None and len(val_in):
                     rec["val_loss"] = _validate(
@@ -418,6 +460,24 @@ def train_domain_adapt(
         terms = ("score", "val_loss", "contrastive", "ot", "pair")
         plot_loss_curves(history, out / "loss.png", {k: k for k in terms}, "loss (|value|)")
     return post, history
+
+
+def _ramp(step: int, start: int, warmup: int) -> float:
+    """Weight of the alignment terms: 0 before ``start``, then linear to 1 over ``warmup``."""
+    if step < start:
+        return 0.0
+    return 1.0 if warmup == 0 else min(1.0, (step - start) / warmup)
+
+
+@torch.no_grad()
+def _start_real_copy(
+    params: list[Tensor], ema: list[Tensor], sim: torch.nn.Module, real: torch.nn.Module
+) -> None:
+    """Copy the sim encoders into the real-side encoders, live and EMA weights alike."""
+    where = {id(q): i for i, q in enumerate(params)}
+    for qs, qr in zip(sim.parameters(), real.parameters(), strict=True):
+        qr.copy_(qs)
+        ema[where[id(qr)]].copy_(ema[where[id(qs)]])
 
 
 @torch.no_grad()

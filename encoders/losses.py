@@ -52,7 +52,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ContrastiveLoss", "KeypointOTLoss", "OTLoss", "PairLoss", "pooled_embedding"]
+__all__ = [
+    "ContrastiveLoss",
+    "KeypointOTLoss",
+    "OTLoss",
+    "PairLoss",
+    "flat_tokens",
+    "pooled_embedding",
+]
 
 _PENALTY = 1e6  # finite "forbidden" cost (inf makes ot.emd return a zero plan)
 
@@ -64,6 +71,22 @@ def pooled_embedding(z: Tensor, present: Tensor) -> Tensor:
     """
     w = present.to(z.dtype)[..., None]
     return (z * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)
+
+
+def flat_tokens(tokens: Tensor, mask: Tensor) -> Tensor:
+    """Context tokens (B, T, d) with their mask (B, T) as one vector per object (B, T·d).
+
+    Invalid tokens are zeroed and the vector is divided by √(T·d), so squared distances are
+    mean squared differences per token element: the tokens a Simformer reads, in the form
+    the OT and pair losses take.
+    """
+    if tokens.dim() != 3 or mask.shape != tokens.shape[:2]:
+        raise ValueError(
+            f"expected tokens (B, T, d) and mask (B, T), got {tuple(tokens.shape)} and "
+            f"{tuple(mask.shape)}"
+        )
+    b, t, d = tokens.shape
+    return (tokens * mask[..., None].to(tokens.dtype)).reshape(b, t * d) / math.sqrt(t * d)
 
 
 class ContrastiveLoss(nn.Module):

@@ -98,6 +98,43 @@ def test_each_alignment_loss_trains_the_real_side_and_detach_freezes_the_sim_sid
     assert not _same(_weights(both.encoders), _weights(ref.encoders))
 
 
+@pytest.mark.parametrize("term", ["ot", "pair"])
+def test_token_level_terms_train_the_real_side_only(domains, term):
+    _, s, r, pairs = domains
+    off = {"contrastive": 0.0, "ot": 0.0, "pair": 0.0}
+    common = {"encoders": "separate", "detach_sim": True, "level": "tokens", "pair_kind": "l2"}
+    ref, _ = train_domain_adapt(s, r, _cfg(align={**off, **common}), pairs=pairs, progress=False)
+    on, hist = train_domain_adapt(
+        s, r, _cfg(align={**off, **common, term: 1.0}), pairs=pairs, progress=False
+    )
+    assert hist[-1][term] > 0
+    assert not _same(_weights(on.real_encoders), _weights(ref.real_encoders))
+    assert _same(_weights(on.encoders), _weights(ref.encoders))
+    assert _same(_weights(on.net), _weights(ref.net))
+
+
+def test_start_step_delays_alignment_and_starts_the_real_side_from_the_trained_encoders(domains):
+    _, s, r, pairs = domains
+
+    def run(start):
+        align = {"pair": 1.0, "ot": 0.0, "contrastive": 0.0, "encoders": "separate"}
+        align.update(detach_sim=True, level="tokens", start_step=start, warmup_steps=0)
+        cfg = _cfg(align=align, max_steps=12, val_every=4, lr=1e-3)
+        return train_domain_adapt(s, r, cfg, pairs=pairs, progress=False)
+
+    def dist(post):
+        sim, real = _weights(post.encoders), _weights(post.real_encoders)
+        return sum(float((sim[k] - real[k]).norm()) for k in sim)
+
+    late, hist = run(8)
+    early, _ = run(0)
+    # the pair term is logged only once alignment has started
+    assert ["pair" in h for h in hist] == [False, False, True]
+    # started at step 8 from the sim encoders, the real copy is much closer to them than
+    # one that started from the initial weights and learnt only from the pairs
+    assert dist(late) < 0.5 * dist(early)
+
+
 def test_domain_adaptation_end_to_end_through_the_cli(domains, tmp_path):
     root, s, r, (ps, pr) = domains
     cfg = tmp_path / "da.yaml"

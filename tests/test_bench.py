@@ -158,6 +158,28 @@ def test_domain_adapt_variants_are_parsed():
     assert variant_weights("C+RS", w) == {"contrastive": 0.1, "ot": 0.0, "pair": 0.5}
     with pytest.raises(ValueError, match="unknown terms"):
         variant_weights("C+MMD", w)
+    assert variant_weights("OT+RS@rope", w) == {"contrastive": 0.0, "ot": 1.0, "pair": 0.5}
+
+
+def test_domain_adapt_variant_modes_set_the_align_options():
+    from dasbi.bench.domain_adapt import DomainAdaptBenchConfig, variant_config
+
+    b = DomainAdaptBenchConfig()
+    plain = variant_config(b.train, "RS", b.weights, 0, 1, b.modes)
+    rope = variant_config(b.train, "RS@rope", b.weights, 0, 1, b.modes)
+    assert (plain.align.encoders, plain.align.level, plain.align.start_step) == (
+        "shared",
+        "pooled",
+        0,
+    )
+    assert (rope.align.encoders, rope.align.level, rope.align.detach_sim) == (
+        "separate",
+        "tokens",
+        True,
+    )
+    assert rope.align.pair == plain.align.pair == 1.0 and rope.align.ot == 0.0
+    with pytest.raises(ValueError, match="unknown mode 'fancy'"):
+        variant_config(b.train, "RS@fancy", b.weights, 0, 1, b.modes)
 
 
 def test_spectral_type_temperatures(shared_data):

@@ -11,6 +11,7 @@ from encoders.losses import (
     KeypointOTLoss,
     OTLoss,
     PairLoss,
+    flat_tokens,
     pooled_embedding,
 )
 
@@ -22,6 +23,20 @@ def test_pooled_embedding_is_the_mean_over_present_modalities():
     present = torch.tensor([[True, True, False]])
     torch.testing.assert_close(pooled_embedding(z, present), torch.tensor([[2.0, 1.0]]))
     assert torch.all(pooled_embedding(z, torch.zeros(1, 3, dtype=torch.bool)) == 0)
+
+
+def test_flat_tokens_zero_invalid_tokens_and_give_mean_squared_differences():
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(5, 3, 4, generator=gen), torch.randn(5, 3, 4, generator=gen)
+    mask = torch.ones(5, 3, dtype=torch.bool)
+    fa, fb = flat_tokens(a, mask), flat_tokens(b, mask)
+    assert fa.shape == (5, 12)
+    torch.testing.assert_close(((fa - fb) ** 2).sum(-1), ((a - b) ** 2).mean((1, 2)))
+    mask[0, 1] = False
+    f = flat_tokens(a + 100.0, mask)  # what an invalid token holds never shows
+    assert torch.all(f[0, 4:8] == 0) and torch.all(f[1] != 0)
+    with pytest.raises(ValueError, match="tokens"):
+        flat_tokens(a, mask[:, :2])
 
 
 def test_contrastive_loss_decreases_as_modalities_align():

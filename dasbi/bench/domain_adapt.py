@@ -87,7 +87,7 @@ class DomainAdaptBenchConfig:
             "bands": {b: {} for b in BANDS},
             "mag_limit": 16.0,
             "l": 90.0,
-            "b": 5.0,
+            "b": 1.0,
             "radius": 2.0,
         },
         help="field_stars options of the simulation side",
@@ -116,9 +116,34 @@ class DomainAdaptBenchConfig:
         default_factory=lambda: {"C": 0.1, "OT": 1.0, "RS": 1.0},
         help="λ of each alignment term when a variant switches it on",
     )
+    modes: dict[str, dict[str, Any]] = param(
+        default_factory=lambda: {
+            "rope": {
+                "encoders": "separate",
+                "detach_sim": True,
+                "level": "tokens",
+                "start_step": 1000,
+            }
+        },
+        help="align settings of a variant 'terms@mode' on top of train.align",
+    )
     variants: list[str] = param(
-        default_factory=lambda: ["none", "C", "OT", "RS", "C+OT", "C+RS", "OT+RS", "C+OT+RS"],
-        help="alignment terms per trained model: none or '+'-joined C, OT, RS",
+        default_factory=lambda: [
+            "none",
+            "C",
+            "OT",
+            "RS",
+            "C+OT",
+            "C+RS",
+            "OT+RS",
+            "C+OT+RS",
+            "OT@rope",
+            "RS@rope",
+            "OT+RS@rope",
+            "C+RS@rope",
+        ],
+        help="alignment terms per trained model: none or '+'-joined C, OT, RS, optionally "
+        "with '@mode' (align settings from modes)",
     )
     sampler: dict[str, Any] = param(
         default_factory=lambda: {"method": "dpm2m", "steps": 15},
@@ -129,8 +154,10 @@ class DomainAdaptBenchConfig:
 
 
 def variant_weights(variant: str, weights: dict[str, float]) -> dict[str, float]:
-    """``"C+OT"`` → the align λ overrides (contrastive, ot, pair), unused terms at 0."""
-    on = set() if variant == "none" else set(variant.split("+"))
+    """``"C+OT"`` → the align λ overrides (contrastive, ot, pair), unused terms at 0
+    (an ``@mode`` suffix is ignored here)."""
+    terms = variant.split("@")[0]
+    on = set() if terms == "none" else set(terms.split("+"))
     unknown = on - set(TERMS)
     if unknown:
         raise ValueError(
@@ -141,13 +168,25 @@ def variant_weights(variant: str, weights: dict[str, float]) -> dict[str, float]
 
 
 def variant_config(
-    train: dict[str, Any], variant: str, weights: dict[str, float], seed: int, threads: int
+    train: dict[str, Any],
+    variant: str,
+    weights: dict[str, float],
+    seed: int,
+    threads: int,
+    modes: dict[str, dict[str, Any]] | None = None,
 ) -> Any:
-    """The DomainAdaptConfig of one variant: the shared settings with its λ switched on."""
+    """The DomainAdaptConfig of one variant: the shared settings with its λ switched on
+    and, for ``terms@mode``, the align settings of ``modes[mode]`` on top."""
     from ..adapt import DomainAdaptConfig
 
+    mode = variant.split("@")[1] if "@" in variant else None
+    if mode is not None and mode not in (modes or {}):
+        raise ValueError(
+            f"variant {variant!r}: unknown mode {mode!r}; modes: {sorted(modes or {})}"
+        )
     tcfg = {**train, "seed": seed, "threads": threads}
-    tcfg["align"] = {**train.get("align", {}), **variant_weights(variant, weights)}
+    extra = (modes or {}).get(mode, {}) if mode else {}
+    tcfg["align"] = {**train.get("align", {}), **extra, **variant_weights(variant, weights)}
     return from_dict(DomainAdaptConfig, tcfg)
 
 
@@ -313,8 +352,8 @@ def bench_domain_adapt(
             **options,
         }
     cfg = from_dict(DomainAdaptBenchConfig, options)
-    for v in cfg.variants:
-        variant_weights(v, cfg.weights)  # bad variant names fail before any simulation
+    for v in cfg.variants:  # bad variant names fail before any simulation
+        variant_config(cfg.train, v, cfg.weights, cfg.seed, cfg.threads, cfg.modes)
     torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
     sim, _ = _simulators(cfg)
@@ -332,8 +371,8 @@ def bench_domain_adapt(
         truth = fwd(th)
         scale = truth.std(0) + 1e-12
         for variant in cfg.variants:
-            da = variant_config(cfg.train, variant, cfg.weights, cfg.seed, cfg.threads)
-            use_pairs = pairs if "RS" in variant.split("+") else None
+            da = variant_config(cfg.train, variant, cfg.weights, cfg.seed, cfg.threads, cfg.modes)
+            use_pairs = pairs if "RS" in variant.split("@")[0].split("+") else None
             t1 = time.perf_counter()
             post, _ = train_domain_adapt(
                 sim_path, real_path, da, pairs=use_pairs, progress=progress
