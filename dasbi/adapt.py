@@ -227,7 +227,10 @@ def train_domain_adapt(
     diffuse = ds.nodes.diffuse
     theta = NodeSet(n for n in diffuse if n.kind == "parameter")
     p = len(theta)
-    specs = modality_specs(ds.nodes)
+    specs = modality_specs(
+        ds.nodes, {n.modality: ds.group_attrs(n.modality) for n in ds.nodes.context}
+    )
+    _spectrum_scales(specs, ds, n_train)
 
     torch.manual_seed(cfg.seed)
     net = Simformer(p, torch.zeros(p, dtype=torch.bool), cfg.network, context_dim=cfg.encoder.dim)
@@ -257,9 +260,10 @@ def train_domain_adapt(
 
     # the sim side is streamed from disk when it is large (as in `dasbi train`); the real
     # set and the pairs are read into memory
-    sim_data = _Data(ds, std, n_train, cfg)
+    spectra = bool(ds.nodes.context)
+    sim_data = _Data(ds, std, n_train, cfg, context=spectra)
     val_in = (
-        _to_inputs(ds.read(n_train, n_train + min(n_val, cfg.val_rows)), ds, std)
+        _to_inputs(ds.read(n_train, n_train + min(n_val, cfg.val_rows)), ds, std, spectra)
         if n_val
         else None
     )
@@ -460,6 +464,22 @@ def train_domain_adapt(
         terms = ("score", "val_loss", "contrastive", "ot", "pair")
         plot_loss_curves(history, out / "loss.png", {k: k for k in terms}, "loss (|value|)")
     return post, history
+
+
+def _spectrum_scales(specs: list[dict[str, Any]], ds: Dataset, n_train: int) -> None:
+    """Set each spectrum spec's ``log_flux_ref``: the median over (up to 4096) training rows
+    of log10 of each spectrum's median valid flux."""
+    from .inputs import context_tensors
+
+    todo = [sp for sp in specs if sp["kind"] == "spectrum"]
+    if not todo:
+        return
+    ctx = context_tensors(ds.read(0, min(n_train, 4096)), ds.nodes)
+    for sp in todo:
+        flux, _, ok = ctx[sp["nodes"][0]]
+        med = torch.nanmedian(torch.where(ok, flux.abs(), torch.nan), dim=1).values
+        med = med[torch.isfinite(med) & (med > 0)]
+        sp["log_flux_ref"] = float(torch.log10(med).median()) if len(med) else 0.0
 
 
 def _ramp(step: int, start: int, warmup: int) -> float:

@@ -22,13 +22,13 @@ import torch
 from torch import Tensor, nn
 
 from encoders.losses import pooled_embedding
-from encoders.modalities import PhotometryEncoder, ScalarSetEncoder
+from encoders.modalities import PhotometryEncoder, ScalarSetEncoder, SpectrumEncoder
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import from_dict, param, to_dict
 from .dataset import Dataset
 from .errors import CheckpointError, DataError
-from .inputs import ModelInputs, model_inputs
+from .inputs import ModelInputs, context_tensors, model_inputs
 from .network import LATENT, Simformer
 from .nodes import Node, NodeSet
 from .posterior import Posterior, build_sde
@@ -53,6 +53,7 @@ class EncoderConfig:
     depth: int = param(2, ge=0, le=16, help="transformer blocks over the modality's set")
     heads: int = param(4, ge=1, le=32, help="attention heads (must divide dim)")
     tokens: int = param(2, ge=1, le=64, help="context tokens per modality")
+    patch: int = param(16, ge=1, le=512, help="pixels per patch of the spectrum encoders")
 
 
 # -- modalities ------------------------------------------------------------------------------
@@ -79,18 +80,31 @@ def _wavelengths(names: list[str]) -> list[float] | None:
 
 
 def build_encoders(specs: list[dict[str, Any]], cfg: EncoderConfig) -> nn.ModuleDict:
-    """One encoder per modality spec ``{name, kind, nodes, wavelengths_um}``."""
+    """One encoder per modality spec ``{name, kind, nodes, wavelengths_um}`` (spectra:
+    ``wavelengths_aa`` and ``log_flux_ref``)."""
     kw = {"dim": cfg.dim, "depth": cfg.depth, "heads": cfg.heads, "num_tokens": cfg.tokens}
     out = nn.ModuleDict()
     for spec in specs:
-        if spec["kind"] == "photometry":
+        if spec["kind"] == "spectrum":
+            out[spec["name"]] = SpectrumEncoder(
+                spec["wavelengths_aa"],
+                patch=cfg.patch,
+                log_flux_ref=spec.get("log_flux_ref", 0.0),
+                **kw,
+            )
+        elif spec["kind"] == "photometry":
             out[spec["name"]] = PhotometryEncoder(spec["nodes"], spec["wavelengths_um"], **kw)
         else:
             out[spec["name"]] = ScalarSetEncoder(spec["nodes"], **kw)
     return out
 
 
-def modality_specs(nodes: NodeSet) -> list[dict[str, Any]]:
+def modality_specs(
+    nodes: NodeSet, group_attrs: Mapping[str, Mapping[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """One spec per modality: the observable diffuse nodes grouped by modality, and each
+    context (spectrum) node, whose pixel wavelengths come from ``group_attrs[modality]``
+    (``wavelength_nm`` or ``wavelength_aa``, as `dasbi simulate` writes them)."""
     diffuse = nodes.diffuse
     specs = []
     for name, idx in modality_groups(nodes).items():
@@ -105,6 +119,34 @@ def modality_specs(nodes: NodeSet) -> list[dict[str, Any]]:
                 "wavelengths_um": lam,
             }
         )
+    for node in nodes.context:
+        if node.kind != "observable":
+            continue
+        attrs = dict((group_attrs or {}).get(node.modality, {}))
+        if "wavelength_aa" in attrs:
+            lam_aa = np.asarray(attrs["wavelength_aa"], np.float64)
+        elif "wavelength_nm" in attrs:
+            lam_aa = 10.0 * np.asarray(attrs["wavelength_nm"], np.float64)
+        else:
+            raise DataError(
+                f"spectrum node {node.name!r}: the dataset gives no pixel wavelengths (group "
+                f"attribute 'wavelength_nm' or 'wavelength_aa' of {node.modality!r}); write it "
+                "with `dasbi simulate` or add the attribute"
+            )
+        if lam_aa.shape != (node.size,):
+            raise DataError(
+                f"spectrum node {node.name!r} has {node.size} pixels but {lam_aa.size} wavelengths"
+            )
+        name = node.modality if node.modality not in {sp["name"] for sp in specs} else node.name
+        specs.append(
+            {
+                "name": name,
+                "kind": "spectrum",
+                "nodes": [node.name],
+                "index": [],
+                "wavelengths_aa": lam_aa.tolist(),
+            }
+        )
     return specs
 
 
@@ -114,6 +156,18 @@ def encode(
     """Context tokens (B, M·K, d), their mask, embeddings z (B, M, d) and presence (B, M)."""
     toks, masks, zs, pres = [], [], [], []
     for spec in specs:
+        if spec["kind"] == "spectrum":
+            enc = encoders[spec["name"]]
+            got = inputs.context.get(spec["nodes"][0])
+            if got is None:  # no spectra in these inputs: the modality is absent
+                zero = torch.zeros(len(inputs), enc.length)
+                got = (zero, zero, torch.zeros(zero.shape, dtype=torch.bool))
+            out = enc(*got)
+            toks.append(out.tokens)
+            masks.append(out.mask)
+            zs.append(out.z)
+            pres.append(out.present)
+            continue
         idx = torch.as_tensor(spec["index"])
         out = encoders[spec["name"]](
             inputs.values[:, idx],
@@ -191,6 +245,7 @@ class AdaptedPosterior(Posterior):
         observed: Any = None,
         errors: Any = None,
         upper_limits: Any = None,
+        spectra: Mapping[str, Any] | None = None,
         domain: Literal["real", "sim"] = "real",
         sampler: SamplerConfig | Mapping[str, Any] | str | None = None,
         steps: int | None = None,
@@ -199,7 +254,10 @@ class AdaptedPosterior(Posterior):
         """Posterior samples (S, *batch, P) of θ given observables x (physical units).
 
         ``domain`` picks the encoders (they differ only with ``encoders: separate``).
-        The other arguments are those of :meth:`Posterior.sample`.
+        ``spectra`` maps a spectrum node (``xp_spectrum``, …) to a pair (fluxes, 1σ
+        errors), each (*batch, L) in the dataset's units; NaN pixels are masked, and a
+        spectrum not given is an absent modality. The other arguments are those of
+        :meth:`Posterior.sample`.
         """
         s = self._sample_count(sample_shape)
         names = self.observable_names
@@ -228,6 +286,7 @@ class AdaptedPosterior(Posterior):
         fl = np.zeros(full.shape, bool)
         fl[:, p:] = lim
         inputs = model_inputs(full, fe, fo, fl, self.x_standardizer)
+        inputs.context = self._spectra(spectra, b)
         enc = self.real_encoders if (domain == "real" and self.real_encoders) else self.encoders
         enc.eval()
         ctx, ctx_ok, _, _ = encode(enc, self.specs, inputs)
@@ -248,6 +307,44 @@ class AdaptedPosterior(Posterior):
         )
         phys = self.standardizer.inverse(y).astype(np.float32)
         return torch.from_numpy(phys.reshape(s, *batch_shape, p))
+
+    def _spectra(self, spectra: Mapping[str, Any] | None, b: int) -> dict[str, Any]:
+        sizes = {n.name: n.size for n in self.all_nodes.context if n.kind == "observable"}
+        out = {}
+        for name, value in (spectra or {}).items():
+            if name not in sizes:
+                raise DataError(
+                    f"spectra: unknown spectrum {name!r}; the model has {sorted(sizes) or 'none'}"
+                )
+            if not (isinstance(value, tuple) and len(value) == 2):
+                raise DataError(
+                    f"spectra[{name!r}]: pass a pair (fluxes, 1σ errors); the encoder reads "
+                    "the errors"
+                )
+            raw, err = value
+            flux = np.asarray(raw, np.float64)
+            if flux.ndim == 0 or flux.shape[-1] != sizes[name] or flux.size != b * sizes[name]:
+                raise DataError(
+                    f"spectra[{name!r}]: expected {b} spectra of {sizes[name]} pixels (one per "
+                    f"object of x), got shape {flux.shape}"
+                )
+            flux = flux.reshape(b, sizes[name])
+            err = np.asarray(err, np.float64)
+            if err.size != flux.size:
+                raise DataError(f"spectra[{name!r}]: errors must have the fluxes' shape")
+            err = err.reshape(flux.shape)
+            if np.isinf(flux).any() or (np.isfinite(err) & (err < 0)).any():
+                raise DataError(
+                    f"spectra[{name!r}]: fluxes must be finite (NaN marks a masked pixel) and "
+                    "errors non-negative"
+                )
+            ok = np.isfinite(flux) & np.isfinite(err) & (err > 0)
+            out[name] = (
+                torch.from_numpy(np.where(ok, flux, 0.0).astype(np.float32)),
+                torch.from_numpy(np.where(ok, err, 0.0).astype(np.float32)),
+                torch.from_numpy(ok),
+            )
+        return out
 
     # -- persistence ---------------------------------------------------------------------
     @torch.no_grad()
@@ -454,4 +551,14 @@ def _inputs_for(ds: Dataset, ref: NodeSet, std: Standardizer) -> ModelInputs:
         group, j = where[node.name]
         for key in arr:
             arr[key][:, i] = np.asarray(getattr(blocks[group], key))[:, j]
-    return model_inputs(arr["values"], arr["errors"], arr["observed"], arr["upper_limit"], std)
+    out = model_inputs(arr["values"], arr["errors"], arr["observed"], arr["upper_limit"], std)
+    wanted = {n.name: n.size for n in ref.context}
+    got = context_tensors(blocks, ds.nodes)
+    for name, (flux, _, _) in got.items():
+        if name in wanted and flux.shape[1] != wanted[name]:
+            raise DataError(
+                f"{str(ds.path)!r}: spectrum {name!r} has {flux.shape[1]} pixels, the model "
+                f"expects {wanted[name]}"
+            )
+    out.context = {k: v for k, v in got.items() if k in wanted}
+    return out

@@ -17,7 +17,7 @@ Conventions (see also :mod:`simulators.base`):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from .errors import DataError
 from .nodes import NodeSet
 from .transforms import Standardizer
 
-__all__ = ["ModelInputs", "diffuse_arrays", "model_inputs"]
+__all__ = ["ModelInputs", "context_tensors", "diffuse_arrays", "model_inputs"]
 
 
 @dataclass
@@ -42,6 +42,8 @@ class ModelInputs:
         present: (B, N) bool, observed values that are not limits.
         limit: (B, N) bool, upper limits (value stored in ``limit_value``).
         limit_value: (B, N) float32 physical limit values (NaN elsewhere).
+        context: Context (vector) nodes by name, each (flux, errors, valid) of shape (B, L):
+            spectra for the modality encoders of `dasbi train --domain-adapt`.
     """
 
     values: Tensor
@@ -49,6 +51,7 @@ class ModelInputs:
     present: Tensor
     limit: Tensor
     limit_value: np.ndarray
+    context: dict[str, tuple[Tensor, Tensor, Tensor]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.values.shape[0]
@@ -61,6 +64,7 @@ class ModelInputs:
             self.present[index],
             self.limit[index],
             self.limit_value[idx],
+            {k: (f[index], e[index], m[index]) for k, (f, e, m) in self.context.items()},
         )
 
 
@@ -126,3 +130,27 @@ def model_inputs(
         limit=torch.from_numpy(upper_limit),
         limit_value=limit_value,
     )
+
+
+def context_tensors(
+    blocks: Mapping[str, Block], nodes: NodeSet
+) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
+    """The context (vector) nodes of ``blocks`` as (flux, errors, valid) tensors (B, L).
+
+    A pixel is valid where it is observed and its flux and error are finite; invalid pixels
+    hold 0 (the spectrum encoders mask them).
+    """
+    out = {}
+    for node in nodes.context:
+        if node.modality not in blocks:
+            continue
+        b = blocks[node.modality]
+        flux = np.asarray(b.values, np.float32)
+        err = np.asarray(b.errors, np.float32)
+        ok = np.asarray(b.observed, bool) & np.isfinite(flux) & np.isfinite(err)
+        out[node.name] = (
+            torch.from_numpy(np.where(ok, flux, 0.0).astype(np.float32)),
+            torch.from_numpy(np.where(ok, err, 0.0).astype(np.float32)),
+            torch.from_numpy(ok),
+        )
+    return out

@@ -33,7 +33,7 @@ from .config import dumps, fingerprint, load_config, param, to_dict
 from .dataset import Dataset
 from .errors import CheckpointError, ConfigError, DataError, ResumeError
 from .fileio import atomic_path, recover
-from .inputs import ModelInputs, diffuse_arrays, model_inputs
+from .inputs import ModelInputs, context_tensors, diffuse_arrays, model_inputs
 from .loss import DenoisingScoreLoss, training_state
 from .masks import ConditionMaskConfig
 from .network import NetworkConfig, Simformer
@@ -96,9 +96,17 @@ def _step_seed(seed: int, step: int, salt: int = 0) -> int:
 class _Data:
     """Training batches, in memory (random batches) or streamed (block-shuffled epochs)."""
 
-    def __init__(self, ds: Dataset, std: Standardizer, n_train: int, cfg: TrainConfig) -> None:
+    def __init__(
+        self,
+        ds: Dataset,
+        std: Standardizer,
+        n_train: int,
+        cfg: TrainConfig,
+        context: bool = False,
+    ) -> None:
         self.ds, self.std, self.n_train, self.cfg = ds, std, n_train, cfg
-        n_nodes = len(std.nodes)
+        self.context = context  # also the context (spectrum) nodes, for modality encoders
+        n_nodes = len(std.nodes) + (sum(n.size for n in ds.nodes.context) if context else 0)
         in_memory = cfg.in_memory
         if in_memory is None:
             in_memory = n_train * n_nodes * 14 < 2 * 2**30
@@ -109,7 +117,7 @@ class _Data:
             self.all = self.inputs(0, n_train)
 
     def inputs(self, start: int, stop: int) -> ModelInputs:
-        return _to_inputs(self.ds.read(start, stop), self.ds, self.std)
+        return _to_inputs(self.ds.read(start, stop), self.ds, self.std, self.context)
 
     def batch(self, step: int) -> ModelInputs:
         b = self.cfg.batch_size
@@ -131,12 +139,15 @@ class _Data:
                 next(self._iter)
         self._pos = step
         blocks = next(self._iter)
-        return _to_inputs(blocks, self.ds, self.std)
+        return _to_inputs(blocks, self.ds, self.std, self.context)
 
 
-def _to_inputs(blocks: dict, ds: Dataset, std: Standardizer) -> ModelInputs:
+def _to_inputs(blocks: dict, ds: Dataset, std: Standardizer, context: bool = False) -> ModelInputs:
     values, errors, observed, upper = diffuse_arrays(blocks, ds.nodes)
-    return model_inputs(values, errors, observed, upper, std)
+    out = model_inputs(values, errors, observed, upper, std)
+    if context:
+        out.context = context_tensors(blocks, ds.nodes)
+    return out
 
 
 def _fit_standardizer(ds: Dataset, n_train: int) -> tuple[Standardizer, list[str], bool]:

@@ -261,6 +261,8 @@ class SpectrumEncoder(nn.Module):
         wavelengths_aa: (L,) pixel wavelengths [Å].
         patch: Pixels per patch (L is padded to a multiple).
         dim, depth, heads, num_tokens: As for :class:`ScalarSetEncoder`.
+        log_flux_ref: Typical log10 median flux of the training spectra, subtracted before
+            the flux-scale embedding (spectra in W m⁻² nm⁻¹ sit near -17).
 
     >>> enc = SpectrumEncoder(torch.linspace(3300, 10200, 120), patch=8, dim=16, heads=2)
     >>> out = enc(torch.ones(3, 120), torch.full((3, 120), 0.01))
@@ -276,8 +278,12 @@ class SpectrumEncoder(nn.Module):
         depth: int = 2,
         heads: int = 4,
         num_tokens: int = 2,
+        log_flux_ref: float = 0.0,
     ) -> None:
         super().__init__()
+        if not math.isfinite(log_flux_ref):
+            raise ValueError(f"log_flux_ref must be finite, got {log_flux_ref}")
+        self.log_flux_ref = float(log_flux_ref)
         lam = torch.as_tensor(wavelengths_aa, dtype=torch.float64).flatten()
         if len(lam) < 2 or not bool((lam > 0).all()) or not bool((torch.diff(lam) > 0).all()):
             raise ValueError("wavelengths_aa must be positive and strictly increasing")
@@ -323,6 +329,6 @@ class SpectrumEncoder(nn.Module):
         h = (
             self.embed(feats)
             + self.pos(self.position)
-            + self.scale(torch.log10(med)[:, None, None])
+            + self.scale(torch.log10(med)[:, None, None] - self.log_flux_ref)
         )
         return self.head(h, patch_valid)

@@ -433,3 +433,121 @@ def test_kill_and_resume_domain_adaptation_matches_uninterrupted(domains, tmp_pa
     hist_ref = json.loads((tmp_path / "ref" / "history.json").read_text())
     assert [h["step"] for h in hist_run] == [h["step"] for h in hist_ref]
     assert AdaptedPosterior.load(tmp_path / "run").meta["training"]["finished"]
+
+
+@pytest.fixture
+def xp_domains(tmp_path_factory, shared_data):
+    """Field stars with Gaia photometry, parallax and XP spectra (the sim side), and a real
+    side without spectra."""
+    root = tmp_path_factory.mktemp("xp")
+    opts = {"name": "field_stars", "bands": {"gaia_G": {}, "gaia_BP": {}, "gaia_RP": {}}}
+    sim = run_simulate(
+        from_dict(
+            SimulateConfig,
+            {"num": 400, "seed": 0, "simulator": {**opts, "xp": True, "mag_limit": 15}},
+        ),
+        root / "sim.h5",
+        progress=False,
+    )
+    real = run_simulate(
+        from_dict(SimulateConfig, {"num": 200, "seed": 1, "simulator": {**opts, "mag_limit": 15}}),
+        root / "real.h5",
+        progress=False,
+    )
+    return sim, real
+
+
+def test_spectra_are_a_modality_of_the_adapted_model(xp_domains, tmp_path):
+    from dasbi.adapted import encode
+    from dasbi.bench.domain_adapt import _observations
+    from dasbi.inputs import context_tensors
+    from dasbi.train import _to_inputs
+
+    sim, real = xp_domains
+    cfg = _cfg(max_steps=3, align={"ot": 1.0, "contrastive": 0.1, "pair": 0.0})
+    cfg.encoder.patch = 16
+    post, hist = train_domain_adapt(sim, real, cfg, progress=False)
+    assert np.isfinite(hist[-1]["score"])
+    spec = next(sp for sp in post.specs if sp["kind"] == "spectrum")
+    assert spec["name"] == "xp" and spec["nodes"] == ["xp_spectrum"]
+    with Dataset(sim) as ds:
+        lam_nm = np.asarray(ds.group_attrs("xp")["wavelength_nm"])
+        blocks = ds.read(0, 8)
+        inputs = _to_inputs(blocks, ds, post.x_standardizer, context=True)
+    np.testing.assert_allclose(spec["wavelengths_aa"], 10 * lam_nm)  # nm → Å
+    assert -20 < spec["log_flux_ref"] < -12  # W m-2 nm-1 of G <= 15 stars
+
+    # the score loss reaches the spectrum encoder through the context tokens
+    from dasbi.loss import DenoisingScoreLoss, training_state
+
+    enc = post.encoders
+    ctx, ok, _, present = encode(enc, post.specs, inputs)
+    assert present[:, [sp["kind"] for sp in post.specs].index("spectrum")].all()
+    gen = torch.Generator().manual_seed(0)
+    th = inputs.take(slice(0, 8))
+    p = len(post.parameter_names)
+    th = type(inputs)(
+        th.values[:, :p],
+        th.errors[:, :p],
+        th.present[:, :p],
+        th.limit[:, :p],
+        th.limit_value[:, :p],
+    )
+    st = training_state(th, torch.ones(p, dtype=torch.bool), cfg.masks, gen)
+    DenoisingScoreLoss(post.net, post.sde, cfg.sde.weighting)(
+        th, st, gen, None, ctx, ok
+    ).mean().backward()
+    grads = [q.grad for q in enc["xp"].parameters()]
+    assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
+
+    # a spectrum changes the posterior; without one the modality is absent
+    _, kw = _observations(sim)
+    kw = {k: {n: v[:8] for n, v in m.items()} for k, m in kw.items()}
+    xp = (blocks["xp"].values, blocks["xp"].errors)
+    fast = {"method": "dpm2m", "steps": 4}
+    with_xp = post.sample((40,), **kw, spectra={"xp_spectrum": xp}, seed=0, sampler=fast)
+    without = post.sample((40,), **kw, seed=0, sampler=fast)
+    assert with_xp.shape == without.shape == (40, 8, 6)
+    assert not torch.equal(with_xp, without)
+    # round trip through the checkpoint, spectrum encoder included
+    post.save(tmp_path / "m")
+    again = AdaptedPosterior.load(tmp_path / "m")
+    torch.testing.assert_close(
+        again.sample((40,), **kw, spectra={"xp_spectrum": xp}, seed=0, sampler=fast), with_xp
+    )
+    # clear errors for bad spectra
+    for bad, match in [
+        ({"xp_spectrum": blocks["xp"].values}, "pair"),
+        ({"xp_spectrum": (blocks["xp"].values[:, :10], blocks["xp"].errors[:, :10])}, "pixels"),
+        ({"lamost_spectrum": xp}, "unknown spectrum"),
+        ({"xp_spectrum": (np.full_like(xp[0], np.inf), xp[1])}, "finite"),
+    ]:
+        with pytest.raises(DataError, match=match):
+            post.sample((4,), **kw, spectra=bad, seed=0, sampler=fast)
+    # masked pixels are invalid ones: NaN flux or non-positive error
+    flux = blocks["xp"].values.copy()
+    flux[0, :50] = np.nan
+    blocks["xp"].values = flux
+    with Dataset(sim) as ds:
+        _, _, valid = context_tensors(blocks, ds.nodes)["xp_spectrum"]
+    assert not valid[0, :50].any() and valid[0, 50:].all()
+
+
+def test_spectrum_specs_need_pixel_wavelengths():
+    from dasbi.adapted import modality_specs
+    from dasbi.nodes import Node, NodeSet
+
+    nodes = NodeSet(
+        [
+            Node("teff", "parameter", "theta"),
+            Node("g", "observable", "photometry", unit="mag"),
+            Node("spec", "observable", "lamost", role="context", size=4),
+        ]
+    )
+    with pytest.raises(DataError, match="no pixel wavelengths"):
+        modality_specs(nodes, {})
+    with pytest.raises(DataError, match="4 pixels but 3 wavelengths"):
+        modality_specs(nodes, {"lamost": {"wavelength_aa": [4000.0, 5000.0, 6000.0]}})
+    specs = modality_specs(nodes, {"lamost": {"wavelength_nm": [400.0, 500.0, 600.0, 700.0]}})
+    assert [(sp["name"], sp["kind"]) for sp in specs][-1] == ("lamost", "spectrum")
+    assert specs[-1]["wavelengths_aa"] == [4000.0, 5000.0, 6000.0, 7000.0]
