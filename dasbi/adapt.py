@@ -169,7 +169,9 @@ def train_domain_adapt(
             result equals an uninterrupted run's.
 
     Returns:
-        The trained model (best validation weights) and the history, with one record per
+        The trained model (the EMA weights with the best validation loss among the records
+        after the alignment is fully on, ``start_step + warmup_steps``; the final EMA weights
+        where there is none) and the history, with one record per
         ``val_every`` steps holding each loss term.
     """
     cfg = cfg or DomainAdaptConfig()
@@ -275,6 +277,8 @@ def train_domain_adapt(
     )
     is_param = torch.ones(p, dtype=torch.bool)
     theta_idx = torch.arange(p)
+    aligning = cfg.align.contrastive > 0 or cfg.align.ot > 0 or (cfg.align.pair > 0 and pair_sets)
+    aligned_from = cfg.align.start_step + cfg.align.warmup_steps if aligning else -1
 
     def theta_part(inp: ModelInputs) -> ModelInputs:
         return ModelInputs(
@@ -436,7 +440,9 @@ def train_domain_adapt(
                         lambda g: score_loss(val_in, g)[0],
                         cfg.seed,
                     )
-                    if rec["val_loss"] < best_val:
+                    # the validation loss does not see the alignment: a snapshot taken
+                    # before it is fully on would hold half-trained real-side encoders
+                    if rec["val_loss"] < best_val and done > aligned_from:
                         best_val, best = rec["val_loss"], [e.clone() for e in ema]
                 history.append(rec)
                 bar.set_postfix(score=f"{rec['score']:.4g}", val=f"{rec.get('val_loss', 0):.4g}")

@@ -130,6 +130,8 @@ def test_start_step_delays_alignment_and_starts_the_real_side_from_the_trained_e
     early, _ = run(0)
     # the pair term is logged only once alignment has started
     assert ["pair" in h for h in hist] == [False, False, True]
+    # the best snapshot is never one taken before the alignment started
+    assert late.meta["training"]["best_val_loss"] == hist[-1]["val_loss"]
     # started at step 8 from the sim encoders, the real copy is much closer to them than
     # one that started from the initial weights and learnt only from the pairs
     assert dist(late) < 0.5 * dist(early)

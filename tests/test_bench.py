@@ -136,7 +136,7 @@ def test_bench_domain_adapt_quick(tmp_path, shared_data):
     path = run_bench("domain-adapt", out=tmp_path / "d.json", quick=True, progress=False)
     out = json.loads(path.read_text())
     res = out["results"]
-    assert [r["variant"] for r in res] == ["none", "C+OT+RS"]
+    assert [r["variant"] for r in res] == ["none", "C+OT+RS", "RS@rope"]
     names = out["parameters"]
     assert names == ["teff", "logg", "feh", "radius", "distance", "av"]
     for r in res:

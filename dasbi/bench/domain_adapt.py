@@ -347,7 +347,15 @@ def bench_domain_adapt(
                 "encoder": {"dim": 16, "depth": 1, "heads": 2, "tokens": 2},
                 "align": {"warmup_steps": 5},
             },
-            "variants": ["none", "C+OT+RS"],
+            "variants": ["none", "C+OT+RS", "RS@rope"],
+            "modes": {
+                "rope": {
+                    "encoders": "separate",
+                    "detach_sim": True,
+                    "level": "tokens",
+                    "start_step": 10,
+                }
+            },
             "sampler": {"method": "dpm2m", "steps": 4},
             **options,
         }
