@@ -101,7 +101,7 @@ def test_each_alignment_loss_trains_the_real_side_and_detach_freezes_the_sim_sid
 @pytest.mark.parametrize("term", ["ot", "pair"])
 def test_token_level_terms_train_the_real_side_only(domains, term):
     _, s, r, pairs = domains
-    off = {"contrastive": 0.0, "ot": 0.0, "pair": 0.0}
+    off = {"contrastive": 0.0, "ot": 0.0, "pair": 0.0, "warmup_steps": 0}
     common = {"encoders": "separate", "detach_sim": True, "level": "tokens", "pair_kind": "l2"}
     ref, _ = train_domain_adapt(s, r, _cfg(align={**off, **common}), pairs=pairs, progress=False)
     on, hist = train_domain_adapt(
