@@ -156,25 +156,21 @@ def encode(
     """Context tokens (B, M·K, d), their mask, embeddings z (B, M, d) and presence (B, M)."""
     toks, masks, zs, pres = [], [], [], []
     for spec in specs:
+        enc = encoders[spec["name"]]
         if spec["kind"] == "spectrum":
-            enc = encoders[spec["name"]]
             got = inputs.context.get(spec["nodes"][0])
             if got is None:  # no spectra in these inputs: the modality is absent
                 zero = torch.zeros(len(inputs), enc.length)
                 got = (zero, zero, torch.zeros(zero.shape, dtype=torch.bool))
             out = enc(*got)
-            toks.append(out.tokens)
-            masks.append(out.mask)
-            zs.append(out.z)
-            pres.append(out.present)
-            continue
-        idx = torch.as_tensor(spec["index"])
-        out = encoders[spec["name"]](
-            inputs.values[:, idx],
-            inputs.errors[:, idx],
-            inputs.present[:, idx] | inputs.limit[:, idx],
-            inputs.limit[:, idx],
-        )
+        else:
+            idx = torch.as_tensor(spec["index"])
+            out = enc(
+                inputs.values[:, idx],
+                inputs.errors[:, idx],
+                inputs.present[:, idx] | inputs.limit[:, idx],
+                inputs.limit[:, idx],
+            )
         toks.append(out.tokens)
         masks.append(out.mask)
         zs.append(out.z)
