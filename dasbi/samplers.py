@@ -45,6 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -68,6 +69,20 @@ class SamplerConfig:
     rho: float = param(7.0, gt=0.0, help="Karras grid exponent (heun)")
     sigma_start: float = param(
         80.0, gt=0.0, help="largest noise level of the ODE grid, if below the SDE's (heun, dpm2m)"
+    )
+    sigma_knee: float = param(
+        3.0,
+        ge=0.0,
+        help="dpm2m: one step from the largest noise level down to this one, then steps "
+        "uniform in log σ down to the smallest; in units of the standardised data scale, so "
+        "keep it at or above 1 (a posterior is rarely wider than the prior); 0 spreads all "
+        "steps uniformly in log σ from the top",
+    )
+    sigma_end: float | None = param(
+        None,
+        gt=0.0,
+        help="smallest noise level of the ODE grid before the final denoising step "
+        "(heun, dpm2m; default: the SDE's σ_min)",
     )
     corrector_steps: int = param(1, ge=0, le=100, help="Langevin steps per level (pc)")
     snr: float = param(0.1, gt=0.0, help="corrector signal-to-noise ratio (pc)")
@@ -119,6 +134,27 @@ def karras_sigmas(sigma_min: float, sigma_max: float, steps: int, rho: float) ->
     i = torch.arange(steps, dtype=torch.float64) / max(steps - 1, 1)
     inv = sigma_max ** (1 / rho) + i * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))
     return torch.cat([inv**rho, torch.zeros(1, dtype=torch.float64)])
+
+
+def dpm_sigmas(sigma_min: float, sigma_max: float, steps: int, knee: float) -> list[float]:
+    """Noise levels of the DPM-Solver++ grid (length steps + 1, ending in 0).
+
+    Uniform in log σ (log-SNR), as Lu et al. recommend, but with the part above ``knee``
+    taken in one step: while σ is well above the spread of the data, the denoiser is nearly
+    constant in x and the data-prediction update is almost exact there, so steps spent
+    above it are wasted. The one long step shrinks unit-variance data by a few per cent
+    (3 % from σ = 15 to a knee at 3, mostly undone by the later steps), so the knee must stay
+    above the spread of the posterior. With a thin two-moons-like posterior and an exact
+    denoiser, 10 steps with the knee at 3 blur it less than 10 log-uniform ones
+    (tests/test_samplers.py); on the trained sbibm two_moons model, 12 steps with the knee
+    at 3 give rf-C2ST 0.628 against 0.642 for 12 log-uniform ones. ``knee`` = 0, or a knee
+    outside (σ_min, σ_max), gives the plain log-uniform grid.
+    """
+    if steps < 3 or not sigma_min < knee < sigma_max:
+        grid = np.geomspace(sigma_max, sigma_min, steps)
+    else:
+        grid = np.concatenate([[sigma_max], np.geomspace(knee, sigma_min, steps - 1)])
+    return [float(v) for v in grid] + [0.0]
 
 
 def _guidance_grad(
@@ -173,29 +209,31 @@ def sample_latents(
     if cfg.method in ("heun", "dpm2m"):
         # starting above σ ≈ 80 only spends steps where x̃ is pure noise (Karras et al.)
         s_max = min(sde.sigma_max, cfg.sigma_start)
-        if cfg.method == "dpm2m":  # uniform in log-SNR, as Lu et al. recommend
-            sigmas = torch.cat(
-                [
-                    torch.logspace(
-                        math.log10(s_max),
-                        math.log10(sde.sigma_min),
-                        cfg.steps,
-                        dtype=torch.float64,
-                    ),
-                    torch.zeros(1, dtype=torch.float64),
-                ]
-            ).tolist()
+        s_min = sde.sigma_min if cfg.sigma_end is None else cfg.sigma_end
+        if not s_min < s_max:
+            raise ValueError(
+                f"sampler sigma_end ({s_min:g}) must be below the largest noise level "
+                f"({s_max:g}: the smaller of sigma_start and the SDE's sigma_max)"
+            )
+        if cfg.method == "dpm2m":
+            sigmas = dpm_sigmas(s_min, s_max, cfg.steps, cfg.sigma_knee)
         else:
-            sigmas = karras_sigmas(sde.sigma_min, s_max, cfg.steps, cfg.rho).tolist()
+            sigmas = karras_sigmas(s_min, s_max, cfg.steps, cfg.rho).tolist()
         s0 = sigmas[0]
         x = randn() * (s0**2 + 1.0) ** 0.5
         # The marginal at σ_max is ≈ N(m, σ_max² + v), not N(0, ·): the deterministic ODE
         # would carry the offset m·√v/σ_max to the end. Shift by the mean estimated from one
         # denoiser call, m ≈ D(x; σ_max) - x/(σ_max² + 1) (exact for unit-variance data).
         d0 = denoise(x, torch.full((r,), s0, device=device))
-        x = x + d0 - x / (s0**2 + 1.0)
+        shift = d0 - x / (s0**2 + 1.0)
+        x = x + shift
+        # D at the shifted x, for the first step, without another network call: at σ_max
+        # the denoiser is linear in x with slope 1/(σ_max² + 1) to within v/σ_max² (exact
+        # for unit-variance data). Guided steps need the gradient, so they call it again.
+        guided = interval is not None and interval.active and cfg.guidance_scale != 0
+        first = None if guided else d0 + shift / (s0**2 + 1.0)
         if cfg.method == "dpm2m":
-            return _dpm_solver_2m(denoise, x, sigmas, interval, cfg)
+            return _dpm_solver_2m(denoise, x, sigmas, interval, cfg, first)
 
         def slope(x: Tensor, s: float) -> Tensor:
             sig = torch.full((r,), s, device=device)
@@ -205,8 +243,8 @@ def sample_latents(
                 out = out - s * grad  # dx/dσ = -σ (score + guidance)
             return out
 
-        for s_cur, s_next in zip(sigmas[:-1], sigmas[1:], strict=True):
-            d_cur = slope(x, s_cur)
+        for i, (s_cur, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:], strict=True)):
+            d_cur = (x - first) / s_cur if i == 0 and first is not None else slope(x, s_cur)
             x_next = x + (s_next - s_cur) * d_cur
             if s_next > 0:
                 x_next = x + (s_next - s_cur) * 0.5 * (d_cur + slope(x_next, s_next))
@@ -252,14 +290,21 @@ def _dpm_solver_2m(
     sigmas: list[float],
     interval: Interval | None,
     cfg: SamplerConfig,
+    first: Tensor | None = None,
 ) -> Tensor:
-    """DPM-Solver++(2M) in data-prediction form (VE: α = 1, λ = -log σ)."""
+    """DPM-Solver++(2M) in data-prediction form (VE: α = 1, λ = -log σ).
+
+    ``first``, if given, is D(x; σ_0), so the first step needs no network call.
+    """
     r = x.shape[0]
     d_prev: Tensor | None = None
     h_prev = 0.0
-    for s_cur, s_next in zip(sigmas[:-1], sigmas[1:], strict=True):
-        sig = torch.full((r,), s_cur, device=x.device)
-        d, grad = _denoise_guided(denoise, x, sig, interval, cfg)
+    for i, (s_cur, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:], strict=True)):
+        if i == 0 and first is not None:
+            d, grad = first, None
+        else:
+            sig = torch.full((r,), s_cur, device=x.device)
+            d, grad = _denoise_guided(denoise, x, sig, interval, cfg)
         if grad is not None:
             d = d + s_cur**2 * grad  # the guided score, written as a denoiser
         if s_next == 0:

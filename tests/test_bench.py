@@ -24,12 +24,13 @@ def test_task_errors_come_from_the_simulations(tmp_path):
 
 
 def test_sampler_specs_are_checked():
-    assert _parse_samplers(["heun-25", "dpm2m-15"]) == {
-        "heun-25": ("heun", 25),
-        "dpm2m-15": ("dpm2m", 15),
+    assert _parse_samplers(["heun-25", "dpm2m-15-bf16"]) == {
+        "heun-25": {"method": "heun", "steps": 25, "precision": "float32"},
+        "dpm2m-15-bf16": {"method": "dpm2m", "steps": 15, "precision": "bfloat16"},
     }
-    with pytest.raises(ValueError, match="method-steps"):
-        _parse_samplers(["rk4-3"])
+    for bad in ["rk4-3", "heun-bf16", "heun-3-fp8"]:
+        with pytest.raises(ValueError, match="method-steps"):
+            _parse_samplers([bad])
 
 
 @pytest.mark.parametrize("task", ["gaussian_linear", "two_moons"])

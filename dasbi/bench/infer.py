@@ -73,18 +73,7 @@ def parse_sampler_specs(specs: list[str]) -> dict[str, dict[str, Any]]:
     """``method-steps[-bf16]`` → sampler overrides, e.g. ``dpm2m-10-bf16``."""
     from .sbibm import _parse_samplers
 
-    out = {}
-    for spec in specs:
-        base, bf16 = (spec[:-5], True) if spec.endswith("-bf16") else (spec, False)
-        ((method, steps),) = _parse_samplers([base]).values()
-        out[spec] = {
-            "method": method,
-            "steps": steps,
-            "precision": "bfloat16" if bf16 else "float32",
-        }
-    if not out:
-        raise ValueError("samplers: give at least one, e.g. [dpm2m-15]")
-    return out
+    return _parse_samplers(specs)
 
 
 def coverage_error(samples: np.ndarray, truth: np.ndarray) -> tuple[float, np.ndarray]:

@@ -34,7 +34,7 @@ class SamplingBenchConfig:
     repeats: int = param(2, ge=1, help="timed calls per method (the best is reported)")
     samplers: list[str] = param(
         default_factory=lambda: ["heun-25", "dpm2m-15", "heun-12"],
-        help="dasbi samplers as method-steps",
+        help="dasbi samplers as method-steps[-bf16]",
     )
     baselines: list[str] = param(default_factory=lambda: ["npse", "npe"], help="npse, npe")
     network: dict[str, Any] = param(
@@ -93,10 +93,10 @@ def bench_sampling(
             blocks = ds.read()
         x_obs = blocks["x"].values[:1]
         errors = blocks["x"].errors[:1] if np.any(blocks["x"].errors > 0) else None
-        for spec, (kind, steps) in samplers.items():
+        for spec, sampler in samplers.items():
             rate = _best_rate(
-                lambda kind=kind, steps=steps: post.sample(
-                    (cfg.num_samples,), x=x_obs, errors=errors, seed=0, sampler=kind, steps=steps
+                lambda sampler=sampler: post.sample(
+                    (cfg.num_samples,), x=x_obs, errors=errors, seed=0, sampler=sampler
                 ),
                 cfg.num_samples,
                 cfg.repeats,

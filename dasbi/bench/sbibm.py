@@ -66,7 +66,8 @@ class SbibmBenchConfig:
     )
     samplers: list[str] = param(
         default_factory=lambda: ["heun-25", "dpm2m-15"],
-        help="dasbi samplers as method-steps, each run on the same trained model",
+        help="dasbi samplers as method-steps[-bf16] (bf16: bfloat16 network), each run on the "
+        "same trained model",
     )
     c2st: list[str] = param(default_factory=lambda: ["rf", "mlp"], help="C2ST classifiers")
     train: dict[str, Any] = param(default_factory=dict, help="dasbi TrainConfig overrides")
@@ -255,7 +256,7 @@ def _run_dasbi(
             f"{task} {budget} {method}: trained {result.steps} steps in "
             f"{result.train_seconds:.0f} s"
         )
-        for name, (kind, steps) in zip(names, samplers.values(), strict=True):
+        for name, (spec, sampler) in zip(names, samplers.items(), strict=True):
             for k, (obs, ref) in refs.items():
                 t0 = time.perf_counter()
                 s = post.sample(
@@ -263,12 +264,11 @@ def _run_dasbi(
                     x=obs[None],
                     errors=errors,
                     seed=cfg.seed + k,
-                    sampler=kind,
-                    steps=steps,
+                    sampler=sampler,
                 )[:, 0]
                 dt = time.perf_counter() - t0
                 rec = _measurement(cfg, task, budget, k, name, result.train_seconds, dt, ref, s)
-                rec.update(steps=result.steps, sampler=f"{kind}-{steps}")
+                rec.update(steps=result.steps, sampler=spec)
                 out.append(_record(cfg, rec))
     return out
 
@@ -288,21 +288,25 @@ def _task_errors(data: Path) -> np.ndarray | None:
     return np.median(np.where(x.observed, x.errors, np.nan), axis=0)[None]
 
 
-def _parse_samplers(specs: list[str]) -> dict[str, tuple[str, int]]:
+def _parse_samplers(specs: list[str]) -> dict[str, dict[str, Any]]:
+    """``method-steps`` or ``method-steps-bf16`` → {spec: sampler settings}."""
     from typing import get_args, get_type_hints
 
     from ..samplers import SamplerConfig
 
     valid = get_args(get_type_hints(SamplerConfig)["method"])
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for spec in specs:
-        kind, _, steps = spec.rpartition("-")
+        body, precision = spec, "float32"
+        if spec.endswith("-bf16"):
+            body, precision = spec[: -len("-bf16")], "bfloat16"
+        kind, _, steps = body.rpartition("-")
         if kind not in valid or not steps.isdigit():
             raise ValueError(
-                f"samplers: {spec!r} is not method-steps with method one of {list(valid)}, "
-                "e.g. heun-25 or dpm2m-15"
+                f"samplers: {spec!r} is not method-steps[-bf16] with method one of "
+                f"{list(valid)}, e.g. heun-25, dpm2m-15 or dpm2m-15-bf16 (bfloat16 network)"
             )
-        out[spec] = (kind, int(steps))
+        out[spec] = {"method": kind, "steps": int(steps), "precision": precision}
     if not out:
         raise ValueError("samplers: give at least one, e.g. [heun-25]")
     return out
