@@ -63,6 +63,12 @@ class InferConfig:
     precision: Literal["float32", "bfloat16"] | None = param(
         None, help="network arithmetic while sampling (default: the model's, float32)"
     )
+    sigma_knee: float | None = param(
+        None,
+        ge=0.0,
+        help="dpm2m noise grid: one step from the top down to this σ, then log-uniform "
+        "(default: the sampler's, 3; 0 for log-uniform from the top)",
+    )
     threads: int = param(2, ge=1, help="torch threads per chunk (fixed so results repeat)")
     save_samples: bool = param(False, help="store the (N, S, P) samples in /samples")
     samples_dtype: Literal["float32", "float16"] = param("float32", help="dtype of /samples")
@@ -108,7 +114,11 @@ def _infer_chunk(
         int.from_bytes(hashlib.sha256(f"{opts['seed']}-{index}".encode()).digest()[:4], "little")
         & 0x7FFFFFFF
     )
-    sampler = {k: opts[k] for k in ("method", "steps", "precision") if opts.get(k)}
+    sampler = {
+        k: opts[k]
+        for k in ("method", "steps", "precision", "sigma_knee")
+        if opts.get(k) is not None
+    }
     kw = {"sampler": sampler} if sampler else {}
     with torch.no_grad():  # not inference_mode: limit guidance re-enables gradients
         s = post.sample(
@@ -252,6 +262,7 @@ def run_infer(
         "method": cfg.sampler,
         "steps": cfg.steps,
         "precision": cfg.precision,
+        "sigma_knee": cfg.sigma_knee,
         "threads": cfg.threads,
         "save_samples": cfg.save_samples,
         "samples_dtype": cfg.samples_dtype,

@@ -253,3 +253,14 @@ def test_chunked_mapping_equals_whole_table_mapping(model, catalogue, tmp_path):
         zip(whole.report.rows, whole.report.reasons, strict=True)
     )
     assert (45, "duplicate id") in set(zip(rej["row"], rej["reason"], strict=True))
+
+
+def test_sampler_settings_reach_the_sampler(model, catalogue, tmp_path):
+    cat, smap, _ = catalogue
+    kw = {"num_samples": 20, "sampler": "dpm2m", "steps": 6}
+    knee = run_infer(_cfg(model, cat, smap, **kw), tmp_path / "k.h5", progress=False)
+    flat = run_infer(_cfg(model, cat, smap, sigma_knee=0.0, **kw), tmp_path / "f.h5")
+    again = run_infer(_cfg(model, cat, smap, sigma_knee=3.0, **kw), tmp_path / "a.h5")
+    a, b, c = (np.asarray(read_posteriors(p)[0]["theta_1_mean"]) for p in (knee, flat, again))
+    np.testing.assert_array_equal(a, c)  # 3 is the default knee
+    assert not np.allclose(a, b)  # knee 0: a different (log-uniform) grid
