@@ -173,10 +173,14 @@ def _guidance_grad(
     return d.detach(), grad
 
 
+def _is_guided(interval: Interval | None, cfg: SamplerConfig) -> bool:
+    return interval is not None and interval.active and cfg.guidance_scale != 0
+
+
 def _denoise_guided(
     denoise: Denoiser, x: Tensor, sigma: Tensor, interval: Interval | None, cfg: SamplerConfig
 ) -> tuple[Tensor, Tensor | None]:
-    if interval is None or not interval.active or cfg.guidance_scale == 0:
+    if not _is_guided(interval, cfg):
         return denoise(x, sigma), None
     return _guidance_grad(denoise, x, sigma, interval, cfg)
 
@@ -230,8 +234,7 @@ def sample_latents(
         # D at the shifted x, for the first step, without another network call: at σ_max
         # the denoiser is linear in x with slope 1/(σ_max² + 1) to within v/σ_max² (exact
         # for unit-variance data). Guided steps need the gradient, so they call it again.
-        guided = interval is not None and interval.active and cfg.guidance_scale != 0
-        first = None if guided else d0 + shift / (s0**2 + 1.0)
+        first = None if _is_guided(interval, cfg) else d0 + shift / (s0**2 + 1.0)
         if cfg.method == "dpm2m":
             return _dpm_solver_2m(denoise, x, sigmas, interval, cfg, first)
 
