@@ -74,7 +74,8 @@ class TwoMoons(Simulator):
         return theta + x
 
     def edges(self) -> list[tuple[str, str]]:
-        return [(f"theta_{i}", f"x_{j}") for i in (1, 2) for j in (1, 2)]
+        # x1 and x2 are dependent given θ (they lie on a ring), as in the reference's mask
+        return [(f"theta_{i}", f"x_{j}") for i in (1, 2) for j in (1, 2)] + [("x_1", "x_2")]
 
     def sample_prior(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return rng.uniform(-1.0, 1.0, size=(n, 2))
@@ -206,7 +207,11 @@ class SLCP(Simulator):
         return theta + x
 
     def edges(self) -> list[tuple[str, str]]:
-        return [(f"theta_{i + 1}", f"x_{j + 1}") for i in range(5) for j in range(8)]
+        """Every θ_i → every x_j, and x¹ → x² within each draw (they share ρ), as in the
+        block-triangular mask of the Simformer reference; the four draws are i.i.d. given θ."""
+        theta_x = [(f"theta_{i + 1}", f"x_{j + 1}") for i in range(5) for j in range(8)]
+        within = [(f"x_{2 * k + 1}", f"x_{2 * k + 2}") for k in range(4)]
+        return theta_x + within
 
     def sample_prior(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return rng.uniform(-3.0, 3.0, size=(n, 5))
