@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from dasbi.bench import run_bench
-from dasbi.bench.sbibm import _parse_samplers, _task_errors
+from dasbi.bench.sbibm import _parse_samplers, _summary, _table, _task_errors
 from dasbi.config import from_dict
 from dasbi.simulate import SimulateConfig, run_simulate
 
@@ -21,6 +21,25 @@ def test_task_errors_come_from_the_simulations(tmp_path):
     np.testing.assert_allclose(errors, np.full((1, 10), np.sqrt(0.1)), rtol=1e-6)
     cfg = from_dict(SimulateConfig, {"num": 50, "simulator": {"name": "two_moons"}})
     assert _task_errors(run_simulate(cfg, tmp_path / "tm.h5", progress=False)) is None
+
+
+def test_summary_compares_methods_on_shared_observations():
+    def rec(method, k, rf):
+        return dict(task="t", budget=10, method=method, observation=k, c2st_rf=rf, train_s=1.0)
+
+    results = [rec("dasbi", k, 0.5 + 0.01 * k) for k in (1, 2, 3, 4)]
+    results += [rec("npse", k, 0.7) for k in (1, 2)]
+    rows = {r["method"]: r for r in _summary(results)}
+    assert rows["dasbi"]["c2st_rf"] == pytest.approx(0.525)  # all four
+    assert rows["dasbi"]["c2st_rf_common"] == pytest.approx(0.515)  # observations 1-2
+    assert rows["dasbi"]["common_obs"] == [1, 2]
+    assert rows["npse"]["c2st_rf_common"] == pytest.approx(0.7)
+    table = _table(list(rows.values()))
+    assert "shared obs" in table and "0.515" in table
+    # one observation set for all: no extra column
+    same = _summary([rec("dasbi", 1, 0.5), rec("npe", 1, 0.6)])
+    assert all("common_obs" not in r for r in same)
+    assert "shared obs" not in _table(same)
 
 
 def test_sampler_specs_are_checked():

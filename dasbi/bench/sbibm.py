@@ -392,9 +392,17 @@ def _measurement(
 
 
 def _summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Means per (task, budget, method); where the methods of a task and budget were run on
+    different observations (NPSE on a few), ``*_common`` are the means over the ones all of
+    them share, so that methods are compared on the same observations."""
     groups: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
     for r in results:
         groups.setdefault((r["task"], r["budget"], r["method"]), []).append(r)
+    shared: dict[tuple[str, int], set[int]] = {}
+    for (task, budget, _), recs in groups.items():
+        obs = {r["observation"] for r in recs}
+        key = (task, budget)
+        shared[key] = shared[key] & obs if key in shared else obs
     rows = []
     for (task, budget, method), recs in groups.items():
         row: dict[str, Any] = {
@@ -407,18 +415,38 @@ def _summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             vals = [r[key] for r in recs if key in r]
             if vals:
                 row[key] = round(float(np.mean(vals)), 4)
+        common = shared[(task, budget)]
+        if common and len(common) < len(recs):
+            row["common_obs"] = sorted(common)
+            for key in ("c2st_rf", "c2st_mlp"):
+                vals = [r[key] for r in recs if key in r and r["observation"] in common]
+                if vals:
+                    row[f"{key}_common"] = round(float(np.mean(vals)), 4)
         row["train_s"] = recs[0]["train_s"]
         rows.append(row)
+    if any("common_obs" in r for r in rows):
+        for r in rows:  # methods run on the shared observations only
+            if "common_obs" not in r:
+                r["common_obs"] = sorted(shared[(r["task"], r["budget"])])
+                for key in ("c2st_rf", "c2st_mlp"):
+                    if key in r:
+                        r[f"{key}_common"] = r[key]
     return rows
 
 
 def _table(summary: list[dict[str, Any]]) -> str:
-    head = "| task | budget | method | obs | c2st_rf | c2st_mlp | train_s | samples/s |"
-    lines = [head, "|" + "---|" * 8]
+    common = any("common_obs" in r for r in summary)
+    head = "| task | budget | method | obs | c2st_rf | c2st_mlp |"
+    head += " c2st_rf (shared obs) |" if common else ""
+    head += " train_s | samples/s |"
+    lines = [head, "|" + "---|" * (9 if common else 8)]
     for r in summary:
-        lines.append(
+        line = (
             f"| {r['task']} | {r['budget']} | {r['method']} | {r['n_obs']} | "
-            f"{r.get('c2st_rf', '—')} | {r.get('c2st_mlp', '—')} | {r['train_s']} | "
-            f"{r.get('samples_per_s', '—')} |"
+            f"{r.get('c2st_rf', '—')} | {r.get('c2st_mlp', '—')} |"
         )
+        if common:
+            line += f" {r.get('c2st_rf_common', '—')} |"
+        line += f" {r['train_s']} | {r.get('samples_per_s', '—')} |"
+        lines.append(line)
     return "\n".join(lines)
