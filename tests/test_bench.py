@@ -42,6 +42,56 @@ def test_summary_compares_methods_on_shared_observations():
     assert "shared obs" not in _table(same)
 
 
+def test_bench_sbibm_resumes_per_observation_from_the_saved_model(tmp_path, monkeypatch):
+    """An interrupted run keeps its trained model next to the JSONL: a rerun loads it instead
+    of training again and measures only the observations that have no record yet."""
+    from dasbi.bench import sbibm
+    from simulators import GaussianLinear
+
+    data = run_simulate(
+        from_dict(SimulateConfig, {"num": 400, "simulator": {"name": "gaussian_linear"}}),
+        tmp_path / "gl.h5",
+        progress=False,
+    )
+    sim, rng = GaussianLinear(), np.random.default_rng(0)
+    refs = {}
+    for k in (1, 2):
+        obs = sim.simulate(sim.sample_prior(1, rng), rng)["x"].values[0]
+        refs[k] = (obs, sim.reference_posterior(obs, 300, rng))
+    jsonl = tmp_path / "partial.jsonl"
+    cfg = from_dict(
+        sbibm.SbibmBenchConfig,
+        {
+            "observations": [1, 2],
+            "num_samples": 300,
+            "c2st": ["rf"],
+            "samplers": ["dpm2m-5"],
+            "partial_jsonl": str(jsonl),
+            "train": {"max_steps": 20, "batch_size": 64, "network": {"dim": 16, "depth": 1}},
+        },
+    )
+    first = sbibm._run_dasbi(cfg, "gaussian_linear", 400, data, refs, False, {})
+    assert [r["observation"] for r in first] == [1, 2]
+    assert (tmp_path / "partial.jsonl.gaussian_linear_400_dasbi.model").is_dir()
+    lines = jsonl.read_text().splitlines()
+    jsonl.write_text(lines[0] + "\n" + lines[1][:20])  # obs 2 cut short by a crash
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the saved model should have been loaded")
+
+    monkeypatch.setattr(sbibm, "train", no_training)
+    again = sbibm._run_dasbi(
+        cfg, "gaussian_linear", 400, data, refs, False, sbibm._load_partial(cfg)
+    )
+    assert again[0] == first[0]  # reused as recorded
+    assert again[1]["c2st_rf"] == first[1]["c2st_rf"]  # same model, same seed: same samples
+    assert again[1]["train_s"] == first[1]["train_s"]
+    # a different training config does not pick up the saved model
+    cfg.train = {**cfg.train, "max_steps": 21}
+    with pytest.raises(AssertionError, match="should have been loaded"):
+        sbibm._run_dasbi(cfg, "gaussian_linear", 400, data, refs, False, {})
+
+
 def test_sampler_specs_are_checked():
     assert _parse_samplers(["heun-25", "dpm2m-15-bf16"]) == {
         "heun-25": {"method": "heun", "steps": 25, "precision": "float32"},

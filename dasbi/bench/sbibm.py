@@ -21,6 +21,7 @@ import bz2
 import contextlib
 import importlib.util
 import io
+import json
 import sys
 import tempfile
 import time
@@ -34,6 +35,7 @@ from torch import Tensor
 
 from ..config import from_dict, param, to_dict
 from ..errors import NotAvailableError
+from ..fileio import atomic_path
 from ..simulate import SimulateConfig, run_simulate
 from ..train import TrainConfig, train
 from . import register_bench
@@ -147,7 +149,6 @@ def _log(msg: str) -> None:
 
 def _load_partial(cfg: SbibmBenchConfig) -> dict[tuple[str, int, str], list[dict[str, Any]]]:
     """Records of an earlier, interrupted run of the same benchmark, grouped by method."""
-    import json
 
     done: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
     if not cfg.partial_jsonl or not Path(cfg.partial_jsonl).exists():
@@ -179,8 +180,6 @@ def _reuse(
 def _record(cfg: SbibmBenchConfig, rec: dict[str, Any]) -> dict[str, Any]:
     _log(str(rec))
     if cfg.partial_jsonl:
-        import json
-
         with open(cfg.partial_jsonl, "a") as fh:
             fh.write(json.dumps(rec) + "\n")
     return rec
@@ -240,24 +239,26 @@ def _run_dasbi(
     if "dasbi" not in cfg.methods:
         return []
     samplers = _parse_samplers(cfg.samplers)
+    errors = _task_errors(data)
     out = []
     for attention in cfg.attention:
         tcfg = from_dict(TrainConfig, {"seed": cfg.seed, **cfg.train, "attention": attention})
         method = "dasbi" if attention == "dense" else f"dasbi-{attention}"
         names = [method if i == 0 else f"{method}[{sp}]" for i, sp in enumerate(samplers)]
-        earlier = [_reuse(done, (task, budget, n), list(refs)) for n in names]
-        if all(e is not None for e in earlier):
-            out += [r for e in earlier for r in e]
+        earlier = {
+            n: {r["observation"]: r for r in done.get((task, budget, n), [])} for n in names
+        }
+        todo = [(n, k) for n in names for k in refs if k not in earlier[n]]
+        if not todo:
+            _log(f"{task} {budget} {method}: reusing all records from partial_jsonl")
+            out += [earlier[n][k] for n in names for k in refs]
             continue
-        result = train(data, tcfg, progress=progress)
-        post = result.posterior
-        errors = _task_errors(data)
-        _log(
-            f"{task} {budget} {method}: trained {result.steps} steps in "
-            f"{result.train_seconds:.0f} s"
-        )
+        post, train_s, steps = _dasbi_model(cfg, task, budget, method, data, tcfg, progress)
         for name, (spec, sampler) in zip(names, samplers.items(), strict=True):
             for k, (obs, ref) in refs.items():
+                if k in earlier[name]:
+                    out.append(earlier[name][k])
+                    continue
                 t0 = time.perf_counter()
                 s = post.sample(
                     (cfg.num_samples,),
@@ -267,10 +268,43 @@ def _run_dasbi(
                     sampler=sampler,
                 )[:, 0]
                 dt = time.perf_counter() - t0
-                rec = _measurement(cfg, task, budget, k, name, result.train_seconds, dt, ref, s)
-                rec.update(steps=result.steps, sampler=spec)
+                rec = _measurement(cfg, task, budget, k, name, train_s, dt, ref, s)
+                rec.update(steps=steps, sampler=spec)
                 out.append(_record(cfg, rec))
     return out
+
+
+def _dasbi_model(
+    cfg: SbibmBenchConfig,
+    task: str,
+    budget: int,
+    method: str,
+    data: Path,
+    tcfg: TrainConfig,
+    progress: bool,
+) -> tuple[Any, float, int]:
+    """Train one dasbi model, or load the one an interrupted run saved next to its
+    ``partial_jsonl`` (the model folder records its training time and steps)."""
+    from ..posterior import Posterior
+
+    saved = None
+    if cfg.partial_jsonl:
+        saved = Path(f"{cfg.partial_jsonl}.{task}_{budget}_{method}.model")
+        info_file = Path(f"{saved}.json")
+        if saved.is_dir() and info_file.is_file():
+            info = json.loads(info_file.read_text())
+            if info.get("train") == to_dict(tcfg):
+                _log(f"{task} {budget} {method}: loaded the model trained earlier ({saved})")
+                return Posterior.load(saved), float(info["train_s"]), int(info["steps"])
+    result = train(data, tcfg, progress=progress)
+    _log(f"{task} {budget} {method}: trained {result.steps} steps in {result.train_seconds:.0f} s")
+    post = result.posterior
+    if saved is not None:
+        post.save(saved)
+        info = {"train": to_dict(tcfg), "train_s": result.train_seconds, "steps": result.steps}
+        with atomic_path(f"{saved}.json") as tmp:
+            tmp.write_text(json.dumps(info))
+    return post, result.train_seconds, result.steps
 
 
 def _task_errors(data: Path) -> np.ndarray | None:
