@@ -149,7 +149,6 @@ def _log(msg: str) -> None:
 
 def _load_partial(cfg: SbibmBenchConfig) -> dict[tuple[str, int, str], list[dict[str, Any]]]:
     """Records of an earlier, interrupted run of the same benchmark, grouped by method."""
-
     done: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
     if not cfg.partial_jsonl or not Path(cfg.partial_jsonl).exists():
         return done
@@ -164,13 +163,20 @@ def _load_partial(cfg: SbibmBenchConfig) -> dict[tuple[str, int, str], list[dict
     return done
 
 
+def _earlier(
+    done: dict[tuple[str, int, str], list[dict[str, Any]]], key: tuple[str, int, str]
+) -> dict[int, dict[str, Any]]:
+    """The earlier records of one (task, budget, method) group, by observation."""
+    return {r["observation"]: r for r in done.get(key, [])}
+
+
 def _reuse(
     done: dict[tuple[str, int, str], list[dict[str, Any]]],
     key: tuple[str, int, str],
     wanted: list[int],
 ) -> list[dict[str, Any]] | None:
     """The earlier records of one group if they cover every wanted observation."""
-    recs = {r["observation"]: r for r in done.get(key, [])}
+    recs = _earlier(done, key)
     if all(k in recs for k in wanted):
         _log(f"{key[0]} {key[1]} {key[2]}: reusing {len(wanted)} records from partial_jsonl")
         return [recs[k] for k in wanted]
@@ -245,11 +251,8 @@ def _run_dasbi(
         tcfg = from_dict(TrainConfig, {"seed": cfg.seed, **cfg.train, "attention": attention})
         method = "dasbi" if attention == "dense" else f"dasbi-{attention}"
         names = [method if i == 0 else f"{method}[{sp}]" for i, sp in enumerate(samplers)]
-        earlier = {
-            n: {r["observation"]: r for r in done.get((task, budget, n), [])} for n in names
-        }
-        todo = [(n, k) for n in names for k in refs if k not in earlier[n]]
-        if not todo:
+        earlier = {n: _earlier(done, (task, budget, n)) for n in names}
+        if all(k in earlier[n] for n in names for k in refs):
             _log(f"{task} {budget} {method}: reusing all records from partial_jsonl")
             out += [earlier[n][k] for n in names for k in refs]
             continue
@@ -432,11 +435,15 @@ def _summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
     for r in results:
         groups.setdefault((r["task"], r["budget"], r["method"]), []).append(r)
-    shared: dict[tuple[str, int], set[int]] = {}
+    obs_sets: dict[tuple[str, int], list[set[int]]] = {}
     for (task, budget, _), recs in groups.items():
-        obs = {r["observation"] for r in recs}
-        key = (task, budget)
-        shared[key] = shared[key] & obs if key in shared else obs
+        obs_sets.setdefault((task, budget), []).append({r["observation"] for r in recs})
+    # the observations every method of a task and budget was run on, where they differ
+    shared = {
+        key: set.intersection(*sets)
+        for key, sets in obs_sets.items()
+        if len(set(map(frozenset, sets))) > 1
+    }
     rows = []
     for (task, budget, method), recs in groups.items():
         row: dict[str, Any] = {
@@ -449,8 +456,8 @@ def _summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             vals = [r[key] for r in recs if key in r]
             if vals:
                 row[key] = round(float(np.mean(vals)), 4)
-        common = shared[(task, budget)]
-        if common and len(common) < len(recs):
+        common = shared.get((task, budget))
+        if common:
             row["common_obs"] = sorted(common)
             for key in ("c2st_rf", "c2st_mlp"):
                 vals = [r[key] for r in recs if key in r and r["observation"] in common]
@@ -458,13 +465,6 @@ def _summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     row[f"{key}_common"] = round(float(np.mean(vals)), 4)
         row["train_s"] = recs[0]["train_s"]
         rows.append(row)
-    if any("common_obs" in r for r in rows):
-        for r in rows:  # methods run on the shared observations only
-            if "common_obs" not in r:
-                r["common_obs"] = sorted(shared[(r["task"], r["budget"])])
-                for key in ("c2st_rf", "c2st_mlp"):
-                    if key in r:
-                        r[f"{key}_common"] = r[key]
     return rows
 
 
