@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
@@ -103,9 +102,7 @@ def test_sampler_specs_are_checked():
 
 
 @pytest.mark.parametrize("task", ["gaussian_linear", "two_moons"])
-def test_bench_sbibm_tiny(tmp_path, task):
-    if importlib.util.find_spec("sbibm") is None:
-        pytest.skip("needs sbibm's reference posteriors: pip install --no-deps sbibm")
+def test_bench_sbibm_tiny(tmp_path, task, sbibm_installed):
     options = {
         "tasks": [task],
         "budgets": [300],

@@ -87,7 +87,7 @@ def _sbibm_root() -> Path:
     spec = importlib.util.find_spec("sbibm")
     if spec is None or not spec.submodule_search_locations:
         raise NotAvailableError(
-            "the sbibm reference posteriors are needed: pip install --no-deps sbibm"
+            "the sbibm reference posteriors are needed: pip install --no-deps sbibm==1.1.0"
         )
     return Path(list(spec.submodule_search_locations)[0])
 
