@@ -28,26 +28,33 @@ def _seed_torch() -> None:
     torch.manual_seed(0)
 
 
+def _absent(what: str) -> None:
+    """Skip a test whose input is absent, but fail it under CI=true."""
+    if IN_CI:
+        pytest.fail(f"{what} (under CI this is a failure, not a skip)")
+    pytest.skip(what)
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """../shared/data; skipped where absent, but a failure under CI=true."""
     if not SHARED_DATA.is_dir():
-        if IN_CI:
-            pytest.fail(f"shared data folder {SHARED_DATA} is missing under CI")
-        pytest.skip(f"shared data folder {SHARED_DATA} not present")
+        _absent(f"shared data folder {SHARED_DATA} is missing")
     return SHARED_DATA
 
 
 @pytest.fixture
 def sbibm_installed() -> None:
-    """sbibm's reference posterior files; skipped where absent, but a failure under CI=true
-    (the README's test command installs it with --no-deps)."""
-    import importlib.util
+    """sbibm's reference posterior files, found the way ``dasbi bench sbibm`` finds them;
+    skipped where absent, but a failure under CI=true (the README's test command installs
+    sbibm with --no-deps)."""
+    from dasbi.bench.sbibm import _sbibm_root
+    from dasbi.errors import NotAvailableError
 
-    if importlib.util.find_spec("sbibm") is None:
-        if IN_CI:
-            pytest.fail("sbibm is missing under CI: pip install --no-deps sbibm==1.1.0")
-        pytest.skip("needs sbibm's reference posteriors: pip install --no-deps sbibm==1.1.0")
+    try:
+        _sbibm_root()
+    except NotAvailableError as err:
+        _absent(str(err))
 
 
 def run_cli(
