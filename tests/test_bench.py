@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
 from dasbi.bench import run_bench
-from dasbi.bench.sbibm import _parse_samplers, _summary, _table, _task_errors
-from dasbi.config import from_dict
+from dasbi.bench.sbibm import SbibmBenchConfig, _parse_samplers, _summary, _table, _task_errors
+from dasbi.config import from_dict, read_yaml
 from dasbi.simulate import SimulateConfig, run_simulate
+from dasbi.train import TrainConfig
 
 
 def test_task_errors_come_from_the_simulations(tmp_path):
@@ -99,6 +101,24 @@ def test_sampler_specs_are_checked():
     for bad in ["rk4-3", "heun-bf16", "heun-3-fp8"]:
         with pytest.raises(ValueError, match="method-steps"):
             _parse_samplers([bad])
+
+
+DOCS_BENCH = Path(__file__).resolve().parents[1] / "docs" / "bench"
+
+
+@pytest.mark.parametrize("path", sorted(DOCS_BENCH.glob("sbibm_*.yaml")), ids=lambda p: p.name)
+def test_documented_sbibm_configs_are_valid(path):
+    """Every config docs/benchmarks.md points to must still run: keys, samplers, train keys."""
+    cfg = from_dict(SbibmBenchConfig, read_yaml(path))
+    assert set(cfg.tasks) <= {"two_moons", "gaussian_linear", "slcp"}
+    _parse_samplers(cfg.samplers)
+    for attention in cfg.attention:
+        from_dict(TrainConfig, {**cfg.train, "attention": attention})
+    assert path.name in (DOCS_BENCH.parent / "benchmarks.md").read_text(), "undocumented config"
+
+
+def test_documented_configs_are_found():
+    assert len(sorted(DOCS_BENCH.glob("sbibm_*.yaml"))) >= 8
 
 
 @pytest.mark.parametrize("task", ["gaussian_linear", "two_moons"])
