@@ -13,7 +13,7 @@ References:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -31,6 +31,17 @@ __all__ = [
 
 def _rangefield(default: float, lo: float, hi: float, help: str) -> Any:  # noqa: A002
     return field(default=default, metadata={"ge": lo, "le": hi, "help": help})
+
+
+def _theta_transform_field() -> Any:
+    return field(
+        default="identity",
+        metadata={
+            "help": "how the model sees θ: identity, or logit on the prior box (smooth "
+            "instead of truncated posteriors at the prior's edges); samples are always "
+            "returned in θ's own units"
+        },
+    )
 
 
 def _check_theta(theta: np.ndarray, dim: int, name: str) -> np.ndarray:
@@ -53,6 +64,7 @@ class TwoMoonsConfig:
     """Options of :class:`TwoMoons`."""
 
     missing_prob: float = _rangefield(0.0, 0.0, 0.95, "probability that an x entry is missing")
+    theta_transform: Literal["identity", "logit"] = _theta_transform_field()
 
 
 class TwoMoons(Simulator):
@@ -67,7 +79,14 @@ class TwoMoons(Simulator):
 
     def nodes(self) -> list[dict[str, Any]]:
         theta = [
-            dict(name=f"theta_{i + 1}", kind="parameter", modality="theta", low=-1.0, high=1.0)
+            dict(
+                name=f"theta_{i + 1}",
+                kind="parameter",
+                modality="theta",
+                low=-1.0,
+                high=1.0,
+                transform=self.config.theta_transform,
+            )
             for i in range(2)
         ]
         x = [dict(name=f"x_{i + 1}", kind="observable", modality="x") for i in range(2)]
@@ -186,6 +205,7 @@ class SLCPConfig:
     """Options of :class:`SLCP`."""
 
     missing_prob: float = _rangefield(0.0, 0.0, 0.95, "probability that an x entry is missing")
+    theta_transform: Literal["identity", "logit"] = _theta_transform_field()
 
 
 class SLCP(Simulator):
@@ -200,7 +220,14 @@ class SLCP(Simulator):
 
     def nodes(self) -> list[dict[str, Any]]:
         theta = [
-            dict(name=f"theta_{i + 1}", kind="parameter", modality="theta", low=-3.0, high=3.0)
+            dict(
+                name=f"theta_{i + 1}",
+                kind="parameter",
+                modality="theta",
+                low=-3.0,
+                high=3.0,
+                transform=self.config.theta_transform,
+            )
             for i in range(5)
         ]
         x = [dict(name=f"x_{i + 1}", kind="observable", modality="x") for i in range(8)]

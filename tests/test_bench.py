@@ -319,3 +319,65 @@ def test_bench_memory_tiny(tmp_path):
     assert sim["rows"] == 20000 and sim["in_memory_inputs_mb"] == pytest.approx(5.34, abs=0.1)
     assert infer["chunks_done"] >= 1
     assert "| dasbi infer |" in (tmp_path / "m.md").read_text()
+
+
+def test_bench_sbibm_simulator_options_are_checked():
+    from dasbi.bench.sbibm import bench_sbibm
+
+    base = {"tasks": ["slcp"], "budgets": [300], "methods": ["dasbi"], "observations": [1]}
+    with pytest.raises(ValueError, match="not among the tasks"):
+        bench_sbibm(
+            False, {**base, "simulator": {"two_moons": {"theta_transform": "logit"}}}, False
+        )
+    with pytest.raises(ValueError, match="reference posteriors would no longer apply"):
+        bench_sbibm(False, {**base, "simulator": {"slcp": {"missing_prob": 0.5}}}, False)
+
+
+def test_bench_sbibm_logit_theta_keeps_samples_in_the_prior_box(tmp_path, monkeypatch):
+    """With ``simulator: {two_moons: {theta_transform: logit}}`` the model trains on
+    logit(θ) and every posterior sample lands inside the prior box U(-1, 1)², in
+    θ's own units; the saved model records the option, so a run without it retrains."""
+    from dasbi.bench import sbibm
+
+    sim = {"name": "two_moons", "theta_transform": "logit"}
+    data = run_simulate(
+        from_dict(SimulateConfig, {"num": 400, "simulator": sim}),
+        tmp_path / "tm.h5",
+        progress=False,
+    )
+    cfg = from_dict(
+        sbibm.SbibmBenchConfig,
+        {
+            "tasks": ["two_moons"],
+            "observations": [1],
+            "num_samples": 2000,
+            "c2st": ["rf"],
+            "samplers": ["dpm2m-5"],
+            "simulator": {"two_moons": {"theta_transform": "logit"}},
+            "partial_jsonl": str(tmp_path / "p.jsonl"),
+            "train": {"max_steps": 20, "batch_size": 64, "network": {"dim": 16, "depth": 1}},
+        },
+    )
+    kept = {}
+
+    def keep(cfg_, task, budget, k, name, train_s, dt, ref, s):
+        kept["samples"] = s.numpy()
+        return {"observation": k, "method": name}
+
+    monkeypatch.setattr(sbibm, "_measurement", keep)
+    obs = np.array([0.1, -0.2])
+    recs = sbibm._run_dasbi(cfg, "two_moons", 400, data, {1: (obs, None)}, False, {})
+    assert recs[0]["simulator"] == {"theta_transform": "logit"}
+    s = kept["samples"]
+    assert s.shape == (2000, 2) and np.isfinite(s).all()
+    assert (np.abs(s) <= 1.0).all()
+    info = json.loads((tmp_path / "p.jsonl.two_moons_400_dasbi.model.json").read_text())
+    assert info["simulator"] == {"theta_transform": "logit"}
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("retrained")
+
+    monkeypatch.setattr(sbibm, "train", no_training)
+    cfg.simulator = {}
+    with pytest.raises(AssertionError, match="retrained"):
+        sbibm._run_dasbi(cfg, "two_moons", 400, data, {1: (obs, None)}, False, {})

@@ -89,3 +89,22 @@ def test_declared_graph_matches_conditional_dependence(name, rng):
                 assert dep > 0.3, (x_names[i], x_names[j], dep)
             else:
                 assert dep < 0.05, (x_names[i], x_names[j], dep)
+
+
+@pytest.mark.parametrize("name,low,high", [("two_moons", -1.0, 1.0), ("slcp", -3.0, 3.0)])
+def test_theta_transform_logit_keeps_the_task(name, low, high, rng):
+    """``theta_transform: logit`` changes only how the model sees θ (nodes), not the
+    simulations: the same seed gives the same θ and x."""
+    plain, logit = get_simulator(name)(), get_simulator(name)({"theta_transform": "logit"})
+    assert all(n.get("transform", "identity") == "identity" for n in plain.nodes())
+    params = [n for n in logit.nodes() if n["kind"] == "parameter"]
+    assert params and all(n["transform"] == "logit" for n in params)
+    assert all((n["low"], n["high"]) == (low, high) for n in params)
+    a = plain(50, np.random.default_rng(3))
+    b = logit(50, np.random.default_rng(3))
+    np.testing.assert_array_equal(a.theta, b.theta)
+    np.testing.assert_array_equal(a.x["x"].values, b.x["x"].values)
+    from dasbi.simulate import resolve_simulator
+
+    with pytest.raises(ValueError, match="theta_transform: expected one of 'identity', 'logit'"):
+        resolve_simulator({"name": name, "theta_transform": "probit"})

@@ -44,6 +44,8 @@ __all__ = ["SbibmBenchConfig", "bench_sbibm", "reference_files"]
 
 TASKS = ("two_moons", "gaussian_linear", "slcp")
 METHODS = ("dasbi", "npe", "npse")
+#: simulator options that change how dasbi sees a task but not the task itself
+SIMULATOR_OPTIONS = frozenset({"theta_transform"})
 
 
 @dataclass
@@ -73,6 +75,11 @@ class SbibmBenchConfig:
     )
     c2st: list[str] = param(default_factory=lambda: ["rf", "mlp"], help="C2ST classifiers")
     train: dict[str, Any] = param(default_factory=dict, help="dasbi TrainConfig overrides")
+    simulator: dict[str, dict[str, Any]] = param(
+        default_factory=dict,
+        help="simulator options per task, e.g. {slcp: {theta_transform: logit}}; they must "
+        "leave the task itself unchanged (NPE and NPSE train on the same simulations)",
+    )
     sbi_max_epochs: int | None = param(None, ge=1, help="cap on NPE/NPSE epochs (sbi: none)")
     seed: int = param(0, ge=0, help="seed of simulations and training")
     partial_jsonl: str | None = param(
@@ -215,6 +222,19 @@ def bench_sbibm(
     for m in cfg.methods:
         if m not in METHODS:
             raise ValueError(f"unknown method {m!r}; valid methods are: {', '.join(METHODS)}")
+    for task, opts in cfg.simulator.items():
+        if task not in cfg.tasks:
+            raise ValueError(
+                f"simulator options given for {task!r}, which is not among the tasks "
+                f"({', '.join(cfg.tasks)}); remove them or add the task"
+            )
+        bad = sorted(set(opts) - SIMULATOR_OPTIONS)
+        if bad:
+            raise ValueError(
+                f"simulator option(s) {bad} for {task!r} are not allowed here: they would "
+                "change the sbibm task, so its reference posteriors would no longer apply; "
+                f"allowed: {', '.join(sorted(SIMULATOR_OPTIONS))}"
+            )
     torch.set_num_threads(cfg.threads)
     results: list[dict[str, Any]] = []
     done = _load_partial(cfg)
@@ -222,8 +242,9 @@ def bench_sbibm(
         for task in cfg.tasks:
             refs = {k: reference_files(task, k) for k in cfg.observations}
             for budget in cfg.budgets:
+                sim = {"name": task, **cfg.simulator.get(task, {})}
                 sim_cfg = from_dict(
-                    SimulateConfig, {"num": budget, "seed": cfg.seed, "simulator": {"name": task}}
+                    SimulateConfig, {"num": budget, "seed": cfg.seed, "simulator": sim}
                 )
                 data = run_simulate(sim_cfg, Path(tmp) / f"{task}_{budget}.h5", progress=False)
                 results += _run_dasbi(cfg, task, budget, data, refs, progress, done)
@@ -273,6 +294,8 @@ def _run_dasbi(
                 dt = time.perf_counter() - t0
                 rec = _measurement(cfg, task, budget, k, name, train_s, dt, ref, s)
                 rec.update(steps=steps, sampler=spec)
+                if cfg.simulator.get(task):
+                    rec["simulator"] = cfg.simulator[task]
                 out.append(_record(cfg, rec))
     return out
 
@@ -296,7 +319,8 @@ def _dasbi_model(
         info_file = Path(f"{saved}.json")
         if saved.is_dir() and info_file.is_file():
             info = json.loads(info_file.read_text())
-            if info.get("train") == to_dict(tcfg):
+            same_sim = info.get("simulator", {}) == cfg.simulator.get(task, {})
+            if info.get("train") == to_dict(tcfg) and same_sim:
                 _log(f"{task} {budget} {method}: loaded the model trained earlier ({saved})")
                 return Posterior.load(saved), float(info["train_s"]), int(info["steps"])
     result = train(data, tcfg, progress=progress)
@@ -304,7 +328,12 @@ def _dasbi_model(
     post = result.posterior
     if saved is not None:
         post.save(saved)
-        info = {"train": to_dict(tcfg), "train_s": result.train_seconds, "steps": result.steps}
+        info = {
+            "train": to_dict(tcfg),
+            "simulator": cfg.simulator.get(task, {}),
+            "train_s": result.train_seconds,
+            "steps": result.steps,
+        }
         with atomic_path(f"{saved}.json") as tmp:
             tmp.write_text(json.dumps(info))
     return post, result.train_seconds, result.steps
