@@ -44,6 +44,21 @@ def _theta_transform_field() -> Any:
     )
 
 
+def _box_parameters(dim: int, bound: float, transform: str) -> list[dict[str, Any]]:
+    """θ nodes theta_1 … theta_dim with the uniform prior box [-bound, bound]."""
+    return [
+        dict(
+            name=f"theta_{i + 1}",
+            kind="parameter",
+            modality="theta",
+            low=-bound,
+            high=bound,
+            transform=transform,
+        )
+        for i in range(dim)
+    ]
+
+
 def _check_theta(theta: np.ndarray, dim: int, name: str) -> np.ndarray:
     theta = np.asarray(theta, dtype=np.float64)
     if theta.ndim != 2 or theta.shape[1] != dim:
@@ -78,17 +93,7 @@ class TwoMoons(Simulator):
     config_class = TwoMoonsConfig
 
     def nodes(self) -> list[dict[str, Any]]:
-        theta = [
-            dict(
-                name=f"theta_{i + 1}",
-                kind="parameter",
-                modality="theta",
-                low=-1.0,
-                high=1.0,
-                transform=self.config.theta_transform,
-            )
-            for i in range(2)
-        ]
+        theta = _box_parameters(2, 1.0, self.config.theta_transform)
         x = [dict(name=f"x_{i + 1}", kind="observable", modality="x") for i in range(2)]
         return theta + x
 
@@ -219,17 +224,7 @@ class SLCP(Simulator):
     config_class = SLCPConfig
 
     def nodes(self) -> list[dict[str, Any]]:
-        theta = [
-            dict(
-                name=f"theta_{i + 1}",
-                kind="parameter",
-                modality="theta",
-                low=-3.0,
-                high=3.0,
-                transform=self.config.theta_transform,
-            )
-            for i in range(5)
-        ]
+        theta = _box_parameters(5, 3.0, self.config.theta_transform)
         x = [dict(name=f"x_{i + 1}", kind="observable", modality="x") for i in range(8)]
         return theta + x
 
