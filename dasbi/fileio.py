@@ -35,7 +35,9 @@ def _alive(pid: int) -> bool:
 def recover(path: str | os.PathLike) -> None:
     """Clean up after a process that was killed while replacing ``path``.
 
-    Temporary files and folders of dead processes (``.<name>.tmp-<pid>``) are removed. A
+    Temporary files and folders of dead processes (``.<name>.tmp-<pid>``) are removed, and
+    so are those of a write nested inside one (``..<name>.tmp-<pid>.tmp-<pid>``: an atomic
+    write into the temporary file, killed before either rename). A
     folder that was moved aside (``.<name>.old-<pid>``) just before the kill is put back if
     ``path`` is missing, so the previous complete version is never lost; otherwise it is
     removed. Entries of processes that are still running are left alone.
@@ -47,9 +49,13 @@ def recover(path: str | os.PathLike) -> None:
     for kind in ("old", "tmp"):
         prefix = f".{path.name}.{kind}-"
         for entry in folder.iterdir():
-            if not entry.name.startswith(prefix):
+            name = entry.name
+            if kind == "tmp":
+                while name.startswith("." + prefix):  # nested temporaries
+                    name = name[1:]
+            if not name.startswith(prefix):
                 continue
-            pid = entry.name[len(prefix) :].split(".")[0].split("-")[0]
+            pid = name[len(prefix) :].split(".")[0].split("-")[0]
             if not pid.isdigit() or _alive(int(pid)):
                 continue
             if kind == "old" and not path.exists():

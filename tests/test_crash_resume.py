@@ -294,3 +294,29 @@ def test_many_random_kills(tmp_path, gl, model_and_catalogue):
         _simulate_crashes(tmp_path / f"sim{workers}", 12, workers)
     _train_crashes(tmp_path / "train", gl, 12)
     _infer_crashes(tmp_path / "infer", model_and_catalogue, 12)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_recover_removes_nested_temporaries_of_dead_writers(tmp_path):
+    """An atomic write into an atomic write's temporary file (ingest → DatasetWriter),
+    killed before either rename, leaves ``..real.h5.tmp-P.tmp-P``; recover removes it with
+    the plain ``.real.h5.tmp-P``, and keeps a live process's and another file's temporaries."""
+    from dasbi.fileio import recover
+
+    dead, live = _dead_pid(), os.getpid()
+    names = {
+        f".real.h5.tmp-{dead}": False,
+        f"..real.h5.tmp-{dead}.tmp-{dead}": False,
+        f"..real.h5.tmp-{live}.tmp-{live}": True,
+        f".other.h5.tmp-{dead}": True,
+        "real.h5": True,
+    }
+    for name in names:
+        (tmp_path / name).write_text("x")
+    recover(tmp_path / "real.h5")
+    assert {n: (tmp_path / n).exists() for n in names} == names
