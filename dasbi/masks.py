@@ -19,7 +19,9 @@ Attention masks are boolean (B, N, N) with ``A[b, i, j] = True`` when node i att
 
 On top of every graph mask, two rules hold at training and at inference alike: observed
 (conditioned) nodes never attend to latent ones, which lets the sampler compute their keys
-and values once per object; and absent nodes are removed.
+and values once per object (unless the network is built with ``kv_cache: false``, which
+keeps the graph's edges from observed to latent nodes, as the reference code does); and
+absent nodes are removed.
 
 References:
     Gloeckler, M. et al. (2024). All-in-one simulation-based inference. ICML.

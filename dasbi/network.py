@@ -22,6 +22,12 @@ exactly the same two calls, so training and inference share one code path. Atten
 through :func:`torch.nn.functional.scaled_dot_product_attention` with boolean masks that
 combine padding, missing nodes and the optional graph mask.
 
+With ``NetworkConfig.kv_cache`` false the two streams are one transformer, as in the
+reference code: observed tokens also attend to latent ones (within the graph mask) and get
+the noise-level embedding in every block, so :meth:`Simformer.encode` only embeds them and
+every :meth:`Simformer.denoise` call runs all tokens. Same code path at training and
+inference, no cache.
+
 Denoiser. With VE-equivalent noise level σ and unit data variance, the network output F is
 preconditioned as in Karras et al. (2022): D(x; σ) = c_skip x + c_out F(c_in x, c_noise),
 with c_in = 1/√(σ²+1), c_skip = 1/(σ²+1), c_out = σ/√(σ²+1), c_noise = ln(σ)/4.
@@ -69,6 +75,13 @@ class NetworkConfig:
     mlp_ratio: float = param(2.0, gt=0.0, le=16.0, help="MLP hidden width / dim")
     fourier_features: int = param(32, ge=2, le=1024, help="Gaussian Fourier features (even)")
     fourier_scale: float = param(1.0, gt=0.0, help="std of the Fourier frequencies")
+    kv_cache: bool = param(
+        True,
+        help="observed tokens never attend to latent ones, so their keys and values are "
+        "computed once per object (fast sampling); false: one joint transformer in which "
+        "observed tokens also attend to latent ones and see the noise level, as in the "
+        "reference Simformer (every solver step reruns the observed tokens)",
+    )
 
     def __post_init__(self) -> None:
         if self.dim % self.heads:
@@ -117,6 +130,20 @@ def _gather_rows(x: Tensor, index: Tensor) -> Tensor:
     shape = index.shape + x.shape[2:]
     idx = index.reshape(index.shape + (1,) * (x.dim() - 2)).expand(shape)
     return torch.gather(x, 1, idx)
+
+
+def _sub_graph(graph: Tensor, rows: Tensor, cols: Tensor, ctx_rows: int, ctx_cols: int) -> Tensor:
+    """graph (B, N, N) at node indices rows (B, Q) × cols (B, K), with ``ctx_rows`` rows and
+    ``ctx_cols`` columns of True (context tokens, which attend and are attended freely)
+    prepended: (B, ctx_rows + Q, ctx_cols + K)."""
+    sub = torch.gather(
+        _gather_rows(graph, rows), 2, cols[:, None, :].expand(-1, rows.shape[1], -1)
+    )
+    if ctx_cols:
+        sub = F.pad(sub, (ctx_cols, 0), value=True)
+    if ctx_rows:
+        sub = F.pad(sub, (0, 0, ctx_rows, 0), value=True)
+    return sub
 
 
 def _attn_mask(
@@ -173,6 +200,13 @@ class Block(nn.Module):
         q, k, v = self._split(h)
         k = torch.cat([k_obs, k], dim=2)
         v = torch.cat([v_obs, v], dim=2)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self._finish(h, out)
+
+    def joint(self, h: Tensor, temb: Tensor, mask: Tensor | None) -> Tensor:
+        """Both streams in one: h (R, No + Nl, d), temb (R or 1, d) → (R, No + Nl, d)."""
+        h = h + self.time(temb)[:, None, :]
+        q, k, v = self._split(h)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self._finish(h, out)
 
@@ -249,6 +283,10 @@ class Cache:
         shared: Whether the rows share the per-object prefix (:meth:`Block.latent_shared`).
         bias: With ``shared``, ``mask`` as additive biases against the observed and the
             latent keys, (B, 1, 1, Nl, No) and (B, 1, 1, Nl, Nl); None without a mask.
+        obs_h: Without the key/value cache (``NetworkConfig.kv_cache`` false), the input
+            tokens of stream O, (B, No, d), rerun with the latent tokens at every call of
+            :meth:`Simformer.denoise`; ``kv`` is then empty and ``mask`` is the joint mask
+            (B, 1, No + Nl, No + Nl).
     """
 
     kv: list[tuple[Tensor, Tensor]]
@@ -259,6 +297,7 @@ class Cache:
     samples: int = 1
     shared: bool = False
     bias: tuple[Tensor, Tensor] | None = None
+    obs_h: Tensor | None = None
 
     @property
     def num_objects(self) -> int:
@@ -275,6 +314,7 @@ class Cache:
             lat_valid=self.lat_valid[objects],
             lat_base=self.lat_base[objects],
             mask=None if self.mask is None else self.mask[objects],
+            obs_h=None if self.obs_h is None else self.obs_h[objects],
         )
 
     def expand(self, samples: int, shared: bool = False) -> Cache:
@@ -282,10 +322,12 @@ class Cache:
 
         With ``shared``, the observed keys/values and the mask stay per object and the
         latent stream uses :meth:`Block.latent_shared` (sampling); otherwise they are
-        repeated for :meth:`Block.latent` (training path).
+        repeated for :meth:`Block.latent` (training path). Without the key/value cache
+        (``obs_h`` set) nothing can be shared and everything is repeated.
         """
         if self.samples != 1:
             raise ValueError("this cache is already expanded")
+        shared = shared and self.obs_h is None
 
         def rep(x: Tensor) -> Tensor:
             return x if samples == 1 else x.repeat_interleave(samples, dim=0)
@@ -305,6 +347,7 @@ class Cache:
             samples=samples,
             shared=shared,
             bias=bias,
+            obs_h=None if self.obs_h is None else rep(self.obs_h),
         )
 
 
@@ -397,37 +440,23 @@ class Simformer(nn.Module):
                     context.shape[:2], dtype=torch.bool, device=values.device
                 )
             obs_valid = torch.cat([context_valid, obs_valid], dim=1)
+        lat_base = self._static(lat_index, LATENT, torch.gather(errors, 1, lat_index))
+        both = torch.cat([obs_index, lat_index], dim=1)
+        if not self.cfg.kv_cache:
+            valid = torch.cat([obs_valid, lat_valid], dim=1)
+            g = None if graph is None else _sub_graph(graph, both, both, n_ctx, n_ctx)
+            return Cache(
+                kv=[],
+                lat_index=lat_index,
+                lat_valid=lat_valid,
+                lat_base=lat_base,
+                mask=_attn_mask(valid, valid, g, 0),
+                obs_h=h,
+            )
         g_oo = g_lk = None
         if graph is not None:
-            rows_o = _gather_rows(graph, obs_index)  # (B, No, N)
-            g_oo = torch.gather(
-                rows_o, 2, obs_index[:, None, :].expand(-1, obs_index.shape[1], -1)
-            )
-            rows_l = _gather_rows(graph, lat_index)
-            cols = torch.cat([obs_index, lat_index], dim=1)
-            g_lk = torch.gather(rows_l, 2, cols[:, None, :].expand(-1, lat_index.shape[1], -1))
-            if n_ctx:
-                b = graph.shape[0]
-                ones = torch.ones(
-                    b, obs_index.shape[1], n_ctx, dtype=torch.bool, device=graph.device
-                )
-                g_oo = torch.cat([ones, g_oo], dim=2)
-                g_oo = torch.cat(
-                    [
-                        torch.ones(b, n_ctx, g_oo.shape[2], dtype=torch.bool, device=graph.device),
-                        g_oo,
-                    ],
-                    dim=1,
-                )
-                g_lk = torch.cat(
-                    [
-                        torch.ones(
-                            b, lat_index.shape[1], n_ctx, dtype=torch.bool, device=graph.device
-                        ),
-                        g_lk,
-                    ],
-                    dim=2,
-                )
+            g_oo = _sub_graph(graph, obs_index, obs_index, n_ctx, n_ctx)
+            g_lk = _sub_graph(graph, lat_index, both, 0, n_ctx)
         kv = []
         mask_oo = _attn_mask(obs_valid, obs_valid, g_oo, 0)
         for block in self.blocks:
@@ -437,7 +466,6 @@ class Simformer(nn.Module):
                 b, d = values.shape[0], self.cfg.dim
                 k = v = values.new_zeros(b, self.cfg.heads, 0, d // self.cfg.heads)
             kv.append((k, v))
-        lat_base = self._static(lat_index, LATENT, torch.gather(errors, 1, lat_index))
         keys_valid = torch.cat([obs_valid, lat_valid], dim=1)
         mask = _attn_mask(lat_valid, keys_valid, g_lk, obs_valid.shape[1])
         return Cache(kv=kv, lat_index=lat_index, lat_valid=lat_valid, lat_base=lat_base, mask=mask)
@@ -461,11 +489,18 @@ class Simformer(nn.Module):
         shared = sigma.numel() > 1 and bool((sigma == sigma[0]).all())
         temb = self.time_embedding(sigma[:1] if shared else sigma)
         h = cache.lat_base + self.value_emb((c_in * x)[..., None]) + temb[:, None, :]
-        for block, (k, v) in zip(self.blocks, cache.kv, strict=True):
-            if cache.shared:
-                h = block.latent_shared(h, temb, k, v, cache.bias, cache.samples)
-            else:
-                h = block.latent(h, temb, k, v, cache.mask)
+        if cache.obs_h is not None:
+            n_obs = cache.obs_h.shape[1]
+            h = torch.cat([cache.obs_h, h], dim=1)
+            for block in self.blocks:
+                h = block.joint(h, temb, cache.mask)
+            h = h[:, n_obs:]
+        else:
+            for block, (k, v) in zip(self.blocks, cache.kv, strict=True):
+                if cache.shared:
+                    h = block.latent_shared(h, temb, k, v, cache.bias, cache.samples)
+                else:
+                    h = block.latent(h, temb, k, v, cache.mask)
         f = self.out(self.out_norm(h)).squeeze(-1)
         out = c_skip * x + c_out * f
         return torch.where(cache.lat_valid, out, x)

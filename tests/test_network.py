@@ -1,4 +1,5 @@
-"""The Simformer network: shapes, gradients, masking, and exactness of the cached two streams."""
+"""The Simformer network: shapes, gradients, masking, and exactness of the cached two streams
+and of the joint (uncached) transformer."""
 
 from __future__ import annotations
 
@@ -66,8 +67,9 @@ def test_shapes_finite_and_gradients_reach_every_embedding():
     assert net.node_emb.weight.requires_grad  # learned, not frozen
 
 
-def test_missing_and_latent_values_do_not_leak():
-    net = make_net()
+@pytest.mark.parametrize("kv_cache", [True, False])
+def test_missing_and_latent_values_do_not_leak(kv_cache):
+    net = make_net(kv_cache=kv_cache)
     values, errors, state = inputs()
     _, d0 = run(net, values, errors, state)
     v2 = values.clone()
@@ -110,8 +112,13 @@ def test_undirected_graph_mask_blocks_information():
     assert not torch.allclose(d0[:, 1], d1[:, 1])
 
 
-def reference_forward(net, values, errors, state, x, sigma, graph=None):
-    """A plain full-sequence masked transformer over all N tokens, written independently."""
+def reference_forward(net, values, errors, state, x, sigma, graph=None, joint=False):
+    """A plain full-sequence masked transformer over all N tokens, written independently.
+
+    Two streams (``joint`` False): observed tokens attend to observed ones only and never see
+    the noise level. Joint: every present token attends to every present token (within the
+    graph), and every token gets the time embedding in each block.
+    """
     b = values.shape[0]
     latent = state == LATENT
     observed = state == OBSERVED
@@ -133,12 +140,14 @@ def reference_forward(net, values, errors, state, x, sigma, graph=None):
     val = torch.where(latent, c_in * x_full, values)
     h = emb + net.value_emb(val[..., None]) + temb[:, None] * latent[..., None]
     # attention: query i attends key j if both present, and (i latent or j observed)
-    allow = present[:, :, None] & present[:, None, :] & (latent[:, :, None] | observed[:, None, :])
+    allow = present[:, :, None] & present[:, None, :]
+    if not joint:
+        allow &= latent[:, :, None] | observed[:, None, :]
     if graph is not None:
         allow &= graph
     allow |= torch.eye(N, dtype=torch.bool)  # absent queries: anything finite
     for blk in net.blocks:
-        h = h + blk.time(temb)[:, None] * latent[..., None]
+        h = h + blk.time(temb)[:, None] * (latent[..., None] | joint)
         q, k, v = blk._split(h)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=allow[:, None])
         h = blk._finish(h, out)
@@ -147,9 +156,10 @@ def reference_forward(net, values, errors, state, x, sigma, graph=None):
     return [d[i, lat_pos[i]] for i in range(b)]
 
 
+@pytest.mark.parametrize("kv_cache", [True, False])
 @pytest.mark.parametrize("use_graph", [False, True])
-def test_two_stream_cache_equals_full_masked_transformer(use_graph):
-    net = make_net()
+def test_two_stream_cache_equals_full_masked_transformer(use_graph, kv_cache):
+    net = make_net(kv_cache=kv_cache)
     values, errors, state = inputs(b=6, seed=3)
     state[4] = torch.tensor([LATENT, -1, OBSERVED, -1, LATENT, OBSERVED])
     g = None
@@ -160,14 +170,17 @@ def test_two_stream_cache_equals_full_masked_transformer(use_graph):
     x = torch.randn(cache.lat_index.shape)
     sigma = torch.tensor([0.01, 0.5, 2.0, 9.0, 1.0, 3.0])
     d = net.denoise(cache, x, sigma)
-    ref = reference_forward(net, values, errors, state, x, sigma, g)
+    ref = reference_forward(net, values, errors, state, x, sigma, g, joint=not kv_cache)
+    other = reference_forward(net, values, errors, state, x, sigma, g, joint=kv_cache)
+    assert any(not torch.allclose(a, b) for a, b in zip(ref, other, strict=True) if len(a))
     for i in range(6):
         n_lat = len(ref[i])
         torch.testing.assert_close(d[i, :n_lat], ref[i], rtol=1e-4, atol=1e-5)
 
 
-def test_cache_expand_matches_repeated_inputs():
-    net = make_net()
+@pytest.mark.parametrize("kv_cache", [True, False])
+def test_cache_expand_matches_repeated_inputs(kv_cache):
+    net = make_net(kv_cache=kv_cache)
     values, errors, state = inputs(b=3)
     cache = net.encode(values, errors, state).expand(4)
     rep = net.encode(
@@ -201,9 +214,10 @@ def test_config_validation():
         NetworkConfig(dim=30, heads=4)
 
 
+@pytest.mark.parametrize("kv_cache", [True, False])
 @pytest.mark.parametrize("use_graph", [False, True])
-def test_shared_prefix_attention_and_shared_noise_level_match_the_plain_path(use_graph):
-    net = make_net()
+def test_shared_prefix_attention_and_shared_noise_level_match_the_plain_path(use_graph, kv_cache):
+    net = make_net(kv_cache=kv_cache)
     values, errors, state = inputs(b=4)
     g = None
     if use_graph:
@@ -222,3 +236,45 @@ def test_shared_prefix_attention_and_shared_noise_level_match_the_plain_path(use
     b.sum().backward()  # differentiable (guidance)
     with pytest.raises(ValueError, match="already expanded"):
         shared.expand(2)
+
+
+def test_joint_transformer_lets_observed_tokens_see_the_latent_ones():
+    """Without the key/value cache a latent value reaches another latent node's output
+    through an observed token (two blocks: latent → observed → latent); with the cache the
+    same path is blocked, so only the direct graph edges carry it."""
+    # nodes 0 and 1 latent, 2 observed, the rest absent; 1 attends to itself and to 2, 2 to
+    # 0 (its parent), 0 to 2: no path from 0 to 1 except through the observed token
+    allow = torch.eye(N, dtype=torch.bool)
+    allow[1, 2] = allow[2, 0] = allow[0, 2] = True
+    values, errors, _ = inputs(b=4)
+    values, errors = values[:2], errors[:2]
+    state = torch.full((2, N), -1)
+    state[:, :2] = LATENT
+    state[:, 2] = OBSERVED
+    g = allow.expand(2, -1, -1)
+    for kv_cache, moves in ((True, False), (False, True)):
+        net = make_net(kv_cache=kv_cache)
+        cache = net.encode(values, errors, state, g)
+        x = torch.randn(2, 2)
+        sigma = torch.full((2,), 0.5)
+        d0 = net.denoise(cache, x, sigma)
+        x2 = x.clone()
+        x2[:, 0] += 2.0
+        d1 = net.denoise(cache, x2, sigma)
+        assert (not torch.allclose(d0[:, 1], d1[:, 1])) is moves, kv_cache
+
+
+@pytest.mark.parametrize("kv_cache", [True, False])
+def test_take_objects_equals_encoding_those_objects(kv_cache):
+    net = make_net(kv_cache=kv_cache)
+    values, errors, state = inputs(b=5)
+    objects = torch.tensor([3, 0, 3])
+    sub = net.encode(values, errors, state).take_objects(objects)
+    direct = net.encode(values[objects], errors[objects], state[objects])
+    x = torch.randn(3, sub.lat_index.shape[1])  # padded to the widest of all 5 objects
+    sigma = torch.tensor([0.3, 1.0, 4.0])
+    k = direct.lat_index.shape[1]
+    assert torch.equal(sub.lat_valid[:, :k], direct.lat_valid) and not sub.lat_valid[:, k:].any()
+    a = net.denoise(sub, x, sigma)[:, :k]
+    b = net.denoise(direct, x[:, :k], sigma)
+    torch.testing.assert_close(a[direct.lat_valid], b[direct.lat_valid])

@@ -75,6 +75,19 @@ def test_flow_matching_objective_and_dpm_solver(gl_data, tmp_path):
         np.testing.assert_allclose(s.var(0).numpy(), 0.05, rtol=0.4)
 
 
+def test_joint_transformer_without_kv_cache_trains_saves_and_samples(gl_data, tmp_path):
+    """network.kv_cache false (observed tokens also attend to latent ones, as in the
+    reference code) goes through the same training, checkpoint and sampling paths."""
+    cfg = tcfg(max_steps=1000, network={**SMALL["network"], "kv_cache": False})
+    train(gl_data, cfg, out=tmp_path / "joint", progress=False)
+    post = Posterior.load(tmp_path / "joint")
+    assert post.meta["network"]["kv_cache"] is False and not post.net.cfg.kv_cache
+    x = np.array([[0.6, -0.4]])
+    s = post.sample((3000,), x=x, errors=np.full((1, 2), np.sqrt(0.1)), seed=0, sampler="dpm2m")
+    np.testing.assert_allclose(s.mean(0).numpy(), x / 2, atol=0.06)
+    np.testing.assert_allclose(s.var(0).numpy(), 0.05, rtol=0.4)
+
+
 def test_any_conditional_likelihood_and_marginal(trained):
     post = Posterior.load(trained[1])
     lik = post.sample_nodes((3000,), given={"theta_1": 0.3, "theta_2": -0.2}, seed=1)
