@@ -31,7 +31,7 @@ from .errors import CheckpointError, DataError
 from .inputs import ModelInputs, context_tensors, model_inputs
 from .network import LATENT, Simformer
 from .nodes import Node, NodeSet
-from .posterior import Posterior, build_sde
+from .posterior import Posterior, build_sde, config_text
 from .samplers import SamplerConfig
 from .transforms import Standardizer
 
@@ -372,7 +372,10 @@ class AdaptedPosterior(Posterior):
 
     def save(self, path: str | os.PathLike, config: str = "") -> Path:
         return save_checkpoint(
-            path, tensors={"best": self.state_dict()}, config=config, meta=self.model_meta()
+            path,
+            tensors={"best": self.state_dict()},
+            config=config_text(config),
+            meta=self.model_meta(),
         )
 
     @classmethod

@@ -35,7 +35,7 @@ from .samplers import Interval, SamplerConfig, outside, sample_latents
 from .sde import SDE, VESDE, VPSDE, FlowSDE
 from .transforms import Standardizer
 
-__all__ = ["Posterior", "SDEConfig", "build_sde"]
+__all__ = ["Posterior", "SDEConfig", "build_sde", "config_text"]
 
 
 @dataclass
@@ -91,6 +91,17 @@ def _as_array(value: Any, node: Node) -> np.ndarray:
         raise DataError(
             f"node {node.name!r}: cannot read {type(value).__name__} as numbers"
         ) from None
+
+
+def config_text(config: str) -> str:
+    """What a saved model writes to ``config.yaml``: the training config given, or a note
+    that none was (the settings the model needs to load are in ``meta.json`` either way)."""
+    if config.strip():
+        return config
+    return (
+        "# saved without a training config; the network, SDE and sampler settings this\n"
+        "# model needs are in meta.json\n"
+    )
 
 
 class Posterior:
@@ -525,10 +536,14 @@ class Posterior:
         }
 
     def save(self, path: str | os.PathLike, config: str = "") -> Path:
-        """Write a checkpoint folder that :meth:`load` reads."""
+        """Write a checkpoint folder that :meth:`load` reads.
+
+        ``config`` is the training config as YAML text (``dasbi.config.dumps``); without
+        it ``config.yaml`` says that none was given (the network, SDE and sampler settings
+        are in ``meta.json`` either way)."""
         weights = {k: v for k, v in self.net.state_dict().items()}
         return save_checkpoint(
-            path, tensors={"best": weights}, config=config, meta=self.model_meta()
+            path, tensors={"best": weights}, config=config_text(config), meta=self.model_meta()
         )
 
     @classmethod

@@ -513,6 +513,7 @@ def test_spectra_are_a_modality_of_the_adapted_model(xp_domains, tmp_path):
     assert not torch.equal(with_xp, without)
     # round trip through the checkpoint, spectrum encoder included
     post.save(tmp_path / "m")
+    assert "without a training config" in (tmp_path / "m" / "config.yaml").read_text()
     again = AdaptedPosterior.load(tmp_path / "m")
     torch.testing.assert_close(
         again.sample((40,), **kw, spectra={"xp_spectrum": xp}, seed=0, sampler=fast), with_xp

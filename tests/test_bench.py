@@ -80,7 +80,10 @@ def test_bench_sbibm_resumes_per_observation_from_the_saved_model(tmp_path, monk
     )
     first = sbibm._run_dasbi(cfg, "gaussian_linear", 400, data, refs, False, {})
     assert [r["observation"] for r in first] == [1, 2]
-    assert (tmp_path / "partial.jsonl.gaussian_linear_400_dasbi.model").is_dir()
+    saved = tmp_path / "partial.jsonl.gaussian_linear_400_dasbi.model"
+    assert saved.is_dir()
+    recorded = yaml.safe_load((saved / "config.yaml").read_text())
+    assert recorded["max_steps"] == 20 and recorded["network"]["dim"] == 16
     lines = jsonl.read_text().splitlines()
     jsonl.write_text(lines[0] + "\n" + lines[1][:20])  # obs 2 cut short by a crash
 

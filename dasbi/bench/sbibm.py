@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..config import from_dict, param, to_dict
+from ..config import dumps, from_dict, param, to_dict
 from ..errors import NotAvailableError
 from ..fileio import atomic_path
 from ..simulate import SimulateConfig, run_simulate
@@ -327,7 +327,7 @@ def _dasbi_model(
     _log(f"{task} {budget} {method}: trained {result.steps} steps in {result.train_seconds:.0f} s")
     post = result.posterior
     if saved is not None:
-        post.save(saved)
+        post.save(saved, config=dumps(tcfg))
         info = {
             "train": to_dict(tcfg),
             "simulator": cfg.simulator.get(task, {}),
