@@ -84,7 +84,7 @@ class TrainResult:
 
     posterior: Posterior
     history: list[dict[str, float]]
-    train_seconds: float
+    train_seconds: float  # wall time of all segments of a resumed run together
     steps: int
     out: Path | None
 
@@ -232,7 +232,8 @@ def train(
         data: A dataset path or open :class:`Dataset`.
         cfg: Training settings (defaults if None).
         out: Checkpoint folder; periodic checkpoints make the run resumable.
-        resume: Continue from the checkpoint in ``out``.
+        resume: Continue from the checkpoint in ``out``; the training time reported then
+            includes the segments before the resume.
         overwrite: Replace an existing checkpoint in ``out``.
         progress: Show a progress bar.
     """
@@ -309,6 +310,7 @@ def train(
     best: list[torch.Tensor] | None = None
     history: list[dict[str, float]] = []
     start, best_val, bad_checks, running = 0, math.inf, 0, None
+    earlier_s = 0.0  # training time of the segments before a resume
     if state is not None:
         net.load_state_dict(ck.tensors["weights"])
         ema_sd = ck.tensors["ema"]
@@ -324,6 +326,7 @@ def train(
         )
         running = state["running"]
         history = json.loads(state["history"])
+        earlier_s = float(state.get("train_seconds", 0.0))
 
     data_src = _Data(ds, std, n_train, cfg)
     val_inputs = (
@@ -383,12 +386,14 @@ def train(
             "std_std": std.std.tolist(),
             "needs_errors": needs_errors,
             "limits": limits,
+            "train_seconds": elapsed(),
         }
         summary = post.meta.get("training") or {
             "steps": step,
             "best_val_loss": best_val if best is not None else None,
             "train_rows": n_train,
             "val_rows": n_val,
+            "train_seconds": round(elapsed(), 3),
             "finished": False,
         }
         save_checkpoint(
@@ -412,6 +417,10 @@ def train(
             )
 
     t0 = time.perf_counter()
+
+    def elapsed() -> float:
+        return earlier_s + time.perf_counter() - t0
+
     net.train()
     bar = progress_bar(total=total, initial=start, desc="train", unit="step", disable=not progress)
     step = start
@@ -466,7 +475,7 @@ def train(
             if done % cfg.checkpoint_every == 0 and done < total:
                 save(done)
     steps_done = step + 1 if total > start else start
-    train_s = time.perf_counter() - t0
+    train_s = elapsed()
     post.meta["training"] = {
         "steps": steps_done,
         "stopped_early": stopped_early,

@@ -103,6 +103,89 @@ def test_bench_sbibm_resumes_per_observation_from_the_saved_model(tmp_path, monk
         sbibm._run_dasbi(cfg, "gaussian_linear", 400, data, refs, False, {})
 
 
+def test_bench_sbibm_resumes_training_killed_between_checkpoints(tmp_path, monkeypatch):
+    """A run killed during training picks up from the checkpoint kept next to the JSONL,
+    ends with the weights of an uninterrupted run, counts the time of both segments, and
+    removes the checkpoint once the model is saved."""
+    from dasbi import train as train_module
+    from dasbi.bench import sbibm
+    from simulators import GaussianLinear
+
+    data = run_simulate(
+        from_dict(SimulateConfig, {"num": 400, "simulator": {"name": "gaussian_linear"}}),
+        tmp_path / "gl.h5",
+        progress=False,
+    )
+    sim, rng = GaussianLinear(), np.random.default_rng(0)
+    obs = sim.simulate(sim.sample_prior(1, rng), rng)["x"].values[0]
+    refs = {1: (obs, sim.reference_posterior(obs, 300, rng))}
+    settings = {
+        "observations": [1],
+        "num_samples": 300,
+        "c2st": ["rf"],
+        "samplers": ["dpm2m-5"],
+        "train": {
+            "max_steps": 40,
+            "batch_size": 64,
+            "checkpoint_every": 10,
+            "val_every": 10,
+            "network": {"dim": 16, "depth": 1},
+        },
+    }
+    straight_cfg = from_dict(
+        sbibm.SbibmBenchConfig, {**settings, "partial_jsonl": str(tmp_path / "a.jsonl")}
+    )
+    straight = sbibm._run_dasbi(straight_cfg, "gaussian_linear", 400, data, refs, False, {})
+
+    cfg = from_dict(
+        sbibm.SbibmBenchConfig, {**settings, "partial_jsonl": str(tmp_path / "b.jsonl")}
+    )
+    real_batch = train_module._Data.batch
+
+    def crash_at_step_25(self, step):
+        if step == 25:
+            raise KeyboardInterrupt("killed")
+        return real_batch(self, step)
+
+    monkeypatch.setattr(train_module._Data, "batch", crash_at_step_25)
+    with pytest.raises(KeyboardInterrupt):
+        sbibm._run_dasbi(cfg, "gaussian_linear", 400, data, refs, False, {})
+    ckpt = tmp_path / "b.jsonl.gaussian_linear_400_dasbi.model.train"
+    meta = json.loads((ckpt / "meta.json").read_text())
+    assert meta["training"]["steps"] == 20
+    assert meta["training"]["train_seconds"] > 0
+    monkeypatch.setattr(train_module._Data, "batch", real_batch)
+
+    started = []
+
+    def spy(*args, **kwargs):
+        started.append(kwargs.get("resume", False))
+        return train_module.train(*args, **kwargs)
+
+    monkeypatch.setattr(sbibm, "train", spy)
+    resumed = sbibm._run_dasbi(cfg, "gaussian_linear", 400, data, refs, False, {})
+    assert started == [True]
+    assert not ckpt.exists()
+    info = json.loads((tmp_path / "b.jsonl.gaussian_linear_400_dasbi.model.json").read_text())
+    assert info["steps"] == 40
+    assert resumed[0]["train_s"] > meta["training"]["train_seconds"]
+    # same weights as the uninterrupted run: same samples, same C2ST
+    assert resumed[0]["c2st_rf"] == straight[0]["c2st_rf"]
+
+    # a checkpoint from another config is not resumed: training starts afresh
+    cfg.train = {**cfg.train, "max_steps": 41}
+    monkeypatch.setattr(train_module._Data, "batch", crash_at_step_25)
+    with pytest.raises(KeyboardInterrupt):
+        sbibm._run_dasbi(cfg, "gaussian_linear", 400, data, refs, False, {})
+    monkeypatch.setattr(train_module._Data, "batch", real_batch)
+    cfg.train = {**cfg.train, "max_steps": 40}
+    (tmp_path / "b.jsonl.gaussian_linear_400_dasbi.model").rename(tmp_path / "moved")
+    started.clear()
+    again = sbibm._run_dasbi(cfg, "gaussian_linear", 400, data, refs, False, {})
+    assert started == [True, False]
+    assert again[0]["c2st_rf"] == straight[0]["c2st_rf"]
+
+
 def test_sampler_specs_are_checked():
     assert _parse_samplers(["heun-25", "dpm2m-15-bf16"]) == {
         "heun-25": {"method": "heun", "steps": 25, "precision": "float32"},

@@ -22,6 +22,7 @@ import contextlib
 import importlib.util
 import io
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -34,7 +35,7 @@ import torch
 from torch import Tensor
 
 from ..config import dumps, from_dict, param, to_dict
-from ..errors import NotAvailableError
+from ..errors import CheckpointError, NotAvailableError, ResumeError
 from ..fileio import atomic_path
 from ..simulate import SimulateConfig, run_simulate
 from ..train import TrainConfig, train
@@ -85,7 +86,8 @@ class SbibmBenchConfig:
     partial_jsonl: str | None = param(
         None,
         help="append every record to this JSON-lines file as soon as it is measured; a rerun "
-        "with the same file reuses the (task, budget, method) groups it already holds",
+        "with the same file reuses the records it already holds, the dasbi models saved next "
+        "to it, and resumes a dasbi training killed part-way from its last checkpoint",
     )
     threads: int = param(2, ge=1, help="torch threads")
 
@@ -310,12 +312,18 @@ def _dasbi_model(
     progress: bool,
 ) -> tuple[Any, float, int]:
     """Train one dasbi model, or load the one an interrupted run saved next to its
-    ``partial_jsonl`` (the model folder records its training time and steps)."""
+    ``partial_jsonl`` (the model folder records its training time and steps).
+
+    With ``partial_jsonl``, training also checkpoints to ``<model>.train`` every
+    ``checkpoint_every`` steps, so a run killed during training resumes from its last
+    checkpoint with the same weights as an uninterrupted run. The folder is removed once the
+    model is saved."""
     from ..posterior import Posterior
 
-    saved = None
+    saved = ckpt = None
     if cfg.partial_jsonl:
         saved = Path(f"{cfg.partial_jsonl}.{task}_{budget}_{method}.model")
+        ckpt = Path(f"{saved}.train")
         info_file = Path(f"{saved}.json")
         if saved.is_dir() and info_file.is_file():
             info = json.loads(info_file.read_text())
@@ -323,7 +331,15 @@ def _dasbi_model(
             if info.get("train") == to_dict(tcfg) and same_sim:
                 _log(f"{task} {budget} {method}: loaded the model trained earlier ({saved})")
                 return Posterior.load(saved), float(info["train_s"]), int(info["steps"])
-    result = train(data, tcfg, progress=progress)
+    result = None
+    if ckpt is not None and ckpt.exists():
+        _log(f"{task} {budget} {method}: resuming training from {ckpt}")
+        try:
+            result = train(data, tcfg, out=ckpt, resume=True, progress=progress)
+        except (ResumeError, CheckpointError) as err:
+            _log(f"{task} {budget} {method}: not resuming from {ckpt} ({err}); training afresh")
+    if result is None:
+        result = train(data, tcfg, out=ckpt, overwrite=True, progress=progress)
     _log(f"{task} {budget} {method}: trained {result.steps} steps in {result.train_seconds:.0f} s")
     post = result.posterior
     if saved is not None:
@@ -336,6 +352,8 @@ def _dasbi_model(
         }
         with atomic_path(f"{saved}.json") as tmp:
             tmp.write_text(json.dumps(info))
+    if ckpt is not None:
+        shutil.rmtree(ckpt, ignore_errors=True)
     return post, result.train_seconds, result.steps
 
 
