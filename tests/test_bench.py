@@ -166,6 +166,10 @@ def test_bench_sbibm_resumes_training_killed_between_checkpoints(tmp_path, monke
     resumed = sbibm._run_dasbi(cfg, "gaussian_linear", 400, data, refs, False, {})
     assert started == [True]
     assert not ckpt.exists()
+    model = tmp_path / "b.jsonl.gaussian_linear_400_dasbi.model"
+    history = json.loads((model / "history.json").read_text())
+    assert [h["step"] for h in history] == [10, 20, 30, 40]  # both segments
+    assert (model / "loss.png").stat().st_size > 0
     info = json.loads((tmp_path / "b.jsonl.gaussian_linear_400_dasbi.model.json").read_text())
     assert info["steps"] == 40
     assert resumed[0]["train_s"] > meta["training"]["train_seconds"]

@@ -317,7 +317,7 @@ def _dasbi_model(
     With ``partial_jsonl``, training also checkpoints to ``<model>.train`` every
     ``checkpoint_every`` steps, so a run killed during training resumes from its last
     checkpoint with the same weights as an uninterrupted run. The folder is removed once the
-    model is saved."""
+    model is saved; its loss history (``history.json``, ``loss.png``) is kept in the model."""
     from ..posterior import Posterior
 
     saved = ckpt = None
@@ -353,6 +353,9 @@ def _dasbi_model(
         with atomic_path(f"{saved}.json") as tmp:
             tmp.write_text(json.dumps(info))
     if ckpt is not None:
+        for name in ("history.json", "loss.png"):  # the loss curves outlive the checkpoint
+            if (ckpt / name).is_file() and saved is not None:
+                shutil.copy2(ckpt / name, saved / name)
         shutil.rmtree(ckpt, ignore_errors=True)
     return post, result.train_seconds, result.steps
 
