@@ -344,6 +344,9 @@ def _dasbi_model(
     post = result.posterior
     if saved is not None:
         post.save(saved, config=dumps(tcfg))
+        for name in ("history.json", "loss.png"):  # the loss curves outlive the checkpoint
+            if (ckpt / name).is_file():
+                shutil.copy2(ckpt / name, saved / name)
         info = {
             "train": to_dict(tcfg),
             "simulator": cfg.simulator.get(task, {}),
@@ -352,10 +355,6 @@ def _dasbi_model(
         }
         with atomic_path(f"{saved}.json") as tmp:
             tmp.write_text(json.dumps(info))
-    if ckpt is not None:
-        for name in ("history.json", "loss.png"):  # the loss curves outlive the checkpoint
-            if (ckpt / name).is_file() and saved is not None:
-                shutil.copy2(ckpt / name, saved / name)
         shutil.rmtree(ckpt, ignore_errors=True)
     return post, result.train_seconds, result.steps
 
