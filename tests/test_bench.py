@@ -191,8 +191,9 @@ def test_bench_sbibm_resumes_training_killed_between_checkpoints(tmp_path, monke
 
 
 def test_sampler_specs_are_checked():
-    assert _parse_samplers(["heun-25", "dpm2m-15-bf16"]) == {
+    assert _parse_samplers(["heun-25", "dpm2m-15-bf16", "dpm2m_sde-40"]) == {
         "heun-25": {"method": "heun", "steps": 25, "precision": "float32"},
+        "dpm2m_sde-40": {"method": "dpm2m_sde", "steps": 40, "precision": "float32"},
         "dpm2m-15-bf16": {"method": "dpm2m", "steps": 15, "precision": "bfloat16"},
     }
     for bad in ["rk4-3", "heun-bf16", "heun-3-fp8"]:

@@ -61,13 +61,14 @@ def test_posterior_matches_analytic_gaussian(trained):
 
 
 def test_flow_matching_objective_and_dpm_solver(gl_data, tmp_path):
-    """The flow-matching option trains the same network; DPM-Solver++ samples it."""
+    """The flow-matching option trains the same network; DPM-Solver++ (ODE and SDE)
+    samples it."""
     cfg = tcfg(max_steps=1000, sde={"name": "flow", "weighting": "fm"})
     train(gl_data, cfg, out=tmp_path / "fm", progress=False)
     post = Posterior.load(tmp_path / "fm")
     assert post.meta["sde"]["name"] == "flow"
     x = np.array([[0.6, -0.4]])
-    for sampler in ("heun", "dpm2m"):
+    for sampler in ("heun", "dpm2m", "dpm2m_sde"):
         s = post.sample(
             (3000,), x=x, errors=np.full((1, 2), np.sqrt(0.1)), seed=0, sampler=sampler
         )
