@@ -20,10 +20,10 @@ the score of :math:`x_t` is :math:`(\alpha_t D(x_t/\alpha_t, \tilde\sigma_t) - x
   25 levels.
 * ``dpm2m_sde``: the second-order multistep solver of the reverse SDE in data-prediction
   form (SDE-DPM-Solver++(2M), Lu et al. 2022) on the same grid as ``dpm2m``. With D held
-  fixed over a step, :math:`\tilde x_{i+1} = \rho^2 \tilde x_i + (1-\rho^2) D_i +
-  \sigma_{i+1}\sqrt{1-\rho^2}\,z` (ρ = σ_{i+1}/σ_i) is the exact solution of the reverse
-  SDE; the second-order term integrates D linear in λ = -log σ exactly, adding
-  :math:`(h - \frac{1-\rho^2}{2})\frac{D_i - D_{i-1}}{h_{i-1}}`. Like ``euler_maruyama``
+  fixed over a step, :math:`\tilde x_{i+1} = q^2 \tilde x_i + (1-q^2) D_i +
+  \sigma_{i+1}\sqrt{1-q^2}\,z` (q = σ_{i+1}/σ_i = e^{-h}) is the exact solution of the
+  reverse SDE; the second-order term integrates D linear in λ = -log σ exactly, adding
+  :math:`(h - \frac{1-q^2}{2})\frac{D_i - D_{i-1}}{h_{i-1}}`. Like ``euler_maruyama``
   its injected noise corrects part of the score's error on the way down, at ``dpm2m``'s
   cost of one network evaluation per noise level.
 * ``euler_maruyama``: the reverse SDE :math:`\mathrm dx = [f x - g^2 \nabla\log p_t]
