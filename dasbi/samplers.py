@@ -250,10 +250,9 @@ def sample_latents(
         # the denoiser is linear in x with slope 1/(σ_max² + 1) to within v/σ_max² (exact
         # for unit-variance data). Guided steps need the gradient, so they call it again.
         first = None if _is_guided(interval, cfg) else d0 + shift / (s0**2 + 1.0)
-        if cfg.method == "dpm2m":
-            return _dpm_solver_2m(denoise, x, sigmas, interval, cfg, first)
-        if cfg.method == "dpm2m_sde":
-            return _dpm_solver_2m_sde(denoise, x, sigmas, interval, cfg, randn, first)
+        if cfg.method != "heun":
+            noise = randn if cfg.method == "dpm2m_sde" else None
+            return _dpm_solver_2m(denoise, x, sigmas, interval, cfg, first, noise)
 
         def slope(x: Tensor, s: float) -> Tensor:
             sig = torch.full((r,), s, device=device)
@@ -311,8 +310,10 @@ def _dpm_solver_2m(
     interval: Interval | None,
     cfg: SamplerConfig,
     first: Tensor | None = None,
+    randn: Callable[[], Tensor] | None = None,
 ) -> Tensor:
-    """DPM-Solver++(2M) in data-prediction form (VE: α = 1, λ = -log σ).
+    """DPM-Solver++(2M) in data-prediction form (VE: α = 1, λ = -log σ): the ODE solver, or
+    with ``randn`` (a source of standard normal noise) its reverse-SDE form.
 
     ``first``, if given, is D(x; σ_0), so the first step needs no network call.
     """
@@ -330,48 +331,18 @@ def _dpm_solver_2m(
         if s_next == 0:
             return d
         h = math.log(s_cur / s_next)
-        if d_prev is None:
+        if randn is None:
+            ratio = s_next / s_cur
             d_hat = d
+            if d_prev is not None:
+                c = h / (2 * h_prev)  # 1 / (2r)
+                d_hat = (1 + c) * d - c * d_prev
+            x = ratio * x + (1 - ratio) * d_hat
         else:
-            c = h / (2 * h_prev)  # 1 / (2r)
-            d_hat = (1 + c) * d - c * d_prev
-        ratio = s_next / s_cur
-        x = ratio * x + (1 - ratio) * d_hat
-        d_prev, h_prev = d, h
-    return x
-
-
-def _dpm_solver_2m_sde(
-    denoise: Denoiser,
-    x: Tensor,
-    sigmas: list[float],
-    interval: Interval | None,
-    cfg: SamplerConfig,
-    randn: Callable[[], Tensor],
-    first: Tensor | None = None,
-) -> Tensor:
-    """SDE-DPM-Solver++(2M) in data-prediction form (VE: α = 1, λ = -log σ).
-
-    ``first``, if given, is D(x; σ_0), so the first step needs no network call.
-    """
-    r = x.shape[0]
-    d_prev: Tensor | None = None
-    h_prev = 0.0
-    for i, (s_cur, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:], strict=True)):
-        if i == 0 and first is not None:
-            d, grad = first, None
-        else:
-            sig = torch.full((r,), s_cur, device=x.device)
-            d, grad = _denoise_guided(denoise, x, sig, interval, cfg)
-        if grad is not None:
-            d = d + s_cur**2 * grad
-        if s_next == 0:
-            return d
-        h = math.log(s_cur / s_next)
-        keep = (s_next / s_cur) ** 2  # e^{-2h}
-        x = keep * x + (1 - keep) * d + s_next * (1 - keep) ** 0.5 * randn()
-        if d_prev is not None:
-            # ∫ 2 e^{-2(h-u)} u du over [0, h] times the slope of D in λ
-            x = x + (h - 0.5 * (1 - keep)) / h_prev * (d - d_prev)
+            keep = (s_next / s_cur) ** 2  # e^{-2h}
+            x = keep * x + (1 - keep) * d + s_next * (1 - keep) ** 0.5 * randn()
+            if d_prev is not None:
+                # ∫ 2 e^{-2(h-u)} u du over [0, h] times the slope of D in λ
+                x = x + (h - 0.5 * (1 - keep)) / h_prev * (d - d_prev)
         d_prev, h_prev = d, h
     return x

@@ -111,7 +111,7 @@ def test_dpm2m_sde_is_second_order():
             return torch.randn(100_000, 3, generator=gen)
 
         if second_order:
-            x = samplers._dpm_solver_2m_sde(exact_denoiser, x, sig, None, SamplerConfig(), randn)
+            x = samplers._dpm_solver_2m(exact_denoiser, x, sig, None, SamplerConfig(), None, randn)
         else:
             for a, b in zip(sig[:-1], sig[1:], strict=True):
                 d = exact_denoiser(x, torch.full((len(x),), a))
