@@ -69,6 +69,13 @@ class InferConfig:
         help="dpm2m noise grid: one step from the top down to this σ, then log-uniform "
         "(default: the sampler's, 3; 0 for log-uniform from the top)",
     )
+    sigma_end: float | None = param(
+        None,
+        gt=0.0,
+        help="heun/dpm2m noise grids: the last σ before the final denoising step (default: "
+        "the SDE's σ_min, 1e-3). With 8-12 dpm2m steps, 0.01 is more accurate on sbibm "
+        "two_moons, but it narrows posteriors whose standardised width is near it",
+    )
     threads: int = param(2, ge=1, help="torch threads per chunk (fixed so results repeat)")
     save_samples: bool = param(False, help="store the (N, S, P) samples in /samples")
     samples_dtype: Literal["float32", "float16"] = param("float32", help="dtype of /samples")
@@ -116,7 +123,7 @@ def _infer_chunk(
     )
     sampler = {
         k: opts[k]
-        for k in ("method", "steps", "precision", "sigma_knee")
+        for k in ("method", "steps", "precision", "sigma_knee", "sigma_end")
         if opts.get(k) is not None
     }
     kw = {"sampler": sampler} if sampler else {}
@@ -263,6 +270,7 @@ def run_infer(
         "steps": cfg.steps,
         "precision": cfg.precision,
         "sigma_knee": cfg.sigma_knee,
+        "sigma_end": cfg.sigma_end,
         "threads": cfg.threads,
         "save_samples": cfg.save_samples,
         "samples_dtype": cfg.samples_dtype,

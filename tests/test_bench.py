@@ -199,6 +199,21 @@ def test_sampler_specs_are_checked():
     for bad in ["rk4-3", "heun-bf16", "heun-3-fp8"]:
         with pytest.raises(ValueError, match="method-steps"):
             _parse_samplers([bad])
+    spec = "dpm2m-10-bf16@sigma_end=0.01,sigma_knee=2"
+    assert _parse_samplers([spec])[spec] == {
+        "method": "dpm2m",
+        "steps": 10,
+        "precision": "bfloat16",
+        "sigma_end": 0.01,
+        "sigma_knee": 2,
+    }
+    with pytest.raises(ValueError, match="did you mean 'sigma_end'"):
+        _parse_samplers(["dpm2m-10@sigma_ends=0.01"])
+    with pytest.raises(ValueError, match="sigma_end"):
+        _parse_samplers(["dpm2m-10@sigma_end=-1"])
+    for bad in ["dpm2m-10@sigma_end", "dpm2m-10@steps=3", "dpm2m-10@=2"]:
+        with pytest.raises(ValueError, match="key=value"):
+            _parse_samplers([bad])
 
 
 DOCS_BENCH = Path(__file__).resolve().parents[1] / "docs" / "bench"

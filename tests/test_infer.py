@@ -264,3 +264,8 @@ def test_sampler_settings_reach_the_sampler(model, catalogue, tmp_path):
     a, b, c = (np.asarray(read_posteriors(p)[0]["theta_1_mean"]) for p in (knee, flat, again))
     np.testing.assert_array_equal(a, c)  # 3 is the default knee
     assert not np.allclose(a, b)  # knee 0: a different (log-uniform) grid
+    end = run_infer(_cfg(model, cat, smap, sigma_end=0.05, **kw), tmp_path / "e.h5")
+    d = np.asarray(read_posteriors(end)[0]["theta_1_mean"])
+    assert not np.allclose(a, d)  # the grid stops at 0.05 instead of the SDE's σ_min
+    with pytest.raises(ConfigError, match="sigma_end"):
+        run_infer(_cfg(model, cat, smap, sigma_end=-1.0, **kw), tmp_path / "bad.h5")

@@ -57,8 +57,8 @@ class InferBenchConfig:
     model: str | None = param(None, help="use this checkpoint instead of training")
     samplers: list[str] = param(
         default_factory=lambda: ["dpm2m-15", "dpm2m-15-bf16", "dpm2m-10-bf16"],
-        help="dasbi samplers as method-steps[-bf16], each scored on the same weights; the "
-        "first one also runs the end-to-end `dasbi infer` measurements",
+        help="dasbi samplers as method-steps[-bf16][@key=value,…], each scored on the same "
+        "weights; the first one also runs the end-to-end `dasbi infer` measurements",
     )
     npe: bool = param(True, help="train and score sbi's NPE on the same simulations")
     sbi_max_epochs: int | None = param(None, ge=1, help="cap on NPE epochs (sbi: none)")
@@ -70,7 +70,7 @@ class InferBenchConfig:
 
 
 def parse_sampler_specs(specs: list[str]) -> dict[str, dict[str, Any]]:
-    """``method-steps[-bf16]`` → sampler overrides, e.g. ``dpm2m-10-bf16``."""
+    """``method-steps[-bf16][@key=value,…]`` → sampler overrides, e.g. ``dpm2m-10-bf16``."""
     from .sbibm import _parse_samplers
 
     return _parse_samplers(specs)

@@ -34,7 +34,7 @@ class SamplingBenchConfig:
     repeats: int = param(2, ge=1, help="timed calls per method (the best is reported)")
     samplers: list[str] = param(
         default_factory=lambda: ["heun-25", "dpm2m-15", "heun-12"],
-        help="dasbi samplers as method-steps[-bf16]",
+        help="dasbi samplers as method-steps[-bf16][@key=value,…], e.g. dpm2m-10@sigma_end=0.01",
     )
     baselines: list[str] = param(default_factory=lambda: ["npse", "npe"], help="npse, npe")
     network: dict[str, Any] = param(

@@ -71,7 +71,8 @@ class SbibmBenchConfig:
     )
     samplers: list[str] = param(
         default_factory=lambda: ["heun-25", "dpm2m-15"],
-        help="dasbi samplers as method-steps[-bf16] (bf16: bfloat16 network), each run on the "
+        help="dasbi samplers as method-steps[-bf16][@key=value,…] (bf16: bfloat16 network; "
+        "key=value: other sampler settings, e.g. dpm2m-10@sigma_end=0.01), each run on the "
         "same trained model",
     )
     c2st: list[str] = param(default_factory=lambda: ["rf", "mlp"], help="C2ST classifiers")
@@ -375,24 +376,42 @@ def _task_errors(data: Path) -> np.ndarray | None:
 
 
 def _parse_samplers(specs: list[str]) -> dict[str, dict[str, Any]]:
-    """``method-steps`` or ``method-steps-bf16`` → {spec: sampler settings}."""
+    """``method-steps[-bf16][@key=value,…]`` → {spec: sampler settings}.
+
+    ``bf16`` runs the network in bfloat16; the ``key=value`` pairs after ``@`` set any other
+    :class:`~dasbi.samplers.SamplerConfig` field, e.g. ``dpm2m-10-bf16@sigma_end=0.01``.
+    """
     from typing import get_args, get_type_hints
+
+    import yaml
 
     from ..samplers import SamplerConfig
 
     valid = get_args(get_type_hints(SamplerConfig)["method"])
     out: dict[str, dict[str, Any]] = {}
     for spec in specs:
-        body, precision = spec, "float32"
-        if spec.endswith("-bf16"):
-            body, precision = spec[: -len("-bf16")], "bfloat16"
+        head, _, extra = spec.partition("@")
+        body, precision = head, "float32"
+        if head.endswith("-bf16"):
+            body, precision = head[: -len("-bf16")], "bfloat16"
         kind, _, steps = body.rpartition("-")
         if kind not in valid or not steps.isdigit():
             raise ValueError(
-                f"samplers: {spec!r} is not method-steps[-bf16] with method one of "
-                f"{list(valid)}, e.g. heun-25, dpm2m-15 or dpm2m-15-bf16 (bfloat16 network)"
+                f"samplers: {spec!r} is not method-steps[-bf16][@key=value,…] with method one "
+                f"of {list(valid)}, e.g. heun-25, dpm2m-15, dpm2m-15-bf16 (bfloat16 network) "
+                "or dpm2m-10@sigma_end=0.01"
             )
-        out[spec] = {"method": kind, "steps": int(steps), "precision": precision}
+        settings: dict[str, Any] = {"method": kind, "steps": int(steps), "precision": precision}
+        for item in extra.split(",") if extra else []:
+            key, eq, value = (part.strip() for part in item.partition("="))
+            if not eq or not key or key in settings:
+                raise ValueError(
+                    f"samplers: {spec!r}: after '@' give key=value settings other than the "
+                    f"method, steps and precision, e.g. dpm2m-10@sigma_end=0.01 (got {item!r})"
+                )
+            settings[key] = yaml.safe_load(value)
+        from_dict(SamplerConfig, settings, path=f"samplers[{spec}]")
+        out[spec] = settings
     if not out:
         raise ValueError("samplers: give at least one, e.g. [heun-25]")
     return out
