@@ -97,7 +97,9 @@ class SamplerConfig:
         None,
         gt=0.0,
         help="smallest noise level of the σ grid before the final denoising step "
-        "(heun, dpm2m, dpm2m_sde; default: the SDE's σ_min)",
+        "(heun, dpm2m, dpm2m_sde; default: the SDE's σ_min); 0.01-0.02 makes 8-12 dpm2m "
+        "levels more accurate on sbibm two_moons but narrows posteriors whose "
+        "standardised width is near it",
     )
     corrector_steps: int = param(1, ge=0, le=100, help="Langevin steps per level (pc)")
     snr: float = param(0.1, gt=0.0, help="corrector signal-to-noise ratio (pc)")
