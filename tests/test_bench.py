@@ -402,7 +402,8 @@ def test_bench_luhman2016_quick(tmp_path, shared_data):
     assert (tmp_path / out["figures"]["members"]).stat().st_size > 20_000
 
 
-def test_bench_memory_tiny(tmp_path):
+@pytest.mark.parametrize("infer_chunks", [1, 100])
+def test_bench_memory_tiny(tmp_path, infer_chunks):
     """The memory bench runs each command in a child process and reads its peak RSS;
     its streamed FITS writer makes a valid table with the planted duplicate ids."""
     from astropy.table import Table
@@ -415,7 +416,8 @@ def test_bench_memory_tiny(tmp_path):
     assert (t["e_a"] == np.float32(0.3)).all() and abs(float(np.mean(t["a"]))) < 0.1
     (tmp_path / "m.yaml").write_text(
         "rows: 20000\nchunk_size: 5000\ntrain_steps: 10\ncatalogue_rows: 20000\n"
-        f"infer_chunks: 1\ninfer_chunk_size: 2000\nnum_samples: 5\nfolder: {tmp_path}\n"
+        f"infer_chunks: {infer_chunks}\ninfer_chunk_size: 2000\nnum_samples: 5\n"
+        f"folder: {tmp_path}\n"
     )
     path = run_bench("memory", out=tmp_path / "m.json", config=tmp_path / "m.yaml")
     rec = json.loads(path.read_text())
@@ -424,6 +426,10 @@ def test_bench_memory_tiny(tmp_path):
         assert 50 < r["peak_rss_mb"] < 4000
     assert sim["rows"] == 20000 and sim["in_memory_inputs_mb"] == pytest.approx(5.34, abs=0.1)
     assert infer["chunks_done"] >= 1
+    if infer_chunks == 100:  # never stopped: the run finishes, all 10 chunks are done
+        assert not infer["stopped_early"] and infer["chunks_done"] == 10
+    elif not infer["stopped_early"]:  # it finished between two polls
+        assert infer["chunks_done"] == 10
     assert "| dasbi infer |" in (tmp_path / "m.md").read_text()
 
 
