@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 
 from ..config import from_dict, param
@@ -164,13 +165,13 @@ def bench_memory(
         infer += ["--num-samples", str(cfg.num_samples)]
         infer += ["--set", f"chunk_size={cfg.infer_chunk_size}", "--set", "steps=10"]
         r = _peak(infer, stop=enough)
-        done = len(list(parts.glob("chunk_*.npz"))) if parts.is_dir() else 0
-        if not parts.is_dir() and out.exists():
-            # it finished between two polls (a small catalogue): every chunk is done
-            import h5py
-
+        if parts.is_dir():
+            done = len(list(parts.glob("chunk_*.npz")))
+        elif out.exists():  # it finished between two polls (a small catalogue)
             with h5py.File(out, "r") as f:
                 done = -(-int(f.attrs["n_input"]) // cfg.infer_chunk_size)
+        else:
+            done = 0
         results.append(
             {
                 "command": "dasbi infer",
