@@ -10,12 +10,15 @@ A column map is the ``catalogue:`` section of a survey YAML file (``configs/surv
         parallax: {value: parallax, error: parallax_error, unit: mas}
         irac_1: {value: F3_6, error: e_F3_6, unit: mJy, limit: l_F3_6}
         mips_24: {value: "[24]", limit: "l_[24]", error: 0.1}
+        gaia_BP: {value: bp, error: bp_err, error_floor: 0.003}
 
 Each key is a model node. ``value`` names the column; ``error`` a column or a constant
 (1σ, in the value's unit); ``limit`` a flag column whose true or non-empty entries (``<``,
 ``1``, ``True``) mark an upper limit (a faint limit for magnitudes); ``unit`` the value's
 unit where the table does not carry one; ``zero_point`` the flux [Jy] of magnitude 0 where a
-survey defines its own (e.g. IRAC's 280.9 Jy at 3.6 µm for νF_ν = const). Fluxes (mJy, Jy,
+survey defines its own (e.g. IRAC's 280.9 Jy at 3.6 µm for νF_ν = const); ``error_floor`` an
+uncertainty added in quadrature to every error of the column, in the node's unit (mag for
+photometry), as the simulators add their survey floors. Fluxes (mJy, Jy,
 erg/s/cm²/Hz, …) of photometric nodes become Vega magnitudes with the filter's zero point
 (computed from the CALSPEC Vega spectrum on the filter curve,
 :func:`simulators.bandpasses.vega_zero_point_jy`), flux errors become magnitude errors
@@ -23,7 +26,8 @@ erg/s/cm²/Hz, …) of photometric nodes become Vega magnitudes with the filter'
 
 Missing values are NaN, masked entries and sentinels. Every problem is reported, never
 dropped silently: a bad value (non-positive flux, negative or non-finite error, a magnitude
-outside [-5, 35]) is ignored and listed, and a row without a single usable value, or with a
+outside [-5, 35], an error column that reads 0 — a rounded error — where the column has no
+``error_floor``) is ignored and listed, and a row without a single usable value, or with a
 missing or duplicate identifier, is rejected and listed (:class:`Report`).
 """
 
@@ -75,7 +79,7 @@ FORMATS = {
     ".hdf5": "hdf5",
     ".parquet": "parquet",
 }
-_COLUMN_KEYS = {"value", "error", "limit", "unit", "zero_point"}
+_COLUMN_KEYS = {"value", "error", "limit", "unit", "zero_point", "error_floor"}
 _MAP_KEYS = {"id", "sentinels", "columns"}
 MAG_RANGE = (-5.0, 35.0)
 
@@ -87,6 +91,7 @@ class ColumnSpec:
     limit: str | None = None
     unit: str | None = None
     zero_point: float | None = None  # Jy of magnitude 0 (default: from the filter and Vega)
+    error_floor: float = 0.0  # added in quadrature to every error, in the node's unit
 
 
 @dataclass
@@ -142,12 +147,19 @@ def load_column_map(path: str | os.PathLike[str]) -> ColumnMap:
         err = spec.get("error")
         if isinstance(err, bool) or (isinstance(err, int | float) and not err >= 0):
             raise ConfigError(f"{p}: catalogue.columns.{node}.error must be a column or >= 0")
+        floor = spec.get("error_floor", 0.0)
+        if isinstance(floor, bool) or not isinstance(floor, int | float) or not floor >= 0:
+            raise ConfigError(
+                f"{p}: catalogue.columns.{node}.error_floor must be a number >= 0 (in the "
+                f"node's unit, mag for photometry), got {floor!r}"
+            )
         specs[str(node)] = ColumnSpec(
             str(spec["value"]),
             err if isinstance(err, int | float) else (None if err is None else str(err)),
             None if spec.get("limit") is None else str(spec["limit"]),
             None if spec.get("unit") is None else str(spec["unit"]),
             None if spec.get("zero_point") is None else float(spec["zero_point"]),
+            float(floor),
         )
     sentinels = [float(s) for s in (cat.get("sentinels") or [])]
     return ColumnMap(specs, None if cat.get("id") is None else str(cat["id"]), sentinels, str(p))
@@ -905,7 +917,12 @@ def _column(t: Any, name: str, where: str) -> Any:
 
 
 def _as_float(col: Any, sentinels: list[float]) -> np.ndarray:
-    data = col.filled(np.nan) if hasattr(col, "filled") and col.dtype.kind in "fiu" else col
+    # a column read as integers (or booleans) can hold masked entries, e.g. a band empty in
+    # the first rows of a CSV block: convert before filling them with NaN
+    if hasattr(col, "filled") and col.dtype.kind in "fiub":
+        data = np.ma.asarray(col).astype(np.float64).filled(np.nan)
+    else:
+        data = col
     try:
         arr = np.asarray(data, np.float64)
     except (TypeError, ValueError):
@@ -946,6 +963,7 @@ def map_catalogue(
     ids: np.ndarray | None = None,
     id_status: np.ndarray | None = None,
     offset: int = 0,
+    needs_errors: list[str] | set[str] | None = None,
 ) -> MappedCatalogue:
     """Apply a column map to an astropy Table for a model's observable nodes.
 
@@ -957,6 +975,9 @@ def map_catalogue(
             catalogue (default: from ``t`` alone).
         offset: Row number of the block's first row in the catalogue; reported rows and
             ``rows`` are catalogue rows.
+        needs_errors: Nodes whose model was trained with uncertainties: a value whose error
+            is 0 after the floor is ignored and reported (the model cannot take it). Error
+            columns are held to that in any case (a 0 in one is a rounded error).
     """
     import astropy.units as u
 
@@ -1027,6 +1048,18 @@ def map_catalogue(
         finite = np.isfinite(val)
         bad_err = finite & ~lim & ~(np.isfinite(err) & (err >= 0))
         add(np.nonzero(bad_err)[0], node, "value ignored", "missing or negative error")
+        if spec.error_floor > 0:
+            err = np.hypot(err, spec.error_floor)
+        if isinstance(spec.error, str) or (needs_errors is not None and node in needs_errors):
+            zero = finite & ~lim & ~bad_err & (err == 0)
+            add(
+                np.nonzero(zero)[0],
+                node,
+                "value ignored",
+                f"zero error (rounded in the catalogue?); set catalogue.columns.{node}."
+                "error_floor",
+            )
+            bad_err |= zero
         if target == "mag":
             out = finite & ((val < MAG_RANGE[0]) | (val > MAG_RANGE[1]))
             add(

@@ -216,6 +216,7 @@ def run_infer(
     cmap = load_column_map(cfg.survey)
     table = open_catalogue(cfg.catalogue, cfg.format, required_columns(cmap))
     observables = post.observable_nodes
+    needs = set(post.meta.get("needs_errors", []))
     n_input = len(table)
     if n_input == 0:
         raise DataError(f"catalogue {cfg.catalogue} has no rows")
@@ -283,7 +284,9 @@ def run_infer(
         block = table[a:b]
         ids = catalogue_ids(block, cmap) if cmap.id else None
         status = index.status(a, b, ids if ids is not None else index.ids(a, b))
-        return map_catalogue(block, cmap, observables, ids=ids, id_status=status, offset=a)
+        return map_catalogue(
+            block, cmap, observables, ids=ids, id_status=status, offset=a, needs_errors=needs
+        )
 
     def finish(i: int, m: Any, res: dict[str, np.ndarray] | None) -> None:
         if res is None:  # no accepted row in this chunk

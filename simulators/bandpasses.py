@@ -7,8 +7,15 @@ Filters come from maintained packages, never from the network: speclite (Gaia DR
 .. math:: m = -2.5\log_{10}\frac{\int F_\lambda T \lambda\,\mathrm d\lambda}
                                {\int F^{\mathrm{ref}}_\lambda T \lambda\,\mathrm d\lambda},
 
-with the reference the CALSPEC Vega spectrum shipped by pyphot (``alpha_lyr_stis_011``)
-or the AB spectrum (3631 Jy). This is what ``synphot.Observation.effstim`` computes.
+with a reference spectrum: AB (3631 Jy), the CALSPEC Vega spectrum shipped by pyphot
+(``alpha_lyr_stis_011``, system ``"calspec"``; this is what
+``synphot.Observation.effstim("vegamag")`` computes), or, for ``"vega"`` (the default), each
+survey's own published Vega zero point (:data:`ZERO_POINTS`): a flat-spectrum source of
+F_ν = ZP has magnitude 0. Surveys calibrated their Vega systems on other Vega models
+(Cohen et al. 1992/2003 for 2MASS, IRAC, WISE and MIPS), which differ from CALSPEC by
+0.7-4.6% in these bands, so the catalogues' magnitudes and fluxes follow their published zero
+points, and so do the simulated ones. Bands without a published zero point (the Gaia DR2
+curves, any pyphot name) use CALSPEC.
 
 :class:`Photometry` precomputes, for a spectral library's wavelength grid, the weight
 matrix ``W`` (W × B) of the integral of the *linearly interpolated* spectrum times the
@@ -32,6 +39,9 @@ __all__ = [
     "Filter",
     "Photometry",
     "UnknownFilterError",
+    "ZERO_POINTS",
+    "ZeroPoint",
+    "calspec_zero_point_jy",
     "get_filter",
     "pivot_wavelength",
     "vega_spectrum",
@@ -61,6 +71,46 @@ FILTERS: dict[str, tuple[str, str]] = {
 }
 
 AB_FNU = 3631e-23  # erg/s/cm²/Hz
+
+
+@dataclass(frozen=True)
+class ZeroPoint:
+    """A survey's published Vega zero point: F_ν [Jy] of a magnitude-0 source."""
+
+    jy: float
+    reference: str
+
+
+def _gaia(zp_ab: float, zp_vega: float) -> float:
+    """Jy of Gaia VEGAMAG 0 from the AB and Vega zero points of Riello et al. (2021)."""
+    return 3631.0 * 10 ** (-0.4 * (zp_ab - zp_vega))
+
+
+_COHEN = "Cohen, Wheaton & Megeath (2003), AJ 126, 1090, Table 2"
+_REACH = "Reach et al. (2005), PASP 117, 978, Table 3"
+_JARRETT = "Jarrett et al. (2011), ApJ 735, 112, Table 1"
+_RIELLO = "Riello et al. (2021), A&A 649, A3, Table 3 (ZP_AB - ZP_Vega)"
+
+#: published Vega zero points per survey convention (the flux density that the survey quotes
+#: for a magnitude-0 source); catalogue fluxes convert to magnitudes with these, and
+#: simulated magnitudes in system ``"vega"`` are defined by them
+ZERO_POINTS: dict[str, ZeroPoint] = {
+    "gaia_G": ZeroPoint(_gaia(25.8010, 25.6874), _RIELLO),
+    "gaia_BP": ZeroPoint(_gaia(25.3540, 25.3385), _RIELLO),
+    "gaia_RP": ZeroPoint(_gaia(25.1040, 24.7479), _RIELLO),
+    "2mass_J": ZeroPoint(1594.0, _COHEN),
+    "2mass_H": ZeroPoint(1024.0, _COHEN),
+    "2mass_Ks": ZeroPoint(666.7, _COHEN),
+    "wise_W1": ZeroPoint(309.540, _JARRETT),
+    "wise_W2": ZeroPoint(171.787, _JARRETT),
+    "wise_W3": ZeroPoint(31.674, _JARRETT),
+    "wise_W4": ZeroPoint(8.363, _JARRETT),
+    "irac_1": ZeroPoint(280.9, _REACH),
+    "irac_2": ZeroPoint(179.7, _REACH),
+    "irac_3": ZeroPoint(115.0, _REACH),
+    "irac_4": ZeroPoint(64.13, _REACH),
+    "mips_24": ZeroPoint(7.17, "Engelbracht et al. (2007), PASP 119, 994"),
+}
 
 
 class UnknownFilterError(KeyError, ValueError):
@@ -173,15 +223,34 @@ def _merged_weights(grid: np.ndarray, f: Filter) -> np.ndarray:
     return w
 
 
-def _reference_integral(f: Filter, system: str) -> float:
-    """∫ F_ref T λ dλ for Vega or AB (trapezoid on the merged grid)."""
-    if system == "vega":
+def _flat_integral(f: Filter) -> float:
+    """c ∫T/λ dλ [Å/s]: ∫ F_λ T λ dλ of a source with F_ν = 1 erg/s/cm²/Hz."""
+    return float(C_AA_S * np.trapezoid(f.transmission / f.wave_aa, f.wave_aa))
+
+
+SYSTEMS = ("vega", "calspec", "ab")
+
+
+def _reference_integral(f: Filter, system: str, zp_name: str | None = None) -> float:
+    """∫ F_ref T λ dλ of a magnitude-0 source: the survey's Vega zero point (``vega``, of
+    ``zp_name`` or the filter's name; CALSPEC where none is published), the CALSPEC Vega
+    spectrum (``calspec``) or AB."""
+    if system == "vega" and zp_name not in (None, f.name) and zp_name in ZERO_POINTS:
+        # another curve standing in for a survey band: CALSPEC Vega through this curve,
+        # moved by the offset between the survey's system and CALSPEC in the survey band
+        scale = ZERO_POINTS[zp_name].jy / calspec_zero_point_jy(zp_name)
+        return _reference_integral(f, "calspec") * scale
+    if system == "vega" and f.name in ZERO_POINTS:
+        return ZERO_POINTS[f.name].jy * 1e-23 * _flat_integral(f)
+    if system in ("vega", "calspec"):
         wave, flux = vega_spectrum()
     elif system == "ab":
         wave = np.geomspace(f.wave_aa[0], f.wave_aa[-1], 20_000)
         flux = AB_FNU * C_AA_S / wave**2
     else:
-        raise ValueError(f"unknown magnitude system {system!r}; valid: 'vega', 'ab'")
+        raise ValueError(
+            f"unknown magnitude system {system!r}; valid: {', '.join(map(repr, SYSTEMS))}"
+        )
     return float(_merged_weights(wave, f) @ flux)
 
 
@@ -191,7 +260,8 @@ class Photometry:
     Args:
         bands: Canonical filter names (or pyphot names).
         wave_aa: The spectra's wavelength grid (Å), increasing.
-        system: ``"vega"`` or ``"ab"``, for all bands or per band.
+        system: ``"vega"`` (the surveys' published zero points), ``"calspec"`` or ``"ab"``,
+            for all bands or per band.
         band_columns: For band-flux libraries (``wave_aa`` are band pivots): the column of
             each band in the library's output; photometry is then a column selection of
             band-averaged F_λ, with the zero point of the same filter.
@@ -207,8 +277,12 @@ class Photometry:
         wave_aa: np.ndarray,
         system: str | Sequence[str] = "vega",
         band_columns: Sequence[int] | None = None,
+        zero_point_names: Sequence[str] | None = None,
     ) -> None:
         self.bands = list(bands)
+        zp_names = list(zero_point_names) if zero_point_names is not None else self.bands
+        if len(zp_names) != len(self.bands):
+            raise ValueError(f"got {len(zp_names)} zero_point_names for {len(self.bands)} bands")
         if not self.bands:
             raise ValueError("Photometry needs at least one band")
         systems = [system] * len(self.bands) if isinstance(system, str) else list(system)
@@ -221,7 +295,7 @@ class Photometry:
         weights = np.zeros((len(self.wave_aa), len(self.bands)))
         ref = np.zeros(len(self.bands))
         for j, (f, sys_) in enumerate(zip(filters, systems, strict=True)):
-            ref[j] = _reference_integral(f, sys_)
+            ref[j] = _reference_integral(f, sys_, zp_names[j])
             if self.band_columns is None:
                 if f.wave_aa[0] < self.wave_aa[0] or f.wave_aa[-1] > self.wave_aa[-1]:
                     outside = _outside_fraction(f, self.wave_aa)
@@ -256,15 +330,27 @@ class Photometry:
 
 @functools.cache
 def vega_zero_point_jy(name: str) -> float:
-    """F_ν [Jy] of a flat-spectrum source with Vega magnitude 0 in the band.
+    """F_ν [Jy] of a source with Vega magnitude 0 in the band: the survey's published value
+    (:data:`ZERO_POINTS`), else :func:`calspec_zero_point_jy`.
+
+    Catalogue fluxes are quoted in their survey's convention together with this zero point,
+    so m = -2.5 log10(F / ZP) is the survey's magnitude whatever that convention is (IRAC's
+    νF_ν = const, WISE's F_ν ∝ ν⁻²): the convention cancels in the ratio.
+    """
+    if name in ZERO_POINTS:
+        return ZERO_POINTS[name].jy
+    return calspec_zero_point_jy(name)
+
+
+@functools.cache
+def calspec_zero_point_jy(name: str) -> float:
+    """F_ν [Jy] of a flat-spectrum source as bright as the CALSPEC Vega spectrum in the band.
 
     For photon-counting magnitudes, 10^{-0.4 m} = F_ν c ∫T/λ dλ / ∫F_Vega T λ dλ for a source
-    of constant F_ν, so the zero point is ∫F_Vega T λ dλ / (c ∫T/λ dλ). This converts
-    catalogue fluxes in the filter's (ν-flat) convention to the simulators' magnitudes.
+    of constant F_ν, so the zero point is ∫F_Vega T λ dλ / (c ∫T/λ dλ).
     """
     f = get_filter(name)
-    ref = _reference_integral(f, "vega")
-    return float(ref / (C_AA_S * np.trapezoid(f.transmission / f.wave_aa, f.wave_aa)) / 1e-23)
+    return float(_reference_integral(f, "calspec") / _flat_integral(f) / 1e-23)
 
 
 def _outside_fraction(f: Filter, grid: np.ndarray) -> float:

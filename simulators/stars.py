@@ -213,7 +213,10 @@ class StellarSED:
 
             cols = [BAND_COLUMNS[b] for b in bands]
             self.phot = Photometry(
-                cols, library.wave_aa, band_columns=[library.band_names.index(c) for c in cols]
+                cols,
+                library.wave_aa,
+                band_columns=[library.band_names.index(c) for c in cols],
+                zero_point_names=bands,
             )
         else:
             self.phot = Photometry(bands, library.wave_aa)

@@ -269,3 +269,90 @@ def test_sampler_settings_reach_the_sampler(model, catalogue, tmp_path):
     assert not np.allclose(a, d)  # the grid stops at 0.05 instead of the SDE's σ_min
     with pytest.raises(ConfigError, match="sigma_end"):
         run_infer(_cfg(model, cat, smap, sigma_end=-1.0, **kw), tmp_path / "bad.h5")
+
+
+def _mixed_csv(n: int = 40) -> str:
+    """A catalogue as surveys publish it: x_2 (b, e_b, l_b) empty in the first rows, values
+    written as integers, and one error rounded to 0."""
+    rng = np.random.default_rng(11)
+    lines = ["name,a,e_a,b,e_b,l_b"]
+    for i in range(n):
+        a = int(rng.integers(-1, 2))
+        e_a = "0.000" if i == 30 else f"{SIGMA:.3f}"
+        b = "" if i < 25 else str(int(rng.integers(-1, 2)))
+        e_b = "" if i < 25 else "1"
+        lines.append(f"star{i:03d},{a},{e_a},{b},{e_b},{'' if i < 25 else 0}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "ecsv", "fits", "parquet", "h5", "csv.gz"])
+def test_empty_integer_columns_and_zero_errors_never_abort(model, tmp_path, fmt):
+    """Optional bands empty in the first rows (read as masked integers) and an error rounded
+    to 0.000 give report rows, never a traceback; error_floor makes the zero usable."""
+    import gzip
+
+    text = _mixed_csv()
+    src = tmp_path / "raw.csv"
+    src.write_text(text)
+    cat = tmp_path / f"cat.{fmt}"
+    if fmt == "csv":
+        cat = src
+    elif fmt == "csv.gz":
+        cat.write_bytes(gzip.compress(text.encode()))
+    else:
+        t = Table.read(src, format="ascii.csv")
+        assert t["b"].dtype.kind == "i" and t["b"].mask[:25].all()  # what the bug met
+        kw = {"path": "data", "serialize_meta": True} if fmt == "h5" else {}
+        t.write(cat, **kw)
+    smap = tmp_path / "map.yaml"
+    smap.write_text(MAP)
+    out = run_infer(_cfg(model, cat, smap, chunk_size=10), tmp_path / "post.h5", progress=False)
+    summary, attrs = read_posteriors(out)
+    assert attrs["n_input"] == 40 and len(summary) == 40
+    rej = Table.read(tmp_path / "post.rejected.ecsv")
+    zero = [r for r in rej if "zero error" in r["reason"]]
+    assert [r["id"] for r in zero] == ["star030"] and zero[0]["column"] == "x_1"
+    assert "error_floor" in zero[0]["reason"]
+    i30 = list(summary["id"]).index("star030")
+    assert summary["n_observed"][i30] == 1  # x_1 ignored, x_2 kept
+    # with a floor the rounded error becomes the floor and nothing is reported
+    floored = tmp_path / "floor.yaml"
+    floored.write_text(
+        MAP.replace("{value: a, error: e_a}", "{value: a, error: e_a, error_floor: 0.01}")
+    )
+    out2 = run_infer(
+        _cfg(model, cat, floored, chunk_size=10), tmp_path / "post2.h5", progress=False
+    )
+    s2, _ = read_posteriors(out2)
+    assert s2["n_observed"][i30] == 2
+    assert not any(
+        "zero error" in r for r in Table.read(tmp_path / "post2.rejected.ecsv")["reason"]
+    )
+
+
+def test_error_floor_adds_in_quadrature_and_is_validated(tmp_path):
+    from dasbi.catalogue import load_column_map, map_catalogue
+    from dasbi.nodes import Node
+
+    smap = tmp_path / "m.yaml"
+    smap.write_text(
+        MAP.replace("{value: a, error: e_a}", "{value: a, error: e_a, error_floor: 0.3}")
+    )
+    t = Table(
+        {
+            "name": ["s1", "s2"],
+            "a": [0.1, 0.2],
+            "e_a": [0.4, 0.0],
+            "b": [1.0, 1.0],
+            "e_b": [0.1, 0.1],
+            "l_b": [False, False],
+        }
+    )
+    nodes = [Node("x_1", "observable", "x"), Node("x_2", "observable", "x")]
+    m = map_catalogue(t, load_column_map(smap), nodes)
+    np.testing.assert_allclose(m.errors["x_1"], [0.5, 0.3])
+    smap.write_text(
+        MAP.replace("{value: a, error: e_a}", "{value: a, error: e_a, error_floor: -1}")
+    )
+    with pytest.raises(ConfigError, match="error_floor must be a number >= 0"):
+        load_column_map(smap)
