@@ -67,7 +67,7 @@ class YoungClusterConfig:
     cone_deg: float = field(default=0.5, metadata={"gt": 0.0, "le": 10.0})
     field_mag_limit: float = field(default=20.0, metadata={"help": "G limit of contaminants"})
     aperture_arcsec: float = field(default=3.0, metadata={"gt": 0.0})
-    library: Literal["ck04", "planck"] = "ck04"
+    library: Literal["phoenix", "ck04", "planck"] = "phoenix"
     library_path: str | None = None
     surveys: list[str] = field(
         default_factory=lambda: ["gaia_dr3", "2mass", "allwise", "spitzer_c2d"]

@@ -12,6 +12,14 @@ Three implementations share the :class:`SpectralLibrary` interface:
   astroARIADNE layout, CK04_DF.csv / Kurucz_DF.csv). Each "pixel" is a band, placed at the
   band's pivot wavelength; photometry selects columns instead of integrating.
 * :class:`PlanckLibrary`: π B_λ(T_eff), the embedded fallback when no grid is installed.
+* :class:`MangledLibrary` (``phoenix``): spectra whose broad-band fluxes are those of a
+  band-flux table (PHOENIX v2 by default, 2300-12000 K, log g 0-6), made by "mangling" a base
+  spectrum (CK04, scaled by B_λ(T)/B_λ(3500 K) below its 3500 K edge): the base is multiplied
+  by a smooth function of wavelength, piecewise linear in (log λ, log F) between the pivots
+  of the fitted bands and flat beyond them, iterated until every fitted band matches the
+  table (Hsiao et al. 2007 use the same idea for supernova templates). Cool and young stars
+  then have the right colours in every band the table holds, while the spectrum still serves
+  filter curves, extinction across a band, and the YSO model's reprocessing.
 
 Outside the grid (T_eff, log g or [M/H] beyond the covered range) a library raises
 :class:`OutOfGridError` (``out_of_grid="raise"``, the default) or clips the parameters to
@@ -20,6 +28,10 @@ the nearest covered values (``"clip"``).
 References:
     Castelli, F. & Kurucz, R. L. (2004). New Grids of ATLAS9 Model Atmospheres.
     arXiv:astro-ph/0405087.
+    Husser, T.-O. et al. (2013). A new extensive library of PHOENIX stellar atmospheres and
+    synthetic spectra. A&A 553, A6.
+    Hsiao, E. Y. et al. (2007). K-corrections and spectral templates of Type Ia supernovae.
+    ApJ 663, 1187 (colour mangling).
     Vines, J. I. & Jenkins, J. S. (2022). ARIADNE. MNRAS 513, 2719 (band-flux tables).
 """
 
@@ -42,6 +54,8 @@ __all__ = [
     "BAND_COLUMNS",
     "BandFluxLibrary",
     "CK04Library",
+    "MANGLE_BANDS",
+    "MangledLibrary",
     "OutOfGridError",
     "PlanckLibrary",
     "SpectralLibrary",
@@ -344,6 +358,10 @@ BAND_COLUMNS: dict[str, str] = {
 }
 
 
+#: band-flux tables found by name in the data folder (``atmospheres/bandflux/<name>_DF.csv``)
+BAND_TABLES = ("CK04", "Kurucz", "Phoenixv2", "SPHINX")
+
+
 class BandFluxLibrary(SpectralLibrary):
     """Band-averaged surface fluxes from an astroARIADNE-style table.
 
@@ -352,7 +370,7 @@ class BandFluxLibrary(SpectralLibrary):
     interpolated linearly in log flux on the regular (feh, teff, logg) grid.
 
     Args:
-        table: ``"CK04"``, ``"Kurucz"`` or a CSV path.
+        table: ``"CK04"``, ``"Kurucz"``, ``"Phoenixv2"``, ``"SPHINX"`` or a CSV path.
         bands: Columns to keep (default: all).
         out_of_grid: ``"raise"`` or ``"clip"``.
     """
@@ -369,7 +387,7 @@ class BandFluxLibrary(SpectralLibrary):
         super().__init__(out_of_grid)
         import pandas as pd
 
-        if str(table) in ("CK04", "Kurucz"):
+        if str(table) in BAND_TABLES:
             path = find_data(f"atmospheres/bandflux/{table}_DF.csv")
         else:
             path = Path(table)
@@ -481,9 +499,177 @@ class PlanckLibrary(SpectralLibrary):
         return (np.pi * b_lam * 1e-8).astype(np.float32)  # per Å
 
 
+#: table columns the mangling fits, blue to red: SDSS u g r i z, 2MASS J H Ks, WISE W1 W2
+#: (bands that barely overlap, so the fit is well posed; Gaia, PS1 and IRAC stay as checks)
+MANGLE_BANDS = (
+    "SDSS_u",
+    "SDSS_g",
+    "SDSS_r",
+    "SDSS_i",
+    "SDSS_z",
+    "2MASS_J",
+    "2MASS_H",
+    "2MASS_Ks",
+    "WISE_RSR_W1",
+    "WISE_RSR_W2",
+)
+
+
+class MangledLibrary(SpectralLibrary):
+    """A base spectrum warped to the band fluxes of an atmosphere table (see the module
+    docstring); the default is PHOENIX v2 band fluxes on CK04 spectra.
+
+    Args:
+        table: Band-flux table name (``"Phoenixv2"``, ``"SPHINX"``, …) or CSV path.
+        bands: Table columns to match (default :data:`MANGLE_BANDS`).
+        base_path: The ck04models folder of the base spectra.
+        wave_range_aa: Wavelength range of the spectra (Å).
+        iterations: Fixed-point iterations of the mangling (each multiplies the correction
+            at every band by target / current band flux). The corrections are fitted once at
+            every node of the table and interpolated trilinearly for each star.
+        out_of_grid: ``"raise"`` or ``"clip"`` for log g and [M/H] outside the table and
+            T_eff outside 1000 K to CK04's 50,000 K.
+
+    Example:
+        >>> lib = MangledLibrary()                                 # doctest: +SKIP
+        >>> flux = lib.surface_flux([3000.0], [4.0], [0.0])       # (1, W) F_λ # doctest: +SKIP
+    """
+
+    name = "phoenix"
+
+    def __init__(
+        self,
+        table: str | os.PathLike = "Phoenixv2",
+        bands: list[str] | tuple[str, ...] | None = None,
+        base_path: str | os.PathLike | None = None,
+        wave_range_aa: tuple[float, float] = (2500.0, 320_000.0),
+        iterations: int = 12,
+        out_of_grid: OutOfGrid = "raise",
+    ) -> None:
+        super().__init__(out_of_grid)
+        from .bandpasses import _merged_weights, get_filter
+
+        bands = list(MANGLE_BANDS if bands is None else bands)
+        self.table = BandFluxLibrary(table, bands=bands, out_of_grid=out_of_grid)
+        self.base = CK04Library(base_path, wave_range_aa=wave_range_aa, out_of_grid="clip")
+        self.wave_aa = self.base.wave_aa
+        # T_eff beyond the table takes the correction at the table's edge (on the base
+        # spectrum, Planck-scaled below CK04's 3500 K), so hot stars stay CK04 to a few 0.01
+        # mag and the coolest YSO photospheres are continued smoothly
+        self.bounds = {
+            "teff": (1000.0, self.base.bounds["teff"][1]),
+            "logg": self.table.bounds["logg"],
+            "feh": self.table.bounds["feh"],
+        }
+        self.band_names = bands
+        self.iterations = int(iterations)
+        filters = [get_filter(b) for b in bands]
+        for f in filters:
+            if f.wave_aa[0] < self.wave_aa[0] or f.wave_aa[-1] > self.wave_aa[-1]:
+                raise ValueError(
+                    f"mangling band {f.name} ({f.wave_aa[0]:.0f}-{f.wave_aa[-1]:.0f} Å) is not "
+                    f"inside wave_range_aa {wave_range_aa}"
+                )
+        # photon-weighted band means <F_λ> = ∫F T λ dλ / ∫T λ dλ, as the tables hold them
+        w = np.stack([_merged_weights(self.wave_aa, f) for f in filters], axis=1)
+        self._band_w = w / w.sum(axis=0, keepdims=True)
+        pivots = np.log(self.table.wave_aa)
+        order = np.argsort(pivots)
+        if np.any(np.diff(pivots[order]) <= 0):
+            raise ValueError("mangling bands must have distinct pivot wavelengths")
+        # (B, W): log-linear interpolation between the pivots, flat beyond the end bands
+        eye = np.eye(len(bands))[order]
+        lw = np.log(self.wave_aa)
+        self._basis = np.stack([np.interp(lw, pivots[order], row) for row in eye.T])
+        self._basis32 = torch.from_numpy(self._basis.astype(np.float32))
+        self._log_r = self._node_corrections()
+
+    def _node_corrections(self) -> np.ndarray:
+        """(F, T, G, B) log correction at the pivots for every node of the table; holes (low
+        log g at high T_eff) take the correction of the nearest populated log g."""
+        tab = self.table
+        ff, tt, gg = np.meshgrid(tab.feh_grid, tab.teff_grid, tab.logg_grid, indexing="ij")
+        out = np.full((*tab.valid.shape, len(self.band_names)), np.nan)
+        ok = tab.valid
+        for part in np.array_split(np.argwhere(ok), max(1, int(ok.sum()) // 2000)):
+            i, j, k = part.T
+            out[i, j, k] = self._fit(tt[i, j, k], gg[i, j, k], ff[i, j, k])
+        for i in range(out.shape[0]):
+            for j in range(out.shape[1]):
+                have = np.nonzero(ok[i, j])[0]
+                if len(have) and len(have) < out.shape[2]:
+                    near = have[np.abs(have[None, :] - np.arange(out.shape[2])[:, None]).argmin(1)]
+                    out[i, j] = out[i, j, near]
+        # a (feh, teff) column with no model at all: the nearest T_eff's
+        for i in range(out.shape[0]):
+            have = np.nonzero(ok[i].any(axis=1))[0]
+            near = have[np.abs(have[None, :] - np.arange(out.shape[1])[:, None]).argmin(1)]
+            out[i] = out[i, near]
+        return out
+
+    def _fit(self, teff: np.ndarray, logg: np.ndarray, feh: np.ndarray) -> np.ndarray:
+        """(N, B) log correction at the pivots that takes the base to the table, by
+        fixed-point iteration at table nodes."""
+        base = self._base(teff, logg, feh)
+        target = np.log(self.table.surface_flux(teff, logg, feh).astype(np.float64))
+        log_r = target - np.log(base @ self._band_w)
+        for _ in range(self.iterations):
+            corr = np.exp(log_r @ self._basis)
+            log_r += target - np.log((base * corr) @ self._band_w)
+        return log_r
+
+    def correction(self, teff: np.ndarray, logg: np.ndarray, feh: np.ndarray) -> np.ndarray:
+        """(N, W) factor that takes the base spectra to the table's band fluxes."""
+        return torch.pow(10.0, self._log_correction(*self._prepare(teff, logg, feh))).numpy()
+
+    def _log_base(self, teff: np.ndarray, logg: np.ndarray, feh: np.ndarray) -> torch.Tensor:
+        """(N, W) float32 log10 F_λ of the base: CK04, below its edge the edge spectrum times
+        B_λ(T)/B_λ(T_edge)."""
+        lo, hi = self.base.bounds["teff"]
+        log_f = self.base.log_surface_flux(
+            np.clip(teff, lo, hi),
+            np.clip(logg, *self.base.bounds["logg"]),
+            np.clip(feh, *self.base.bounds["feh"]),
+        )
+        cool = teff < lo
+        if cool.any():
+            x = H_CGS * C_AA_S / (self.wave_aa[None, :] * K_CGS)
+            with np.errstate(over="ignore"):
+                ratio = np.log10(np.expm1(x / lo)) - np.log10(np.expm1(x / teff[cool, None]))
+            log_f[torch.from_numpy(cool)] += torch.from_numpy(ratio.astype(np.float32))
+        return log_f
+
+    def _base(self, teff: np.ndarray, logg: np.ndarray, feh: np.ndarray) -> np.ndarray:
+        return torch.pow(10.0, self._log_base(teff, logg, feh)).double().numpy()
+
+    def _log_correction(self, teff: np.ndarray, logg: np.ndarray, feh: np.ndarray) -> torch.Tensor:
+        """(N, W) float32 log10 correction: the node corrections interpolated trilinearly in
+        (T_eff, log g, [M/H]), T_eff clipped to the table."""
+        tab = self.table
+        it, wt = _axis_weights(tab.teff_grid, np.clip(teff, *tab.bounds["teff"]))
+        i_f, wf = _axis_weights(tab.feh_grid, np.clip(feh, *tab.bounds["feh"]))
+        ig, wg = _axis_weights(tab.logg_grid, np.clip(logg, *tab.bounds["logg"]))
+        log_r = np.zeros((len(teff), len(self.band_names)))
+        for a, wa in ((0, 1 - wf), (1, wf)):
+            for b, wb in ((0, 1 - wt), (1, wt)):
+                for c, wc in ((0, 1 - wg), (1, wg)):
+                    log_r += (wa * wb * wc)[:, None] * self._log_r[i_f + a, it + b, ig + c]
+        return torch.from_numpy((log_r / np.log(10.0)).astype(np.float32)) @ self._basis32
+
+    def surface_flux(self, teff: np.ndarray, logg: np.ndarray, feh: np.ndarray) -> np.ndarray:
+        teff, logg, feh = self._prepare(teff, logg, feh)
+        log_f = self._log_base(teff, logg, feh) + self._log_correction(teff, logg, feh)
+        return torch.pow(10.0, log_f).numpy()
+
+
 def make_library(name: str, **kwargs: object) -> SpectralLibrary:
-    """Build a library by name: ``ck04``, ``bandflux``, ``planck``."""
-    classes = {"ck04": CK04Library, "bandflux": BandFluxLibrary, "planck": PlanckLibrary}
+    """Build a library by name: ``ck04``, ``bandflux``, ``phoenix``, ``planck``."""
+    classes = {
+        "ck04": CK04Library,
+        "bandflux": BandFluxLibrary,
+        "phoenix": MangledLibrary,
+        "planck": PlanckLibrary,
+    }
     try:
         cls = classes[name]
     except KeyError:

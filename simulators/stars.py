@@ -54,10 +54,11 @@ DEFAULT_BANDS: dict[str, dict[str, float]] = {
 class FieldStarsConfig:
     """Options of :class:`FieldStars` (the ``simulator:`` section of a simulate config)."""
 
-    library: Literal["ck04", "planck", "kurucz_bands", "ck04_bands"] = field(
-        default="ck04",
+    library: Literal["ck04", "phoenix", "planck", "kurucz_bands", "ck04_bands"] = field(
+        default="phoenix",
         metadata={
-            "help": "spectral library: ck04 (the CDBS grid), planck (embedded), or the "
+            "help": "spectral library: ck04 (the CDBS grid), phoenix (CK04 mangled to PHOENIX "
+            "v2 band fluxes: M dwarfs down to 2300 K), planck (embedded), or the "
             "band-flux tables kurucz_bands / ck04_bands (photometry only; Gaia bands through "
             "DR2 passbands; extinction at each band's pivot wavelength)"
         },
@@ -274,12 +275,20 @@ class FieldStars(Simulator):
         super().__init__(config)
         from .galaxy import ExponentialDust, GalaxyModel, GridDustMap
         from .isochrones import IsochroneGrid
-        from .spectra import BAND_COLUMNS, BandFluxLibrary, CK04Library, PlanckLibrary
+        from .spectra import (
+            BAND_COLUMNS,
+            BandFluxLibrary,
+            CK04Library,
+            MangledLibrary,
+            PlanckLibrary,
+        )
 
         c = self.config
         self.bands = list(c.bands)
         if c.library == "ck04":
             lib = CK04Library(c.library_path)
+        elif c.library == "phoenix":
+            lib = MangledLibrary(base_path=c.library_path)
         elif c.library == "planck":
             lib = PlanckLibrary(wave_range_aa=(3000.0, 320_000.0))
         else:

@@ -350,7 +350,9 @@ class YSOModel:
         model_set: An R17 model-set name.
         wave_aa: Wavelength grid (Å) of the output SED; default 0.28-38 µm, 240 points
             log-spaced (enough for the Gaia-to-MIPS 24 µm filters at < 0.01 mag).
-        library: ``ck04`` (the CDBS grid, see :mod:`simulators.spectra`) or ``planck``.
+        library: ``phoenix`` (CK04 mangled to PHOENIX v2 band fluxes,
+            :class:`simulators.spectra.MangledLibrary`), ``ck04`` (the CDBS grid, see
+            :mod:`simulators.spectra`) or ``planck``.
         library_path: The ck04models folder.
         n_annuli, n_shells, n_mu: Radial and angular resolution.
     """
@@ -425,8 +427,22 @@ class YSOModel:
                 / np.pi
             )
             table[cool] = table[cool] * ratio
+        elif library == "phoenix":
+            from .spectra import MangledLibrary
+
+            lib = MangledLibrary(
+                base_path=path,
+                wave_range_aa=(min(edges[0] * 0.99, 2500.0), min(edges[-1] * 1.01, 1.6e6)),
+                out_of_grid="clip",
+            )
+            native = lib.surface_flux(
+                self._t_grid, np.full(len(self._t_grid), 4.0), np.zeros(len(self._t_grid))
+            )
+            table = _bin_average(lib.wave_aa, native.astype(np.float64), edges)
         else:
-            raise ValueError(f"unknown library {library!r} for the YSO model; valid: ck04, planck")
+            raise ValueError(
+                f"unknown library {library!r} for the YSO model; valid: phoenix, ck04, planck"
+            )
         self._log_star = torch.from_numpy(np.log10(np.maximum(table, 1e-300))).float()
 
     def _star_surface(self, teff: np.ndarray) -> torch.Tensor:
@@ -973,8 +989,12 @@ class YSOConfig:
             "instead of the embedded semi-analytic SEDs"
         },
     )
-    library: Literal["ck04", "planck"] = field(
-        default="ck04", metadata={"help": "photosphere library (ck04 needs the CDBS grid)"}
+    library: Literal["phoenix", "ck04", "planck"] = field(
+        default="phoenix",
+        metadata={
+            "help": "photosphere library: phoenix (CK04 spectra mangled to PHOENIX v2 band "
+            "fluxes, right for M stars; needs both grids), ck04 (CDBS grid, >= 3500 K) or planck"
+        },
     )
     library_path: str | None = None
     distance: list[float] = field(

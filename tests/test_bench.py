@@ -402,6 +402,37 @@ def test_bench_luhman2016_quick(tmp_path, shared_data):
     assert (tmp_path / out["figures"]["members"]).stat().st_size > 20_000
 
 
+def test_bench_photospheres(tmp_path, shared_data):
+    """Every check is recorded; the PHOENIX photospheres beat black bodies on the real
+    discless members in BP-RP at every T_eff, and pivot extinction overestimates A_G of an M
+    star."""
+    path = run_bench("photospheres", out=tmp_path / "p.json", progress=False)
+    out = json.loads(path.read_text())
+    checks = {r["check"] for r in out["results"]}
+    assert checks == {
+        "dwarf_sequence",
+        "cra_discless",
+        "dr3_minus_dr2",
+        "logg_bp_rp",
+        "pivot_extinction",
+    }
+    cra = {
+        (r["library"], tuple(r["teff_range"]), r["colour"]): r
+        for r in out["results"]
+        if r["check"] == "cra_discless"
+    }
+    for (lib, rng, colour), r in cra.items():
+        if lib == "phoenix" and colour == "BP-RP" and r["n"]:
+            assert abs(r["median"]) < abs(cra[("planck", rng, colour)]["median"])
+    g = [
+        r["error"]
+        for r in out["results"]
+        if r["check"] == "pivot_extinction" and r["band"] == "gaia_G" and r["teff"] == 2700.0
+    ]
+    assert min(g) > 0.2
+    assert out["members"] > 80 and (tmp_path / out["figures"]["members"]).stat().st_size > 20_000
+
+
 @pytest.mark.parametrize("infer_chunks", [1, 100])
 def test_bench_memory_tiny(tmp_path, infer_chunks):
     """The memory bench runs each command in a child process and reads its peak RSS;

@@ -122,7 +122,8 @@ def test_band_flux_libraries_match_synthetic_photometry_of_the_spectra(rng, shar
     reproduces our filter convolution of the CK04 spectra; kurucz_bands differs by the
     atmosphere models' own differences (a few 0.01 mag), which the domain-adaptation
     benchmark uses as misspecification."""
-    sim, ck_b, ku_b = _stars(), _stars(library="ck04_bands"), _stars(library="kurucz_bands")
+    sim = _stars(library="ck04")
+    ck_b, ku_b = _stars(library="ck04_bands"), _stars(library="kurucz_bands")
     th, _, mags = sim._draw(600, rng)
     ok = ck_b.sed.library.covers(th["teff"], th["logg"], th["feh"])
     ok &= ku_b.sed.library.covers(th["teff"], th["logg"], th["feh"])

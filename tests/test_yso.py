@@ -245,6 +245,33 @@ def test_ck04_photosphere_matches_the_field_star_pipeline(shared_data):
     assert np.abs(mine - ref).max() < 0.03
 
 
+def test_phoenix_photosphere_matches_the_field_star_pipeline_down_to_2300_k(shared_data):
+    """The default YSO photosphere (CK04 mangled to PHOENIX v2) gives the field stars'
+    photometry of the same library, also below CK04's 3500 K edge, where it is 0.4 (2900 K)
+    to 1.1 mag (2400 K) redder in BP-RP than the Planck-continued ck04 table."""
+    from simulators.bandpasses import Photometry
+    from simulators.spectra import MangledLibrary
+    from simulators.stars import StellarSED
+
+    assert YSOSimulator.config_class().library == "phoenix"
+    bands = ["gaia_G", "gaia_BP", "gaia_RP", "2mass_J", "2mass_Ks", "wise_W1", "irac_4"]
+    teff = np.array([2400.0, 2900.0, 3300.0, 4500.0, 9000.0])
+    p = _params("s---s-i", **{"star.temperature": teff, "star.radius": np.full(5, 2.0)})
+    p = {k: np.broadcast_to(v, (5,)) for k, v in p.items()}
+    mags = {}
+    for lib in ("phoenix", "ck04"):
+        m = YSOModel("s---s-i", library=lib)
+        mags[lib] = Photometry(bands, m.wave_aa).magnitudes(m.sed(p, 500.0))
+    ref_sed = StellarSED(MangledLibrary(), bands)
+    ref = ref_sed.magnitudes(
+        ref_sed.flux(teff, np.full(5, 4.0), np.zeros(5), np.full(5, 2.0), np.full(5, 500.0), 0.0)
+    )
+    assert np.abs(mags["phoenix"] - ref).max() < 0.03
+    bp_rp = {k: v[:, 1] - v[:, 2] for k, v in mags.items()}
+    np.testing.assert_array_less([1.0, 0.3], bp_rp["phoenix"][:2] - bp_rp["ck04"][:2])
+    assert np.abs(bp_rp["phoenix"][3:] - bp_rp["ck04"][3:]).max() < 0.05
+
+
 # -- the simulator -----------------------------------------------------------------------
 def test_yso_simulator_outputs_and_missingness(rng):
     sim = YSOSimulator({"library": "planck", "non_detection": "upper_limit", "missing_prob": 0.5})

@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, BenchFn | str] = {
     "domain-adapt": "dasbi.bench.domain_adapt",
     "luhman2016": "dasbi.bench.luhman",
     "memory": "dasbi.bench.memory",
+    "photospheres": "dasbi.bench.photospheres",
 }
 
 
