@@ -30,10 +30,10 @@ from typing import Any, Literal
 import numpy as np
 
 from .base import ObsBlock, SimOutput, Simulator
+from .priors import KROUPA
 
 __all__ = ["YoungClusterConfig", "YoungClusterSimulator"]
 
-KROUPA = ((0.08, 0.3), (0.5, 1.3), (150.0, 2.3))  # (upper mass, α) of dN/dm ∝ m^-α
 STAGE_SETS = {3: "spubsmi", 2: "sp--s-i", 1: "s---s-i"}  # stage I, II, III
 
 

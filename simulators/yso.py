@@ -1025,9 +1025,37 @@ class YSOConfig:
         default=None, metadata={"help": "observe parallaxes (default: as the surveys)"}
     )
     missing_prob: float = field(default=0.0, metadata={"ge": 0.0, "le": 0.95})
+    priors: dict[str, dict[str, Any]] | None = field(
+        default=None,
+        metadata={
+            "help": "parameter -> {dist: uniform|loguniform|normal|lognormal|fixed, ...}: "
+            "replaces that parameter's prior (simulators.priors), e.g. a cloud's distance"
+        },
+    )
+    population: dict[str, Any] | None = field(
+        default=None,
+        metadata={
+            "help": "{kind: young, age_myr: [lo, hi], mass: [lo, hi]}: star.temperature and "
+            "star.radius jointly from a Kroupa IMF on the BHAC15 isochrones"
+        },
+    )
 
     def __post_init__(self) -> None:
         parse_model_set(self.model_set)
+        from .priors import parse_population, parse_priors
+
+        names = [*parse_model_set(self.model_set).parameters, "inclination", "distance", "av"]
+        if self.aperture_arcsec is None:
+            names.append("aperture")
+        if self.grid is None:
+            parse_priors(self.priors, names)
+        pop = parse_population(self.population)
+        clash = {"star.temperature", "star.radius"} & set(self.priors or {})
+        if pop is not None and clash:
+            raise ValueError(
+                f"simulator.priors {sorted(clash)} and simulator.population both set the star; "
+                "give one of them"
+            )
         for key, lo in (("distance", 1e-3), ("av", 0.0)):
             v = getattr(self, key)
             if len(v) != 2 or not all(np.isfinite(v)) or v[0] > v[1] or v[0] < lo:
@@ -1136,6 +1164,10 @@ class YSOSimulator(Simulator):
 
     # -- prior and simulator -----------------------------------------------------------
     def sample_prior(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """R17 priors (or the grid's models), distance log-uniform and A_V uniform in their
+        ranges; ``priors`` replaces any parameter's, ``population`` the star's."""
+        from .priors import parse_population, parse_priors, sample_young_stars
+
         c = self.config
         if self.grid is not None:
             th = self.grid.sample_parameters(n, rng, aperture=c.aperture_arcsec is None)
@@ -1144,6 +1176,15 @@ class YSOSimulator(Simulator):
         lo, hi = c.distance
         th["distance"] = 10 ** rng.uniform(np.log10(lo), np.log10(hi), n)
         th["av"] = rng.uniform(c.av[0], c.av[1], n)
+        pop = parse_population(c.population)
+        if pop is not None:
+            t_spec, r_spec = PARAMETERS["star.temperature"], PARAMETERS["star.radius"]
+            stars = sample_young_stars(
+                pop, n, rng, (t_spec.low, t_spec.high), (r_spec.low, r_spec.high)
+            )
+            th["star.temperature"], th["star.radius"] = stars["teff"], stars["radius"]
+        for name, prior in parse_priors(c.priors, self.theta_names).items():
+            th[name] = prior.sample(n, rng)
         return np.stack([th[k] for k in self.theta_names], axis=1)
 
     def magnitudes(self, theta: np.ndarray) -> np.ndarray:

@@ -433,6 +433,47 @@ def test_bench_photospheres(tmp_path, shared_data):
     assert out["members"] > 80 and (tmp_path / out["figures"]["members"]).stat().st_size > 20_000
 
 
+def test_interval_stats_counts_truths_inside_the_interval():
+    from dasbi.bench.yso_real import interval_stats
+
+    med = np.array([1.0, 2.0, 3.0, 4.0, np.nan])
+    truth = np.array([1.5, 2.0, 2.0, 5.0, 1.0])
+    st = interval_stats(med, med - 0.6, med + 0.6, truth)
+    assert st["n"] == 4 and st["bias"] == pytest.approx(np.median([-0.5, 0, 1, -1]))
+    assert st["in_p16_p84"] == pytest.approx(0.5)  # 1.5 in [0.4, 1.6] and 2 in [1.4, 2.6]
+
+
+def test_bench_yso_real_quick(tmp_path, shared_data):
+    """Both development sets go through ingest and the posterior; every split and the
+    simulated-test recovery are recorded; the rounded zero errors of CrA are no problem."""
+    path = run_bench("yso-real", out=tmp_path / "y.json", quick=True, progress=False)
+    out = json.loads(path.read_text())
+    assert [(r["set"], r["variant"]) for r in out["results"]] == [
+        ("cra", "phoenix/young"),
+        ("ic348_ngc1333", "phoenix/young"),
+    ]
+    cra, lu = out["results"]
+    assert cra["members_ingested"] == 193 and out["rejected"]["cra"] == {}
+    assert lu["members_ingested"] == 658  # 23 rows of the 681 have no photometry
+    assert out["rejected"]["ic348_ngc1333"] == {"row rejected: no usable value": 23}
+    for r in out["results"]:
+        assert {"all", "K5-M6", "K5-M6 III", "K5-M6 disc", "M3-M6"} <= set(r["real"])
+        k = r["real"]["K5-M6"]
+        assert k["teff_K"]["n"] > 100 and 0 <= k["av_mag"]["in_p16_p84"] <= 1
+        assert r["sim_test"]["all"]["teff_K"]["n"] == 40
+    assert cra["real"]["K5-M6"]["a_k_from_av_0.112"]["n"] > 100
+    for key in ("cra", "ic348_ngc1333"):
+        assert (tmp_path / out["figures"][key]).stat().st_size > 10_000
+    with pytest.raises(ValueError, match="library/prior"):
+        run_bench(
+            "yso-real",
+            out=tmp_path / "z.json",
+            quick=True,
+            progress=False,
+            overrides=["variants=[phoenix/imf]"],
+        )
+
+
 @pytest.mark.parametrize("infer_chunks", [1, 100])
 def test_bench_memory_tiny(tmp_path, infer_chunks):
     """The memory bench runs each command in a child process and reads its peak RSS;

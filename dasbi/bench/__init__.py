@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, BenchFn | str] = {
     "luhman2016": "dasbi.bench.luhman",
     "memory": "dasbi.bench.memory",
     "photospheres": "dasbi.bench.photospheres",
+    "yso-real": "dasbi.bench.yso_real",
 }
 
 

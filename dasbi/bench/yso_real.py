@@ -1,0 +1,485 @@
+"""`dasbi bench yso-real`: posteriors for real young stars against spectroscopy, every band.
+
+Labelled development sets (``sets``):
+
+* ``cra``: 193 Corona Australis members (Esplin & Luhman 2022;
+  ``real/yso/CrA/cra_members_dev.csv``) with Gaia DR3 G/BP/RP and parallax, 2MASS, AllWISE,
+  IRAC and MIPS 24 (``configs/surveys/esplin2022_cra.yaml``); truth: the spectral-type T_eff
+  (``teff_spt``, Herczeg & Hillenbrand 2014) and ``a_v`` (= A_K / 0.112; the published
+  quantity is ``a_k``).
+* ``ic348_ngc1333``: the IC 348 and NGC 1333 members of Luhman, Esplin & Loutrel (2016) in
+  J, H, Ks (``configs/surveys/luhman2016.yaml``); truth: T_eff from the spectral type and
+  A_V = A_J / (A_J/A_V of G23 at R(V) = 3.1).
+
+For each set and each ``variant`` (a photosphere ``library`` and a ``prior``), one run
+
+1. simulates ``num_sims`` YSOs (``model_set``, star + passive disc by default) in the set's
+   bands, with survey noise, upper limits at the survey depths and ``missing_prob`` of the
+   values missing at random, under the variant's prior: ``r17`` (the R17 ranges: T_eff
+   log-uniform 2,000-30,000 K, radius 0.1-100 R_sun), ``young`` (a Kroupa IMF on the BHAC15
+   isochrones at ``age_myr``: T_eff and radius jointly), or ``wide`` (T_eff log-uniform in
+   ``teff_range``, radius log-uniform 0.1-10 R_sun); distance from the set's cloud (normal
+   prior) and A_V uniform in ``av``;
+2. trains a Simformer on them (``train``: early stopping on the validation loss, so the
+   figures come from a converged model) and measures the recovery of T_eff and A_V on
+   ``num_test`` held-out simulated stars (bias, robust σ, fraction inside p16-p84);
+3. ingests the real members through the column map (rows rejected, and why, are reported)
+   and samples their posteriors: bias, robust σ (1.4826 MAD) and the fraction of truths
+   inside p16-p84, for T_eff in K and dex and for A_V, over all members with a truth, over
+   the target range (K5-M6), and split by disc type and spectral-type range;
+4. draws posterior medians (with p16-p84) against the truths (``yso_real_<set>.png``).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import from_dict, param, to_dict
+from . import register_bench
+
+__all__ = ["SETS", "YSORealBenchConfig", "bench_yso_real", "interval_stats"]
+
+#: development sets: files, column map, bands, cloud distance [pc] (mean, σ)
+SETS: dict[str, dict[str, Any]] = {
+    "cra": {
+        "survey": "esplin2022_cra",
+        "surveys": ["gaia_dr3", "2mass", "allwise", "spitzer_c2d"],
+        "distance": (150.0, 15.0),
+        "title": "Corona Australis (Esplin & Luhman 2022): Gaia, 2MASS, WISE, IRAC, MIPS",
+    },
+    "ic348_ngc1333": {
+        "survey": "luhman2016",
+        "surveys": [],
+        "bands": ["2mass_J", "2mass_H", "2mass_Ks"],
+        "distance": (300.0, 30.0),
+        "title": "IC 348 + NGC 1333 (Luhman et al. 2016): J, H, Ks",
+    },
+}
+PRIORS = ("r17", "young", "wide")
+#: spectral-type ranges of the split (spt_num: M0 = 0, K5 = -5)
+SPT_BINS = (("K5-M0", -5.0, 0.0), ("M0-M3", 0.0, 3.0), ("M3-M6", 3.0, 6.0), ("M6-M9", 6.0, 9.5))
+
+
+@dataclass
+class YSORealBenchConfig:
+    """Settings of the real-YSO benchmark."""
+
+    sets: list[str] = param(default_factory=lambda: ["cra", "ic348_ngc1333"], help="see SETS")
+    variants: list[str] = param(
+        default_factory=lambda: ["phoenix/young"],
+        help="library/prior: library phoenix|ck04|planck, prior r17|young|wide",
+    )
+    num_sims: int = param(40_000, ge=100, help="simulated YSOs per variant")
+    num_test: int = param(300, ge=10, help="held-out simulated stars for the recovery check")
+    num_samples: int = param(200, ge=10, help="posterior samples per star")
+    model_set: str = param("sp--s-i", help="R17 model set (star + passive disc)")
+    av: list[float] = param(default_factory=lambda: [0.0, 15.0], help="A_V prior [mag]")
+    teff_range: list[float] = param(
+        default_factory=lambda: [2300.0, 7000.0], help="T_eff range of the 'wide' prior [K]"
+    )
+    age_myr: list[float] = param(
+        default_factory=lambda: [1.0, 15.0], help="ages of the 'young' prior [Myr]"
+    )
+    missing_prob: float = param(0.3, ge=0.0, le=0.9, help="values missing at random in sims")
+    train: dict[str, Any] = param(
+        default_factory=lambda: {
+            "max_steps": 20_000,
+            "batch_size": 512,
+            "val_every": 500,
+            "patience": 6,
+            "network": {"dim": 64, "depth": 4, "heads": 4},
+        },
+        help="TrainConfig settings",
+    )
+    sampler: dict[str, Any] = param(
+        default_factory=lambda: {"method": "dpm2m", "steps": 15}, help="posterior sampler"
+    )
+    threads: int = param(2, ge=1)
+    seed: int = param(0, ge=0)
+
+
+def interval_stats(
+    median: np.ndarray, p16: np.ndarray, p84: np.ndarray, truth: np.ndarray
+) -> dict[str, float]:
+    """Bias (median of median − truth), robust σ (1.4826 MAD) and the fraction of truths
+    inside [p16, p84], over the finite entries."""
+    ok = np.isfinite(median) & np.isfinite(truth)
+    d = median[ok] - truth[ok]
+    if not len(d):
+        return {"n": 0, "bias": float("nan"), "robust_sigma": float("nan"), "in_p16_p84": 0.0}
+    b = float(np.median(d))
+    inside = (p16[ok] <= truth[ok]) & (truth[ok] <= p84[ok])
+    return {
+        "n": int(len(d)),
+        "bias": round(b, 4),
+        "robust_sigma": round(float(1.4826 * np.median(np.abs(d - b))), 4),
+        "in_p16_p84": round(float(inside.mean()), 3),
+    }
+
+
+def _truth_cra() -> tuple[Any, dict[str, np.ndarray]]:
+    import pandas as pd
+    from astropy.table import Table
+
+    from simulators.data import find_data
+
+    df = pd.read_csv(find_data("real/yso/CrA/cra_members_dev.csv"))
+    disc = df["disk_type"].fillna("").astype(str).str.rstrip("?")
+    truth = {
+        "id": df["name"].astype(str).to_numpy(),
+        "teff": df["teff_spt"].to_numpy(float),
+        "av": df["a_v"].to_numpy(float),
+        "a_k": df["a_k"].to_numpy(float),
+        "spt_num": df["spt_num"].to_numpy(float),
+        "disc": np.where(disc == "III", "III", np.where(disc == "", "unknown", "disc")),
+    }
+    return Table.read(find_data("real/yso/CrA/cra_members_dev.csv"), format="ascii.csv"), truth
+
+
+def _truth_luhman() -> tuple[Any, dict[str, np.ndarray]]:
+    import re
+
+    from simulators.bandpasses import pivot_wavelength
+    from simulators.dust import ExtinctionCurve
+
+    from .luhman import _members
+
+    table, m = _members()
+    a_j = float(
+        np.ravel(ExtinctionCurve("G23", np.array([pivot_wavelength("2mass_J")])).a_over_av(3.1))[0]
+    )
+    spt = np.char.strip(np.asarray(table["Adopt"], str))
+    num = []
+    for s in spt:
+        g = re.fullmatch(r"([KM])(\d(?:\.\d+)?)", s)
+        num.append(np.nan if g is None else float(g.group(2)) - (10.0 if g.group(1) == "K" else 0))
+    col = table["IRexc"]
+    flag = np.char.strip(np.asarray(col.filled("") if hasattr(col, "filled") else col, str))
+    disc = np.where(flag == "yes", "disc", np.where(flag == "no", "III", "unknown"))
+    truth = {
+        "id": m["id"],
+        "teff": m["teff_spt"],
+        "av": m["aj"] / a_j,
+        "a_k": np.full(len(spt), np.nan),
+        "spt_num": np.array(num),
+        "disc": disc,
+    }
+    return table, truth
+
+
+def _simulator_options(cfg: YSORealBenchConfig, name: str, variant: str) -> dict[str, Any]:
+    library, prior = variant.split("/")
+    s = SETS[name]
+    mean, sigma = s["distance"]
+    opts: dict[str, Any] = {
+        "name": "yso",
+        "model_set": cfg.model_set,
+        "library": library,
+        "surveys": list(s["surveys"]),
+        "av": list(cfg.av),
+        "distance": [max(mean - 5 * sigma, 1.0), mean + 5 * sigma],
+        "aperture_arcsec": 3.0,
+        "non_detection": "upper_limit",
+        "missing_prob": cfg.missing_prob,
+        "priors": {
+            "distance": {
+                "dist": "normal",
+                "mean": mean,
+                "sigma": sigma,
+                "low": max(mean - 5 * sigma, 1.0),
+                "high": mean + 5 * sigma,
+            }
+        },
+    }
+    if "bands" in s:
+        opts["bands"] = {b: {} for b in s["bands"]}
+        opts["parallax"] = False
+    if prior == "young":
+        opts["population"] = {"kind": "young", "age_myr": list(cfg.age_myr)}
+    elif prior == "wide":
+        opts["priors"]["star.temperature"] = {
+            "dist": "loguniform",
+            "low": cfg.teff_range[0],
+            "high": cfg.teff_range[1],
+        }
+        opts["priors"]["star.radius"] = {"dist": "loguniform", "low": 0.1, "high": 10.0}
+    return opts
+
+
+def _check_variant(v: str) -> None:
+    parts = v.split("/")
+    if len(parts) != 2 or parts[0] not in ("phoenix", "ck04", "planck") or parts[1] not in PRIORS:
+        raise ValueError(
+            f"variants: {v!r} is not library/prior with library phoenix, ck04 or planck and "
+            f"prior {', '.join(PRIORS)}"
+        )
+
+
+def _summaries(z: np.ndarray, names: list[str]) -> dict[str, dict[str, np.ndarray]]:
+    q = np.nanpercentile(z, [50, 16, 84], axis=0)  # (3, N, P)
+    return {
+        p: {
+            "median": q[0, :, names.index(p)],
+            "p16": q[1, :, names.index(p)],
+            "p84": q[2, :, names.index(p)],
+        }
+        for p in ("star.temperature", "av")
+    }
+
+
+def _stats(
+    s: dict[str, dict[str, np.ndarray]], teff: np.ndarray, av: np.ndarray, sel: np.ndarray
+) -> dict[str, Any]:
+    t, a = s["star.temperature"], s["av"]
+    lg = {k: np.log10(np.where(v > 0, v, np.nan)) for k, v in t.items()}
+    return {
+        "teff_K": interval_stats(t["median"][sel], t["p16"][sel], t["p84"][sel], teff[sel]),
+        "log10_teff": interval_stats(
+            lg["median"][sel], lg["p16"][sel], lg["p84"][sel], np.log10(teff[sel])
+        ),
+        "av_mag": interval_stats(a["median"][sel], a["p16"][sel], a["p84"][sel], av[sel]),
+    }
+
+
+@register_bench("yso-real")
+def bench_yso_real(
+    quick: bool, options: dict[str, Any], progress: bool
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    import h5py
+    import torch
+
+    from ..catalogue import catalogue_to_dataset
+    from ..posterior import Posterior
+    from ..simulate import SimulateConfig, run_simulate
+    from ..train import TrainConfig, train
+    from .domain_adapt import _observations
+
+    if quick:
+        options = {
+            "num_sims": 800,
+            "num_test": 40,
+            "num_samples": 20,
+            "train": {
+                "max_steps": 30,
+                "batch_size": 64,
+                "val_every": 15,
+                "network": {"dim": 16, "depth": 1, "heads": 2},
+            },
+            "sampler": {"method": "dpm2m", "steps": 4},
+            **options,
+        }
+    cfg = from_dict(YSORealBenchConfig, options)
+    for v in cfg.variants:
+        _check_variant(v)
+    unknown = [s for s in cfg.sets if s not in SETS]
+    if unknown:
+        raise ValueError(f"sets: unknown {unknown}; valid: {', '.join(SETS)}")
+    torch.set_num_threads(cfg.threads)
+    results: list[dict[str, Any]] = []
+    figures: dict[str, bytes] = {}
+    rejected: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        for set_name in cfg.sets:
+            table, truth = _truth_cra() if set_name == "cra" else _truth_luhman()
+            cat = d / f"{set_name}.fits"
+            table.write(cat, overwrite=True)
+            drawn: dict[str, Any] = {}
+            for variant in cfg.variants:
+                tag = f"{set_name}_{variant.replace('/', '_')}"
+                sim_opts = _simulator_options(cfg, set_name, variant)
+                t0 = time.perf_counter()
+                sims = run_simulate(
+                    from_dict(
+                        SimulateConfig,
+                        {
+                            "num": cfg.num_sims,
+                            "seed": cfg.seed,
+                            "simulator": sim_opts,
+                            "chunk_size": 10_000,
+                        },
+                    ),
+                    d / f"{tag}.h5",
+                    progress=progress,
+                )
+                test = run_simulate(
+                    from_dict(
+                        SimulateConfig,
+                        {"num": cfg.num_test, "seed": cfg.seed + 1, "simulator": sim_opts},
+                    ),
+                    d / f"{tag}_test.h5",
+                    progress=False,
+                )
+                sim_s = time.perf_counter() - t0
+                tcfg = from_dict(
+                    TrainConfig, {"seed": cfg.seed, "threads": cfg.threads, **cfg.train}
+                )
+                t1 = time.perf_counter()
+                res = train(sims, tcfg, out=d / f"{tag}_model", progress=progress)
+                train_s = time.perf_counter() - t1
+                post = Posterior.load(d / f"{tag}_model")
+                names = post.parameter_names
+                kw_sampler = {"sampler": cfg.sampler, "seed": cfg.seed}
+                # simulated test stars: recovery
+                theta, kw = _observations(test)
+                with torch.no_grad():
+                    z = post.sample((cfg.num_samples,), **kw, **kw_sampler).numpy()
+                s_sim = _summaries(z, names)
+                t_true = theta[:, names.index("star.temperature")]
+                a_true = theta[:, names.index("av")]
+                target = (t_true >= 2800.0) & (t_true <= 4400.0)
+                sim_rec = {
+                    "all": _stats(s_sim, t_true, a_true, np.ones(len(t_true), bool)),
+                    "2800-4400K": _stats(s_sim, t_true, a_true, target),
+                }
+                # real members
+                real, report = catalogue_to_dataset(
+                    cat, SETS[set_name]["survey"], sims, d / f"{tag}_real.h5"
+                )
+                rejected[set_name] = report.counts()
+                with h5py.File(real) as f:
+                    ids = np.char.decode(f["source_id"][:])
+                index = {k: i for i, k in enumerate(truth["id"])}
+                rows = np.array([index[i] for i in ids])
+                tr = {k: v[rows] for k, v in truth.items()}
+                _, kw = _observations(real)
+                t2 = time.perf_counter()
+                with torch.no_grad():
+                    z = post.sample((cfg.num_samples,), **kw, **kw_sampler).numpy()
+                sample_s = time.perf_counter() - t2
+                s_real = _summaries(z, names)
+                has = np.isfinite(tr["teff"]) & np.isfinite(tr["av"])
+                spt = tr["spt_num"]
+                splits: dict[str, np.ndarray] = {
+                    "all": has,
+                    "K5-M6": has & (spt >= -5) & (spt <= 6),
+                }
+                for lab in ("III", "disc"):
+                    splits[f"K5-M6 {lab}"] = splits["K5-M6"] & (tr["disc"] == lab)
+                for lab, lo, hi in SPT_BINS:
+                    splits[lab] = has & (spt >= lo) & (spt < hi)
+                real_stats = {
+                    k: _stats(s_real, tr["teff"], tr["av"], v) for k, v in splits.items()
+                }
+                if np.isfinite(tr["a_k"]).any():
+                    k56 = splits["K5-M6"]
+                    ak = s_real["av"]
+                    real_stats["K5-M6"]["a_k_from_av_0.112"] = interval_stats(
+                        0.112 * ak["median"][k56],
+                        0.112 * ak["p16"][k56],
+                        0.112 * ak["p84"][k56],
+                        tr["a_k"][k56],
+                    )
+                results.append(
+                    {
+                        "set": set_name,
+                        "variant": variant,
+                        "simulate_s": round(sim_s, 1),
+                        "train_s": round(train_s, 1),
+                        "train_steps": int(res.steps),
+                        "best_val_loss": (post.meta.get("training") or {}).get("best_val_loss"),
+                        "sample_s": round(sample_s, 1),
+                        "members_ingested": int(len(ids)),
+                        "sim_test": sim_rec,
+                        "real": real_stats,
+                    }
+                )
+                drawn[variant] = (s_real, tr, splits["all"])
+            figures[set_name] = _figure(drawn, SETS[set_name]["title"])
+    extra = {
+        "rejected": rejected,
+        "summary_table": _table(results),
+        "figures": figures,
+    }
+    return to_dict(cfg), results, extra
+
+
+def _table(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| set | variant | split | n | T_eff bias [K] | σ [K] | in p16-p84 | Δlog T bias | "
+        "A_V bias | σ | in p16-p84 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        rows = [("sim test 2800-4400K", r["sim_test"]["2800-4400K"])]
+        rows += [(k, v) for k, v in r["real"].items()]
+        for split, st in rows:
+            t, g, a = st["teff_K"], st["log10_teff"], st["av_mag"]
+            if not t["n"]:
+                continue
+            lines.append(
+                f"| {r['set']} | {r['variant']} | {split} | {t['n']} | {t['bias']:+.0f} | "
+                f"{t['robust_sigma']:.0f} | {t['in_p16_p84']:.2f} | {g['bias']:+.3f} | "
+                f"{a['bias']:+.2f} | {a['robust_sigma']:.2f} | {a['in_p16_p84']:.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def _figure(drawn: dict[str, Any], title: str) -> bytes:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(drawn)
+    fig, axes = plt.subplots(2, n, figsize=(4.4 * n, 8.4), squeeze=False)
+    for k, (variant, (s, tr, sel)) in enumerate(drawn.items()):
+        t, a = s["star.temperature"], s["av"]
+        col = np.where(tr["disc"][sel] == "III", "C0", "C3")
+        ax = axes[0, k]
+        ax.errorbar(
+            tr["teff"][sel],
+            t["median"][sel],
+            yerr=[t["median"][sel] - t["p16"][sel], t["p84"][sel] - t["median"][sel]],
+            fmt="none",
+            ecolor="0.7",
+            lw=0.6,
+        )
+        ax.scatter(tr["teff"][sel], t["median"][sel], s=8, c=col)
+        ax.plot([2300, 5000], [2300, 5000], "k--", lw=1)
+        ax.set(
+            xlim=(2300, 5000),
+            ylim=(2000, 8000),
+            title=variant,
+            xlabel="T_eff from spectral type [K]",
+            ylabel="posterior T_eff [K]",
+        )
+        ax = axes[1, k]
+        ax.errorbar(
+            tr["av"][sel],
+            a["median"][sel],
+            yerr=[a["median"][sel] - a["p16"][sel], a["p84"][sel] - a["median"][sel]],
+            fmt="none",
+            ecolor="0.7",
+            lw=0.6,
+        )
+        ax.scatter(tr["av"][sel], a["median"][sel], s=8, c=col)
+        ax.plot([0, 15], [0, 15], "k--", lw=1)
+        ax.set(
+            xlim=(-0.5, 15),
+            ylim=(-0.5, 15),
+            xlabel="published A_V [mag]",
+            ylabel="posterior A_V [mag]",
+        )
+    axes[0, 0].text(
+        0.03,
+        0.95,
+        "blue: class III, red: disc",
+        transform=axes[0, 0].transAxes,
+        va="top",
+        fontsize=8,
+    )
+    fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
