@@ -42,11 +42,11 @@ DEFAULT_BANDS: dict[str, dict[str, float]] = {
     "wise_W2": {"depth": 15.8, "floor": 0.02},
     "wise_W3": {"depth": 11.5, "floor": 0.04},
     "wise_W4": {"depth": 8.0, "floor": 0.06},
-    "irac_1": {"depth": 18.0, "floor": 0.03},
-    "irac_2": {"depth": 17.5, "floor": 0.03},
-    "irac_3": {"depth": 15.5, "floor": 0.04},
-    "irac_4": {"depth": 14.5, "floor": 0.04},
-    "mips_24": {"depth": 10.5, "floor": 0.06},
+    "irac_1": {"depth": 18.0, "floor": 0.03, "depth_scatter": 0.53},
+    "irac_2": {"depth": 17.5, "floor": 0.03, "depth_scatter": 0.53},
+    "irac_3": {"depth": 15.5, "floor": 0.04, "depth_scatter": 0.79},
+    "irac_4": {"depth": 14.5, "floor": 0.04, "depth_scatter": 0.91},
+    "mips_24": {"depth": 10.5, "floor": 0.06, "depth_scatter": 1.07},
 }
 
 
@@ -111,8 +111,8 @@ class FieldStarsConfig:
     bands: dict[str, dict[str, Any]] | None = field(
         default=None,
         metadata={
-            "help": "band -> {depth, floor, non_detection}; with surveys, per-band overrides "
-            "of theirs"
+            "help": "band -> {depth, floor, depth_scatter, non_detection}; with surveys, "
+            "per-band overrides of theirs"
         },
     )
     non_detection: Literal["missing", "upper_limit"] = "missing"
@@ -184,11 +184,11 @@ class FieldStarsConfig:
                 )
         for name, spec in self.bands.items():
             get_filter(name)
-            unknown = set(spec) - {"depth", "floor", "non_detection"}
+            unknown = set(spec) - {"depth", "floor", "depth_scatter", "non_detection"}
             if unknown:
                 raise ValueError(
                     f"bands.{name}: unknown keys {sorted(unknown)}; valid: depth, "
-                    "floor, non_detection"
+                    "floor, depth_scatter, non_detection"
                 )
 
 

@@ -126,7 +126,7 @@ def load_survey(name_or_path: str | os.PathLike[str]) -> Survey:
         get_filter(band)  # unknown filters list the known ones
         spec = spec or {}
         _check_keys(f"{where}: simulation.bands.{band}", spec, _BAND_KEYS)
-        for key in ("depth", "floor"):
+        for key in ("depth", "floor", "depth_scatter"):
             if key in spec:
                 _number(f"{where}: simulation.bands.{band}.{key}", spec[key], 0.0)
         if spec.get("non_detection", "missing") not in ("missing", "upper_limit"):

@@ -1018,7 +1018,8 @@ class YSOConfig:
         metadata={"help": "survey definitions (configs/surveys) giving bands and astrometry"},
     )
     bands: dict[str, dict[str, Any]] | None = field(
-        default=None, metadata={"help": "band -> {depth, floor, non_detection} overrides"}
+        default=None,
+        metadata={"help": "band -> {depth, floor, depth_scatter, non_detection} overrides"},
     )
     non_detection: Literal["missing", "upper_limit"] = "missing"
     parallax: bool | None = field(
@@ -1071,11 +1072,11 @@ class YSOConfig:
             raise ValueError("no bands: list surveys or give bands")
         for name, spec in bands.items():
             get_filter(name)
-            unknown = set(spec) - {"depth", "floor", "non_detection"}
+            unknown = set(spec) - {"depth", "floor", "depth_scatter", "non_detection"}
             if unknown:
                 raise ValueError(
                     f"bands.{name}: unknown keys {sorted(unknown)}; valid: depth, floor, "
-                    "non_detection"
+                    "depth_scatter, non_detection"
                 )
         self.bands = bands
         if self.parallax is None:

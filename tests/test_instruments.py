@@ -87,3 +87,44 @@ def test_noise_level(rng):
     resid = (spec - 1e-2) / err
     assert np.std(resid) == pytest.approx(1.0, rel=0.05)
     assert np.median(1e-2 / err) == pytest.approx(100.0, rel=1e-3)
+
+
+def test_depth_scatter_gives_each_object_its_own_limit(rng):
+    """With depth_scatter the limits of non-detections spread as the depths do, and a source
+    at the nominal depth is detected about half the time."""
+    mags = np.full((20_000, 1), 30.0)  # never detected: every value is the object's limit
+    v, e, obs, ul = observe_photometry(mags, [BandSpec(15.0, 0.04, "upper_limit", 0.8)], rng)
+    assert ul.all() and np.std(v) == pytest.approx(0.8, rel=0.05)
+    assert np.median(v) == pytest.approx(15.0, abs=0.03)
+    np.testing.assert_allclose(e[:, 0], photometric_error(v[:, 0], BandSpec(15.0, 0.04)))
+    _, _, obs0, _ = observe_photometry(np.full((4000, 1), 15.0), [BandSpec(15.0, 0.04)], rng)
+    _, _, obs1, _ = observe_photometry(
+        np.full((4000, 1), 15.0), [BandSpec(15.0, 0.04, depth_scatter=0.8)], rng
+    )
+    assert abs(obs1.mean() - obs0.mean()) < 0.05 and 0.4 < obs1.mean() < 0.6
+
+
+def test_simulated_limits_spread_like_rebull2015(shared_data, rng):
+    """The c2d survey's depth scatter reproduces the spread (interquartile range) of the
+    upper limits in the NGC 1333 catalogue of Rebull et al. (2015) to 25% in IRAC 4.5-8.0
+    and MIPS 24; without it the simulated limits would all be one value per band."""
+    from astropy.table import Table
+
+    from simulators.surveys import load_survey
+
+    t = Table.read(shared_data / "real/yso/NGC1333/Rebull_2015AJ_150_17R_table1.fit", hdu=1)
+    bands = load_survey("spitzer_c2d").bands
+    for band, col in (
+        ("irac_2", "__4_5_"),
+        ("irac_3", "__5_8_"),
+        ("irac_4", "__8_0_"),
+        ("mips_24", "__24_"),
+    ):
+        lim = np.asarray(t["l_" + col[1:]]).astype(str) == ">"
+        real = np.asarray(t[col], float)[lim]
+        real = real[np.isfinite(real)]
+        assert len(real) > 500
+        spec = BandSpec(**{**bands[band], "non_detection": "upper_limit"})
+        v, _, _, ul = observe_photometry(np.full((20_000, 1), 40.0), [spec], rng)
+        iqr = lambda x: np.subtract(*np.percentile(x, [75, 25]))  # noqa: E731
+        assert iqr(v[ul]) == pytest.approx(iqr(real), rel=0.25), band
