@@ -102,6 +102,44 @@ class YSORealBenchConfig:
     )
     threads: int = param(2, ge=1)
     seed: int = param(0, ge=0)
+    partial_jsonl: str | None = param(
+        None,
+        help="append every (set, variant) record, with its members' posterior summaries, to "
+        "this JSON-lines file as soon as it is measured; a rerun with the same file and "
+        "settings reuses them",
+    )
+
+
+def _load_partial(cfg: YSORealBenchConfig) -> dict[tuple[str, str], dict[str, Any]]:
+    """Records of an earlier, interrupted run with the same settings, by (set, variant)."""
+    import json
+
+    done: dict[tuple[str, str], dict[str, Any]] = {}
+    if not cfg.partial_jsonl or not Path(cfg.partial_jsonl).exists():
+        return done
+    stamp = _stamp(cfg)
+    with open(cfg.partial_jsonl) as fh:
+        for line in fh:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a crash
+                continue
+            if rec.get("settings_stamp") == stamp:
+                done[(rec["set"], rec["variant"])] = rec
+    return done
+
+
+def _stamp(cfg: YSORealBenchConfig) -> str:
+    """What a record depends on: every setting but the lists of sets and variants."""
+    import hashlib
+    import json
+
+    keep = {
+        k: v
+        for k, v in to_dict(cfg).items()
+        if k not in ("sets", "variants", "partial_jsonl", "threads")
+    }
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def interval_stats(
@@ -281,9 +319,12 @@ def bench_yso_real(
     if unknown:
         raise ValueError(f"sets: unknown {unknown}; valid: {', '.join(SETS)}")
     torch.set_num_threads(cfg.threads)
+    import json
+
     results: list[dict[str, Any]] = []
     figures: dict[str, bytes] = {}
     rejected: dict[str, Any] = {}
+    done = _load_partial(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         for set_name in cfg.sets:
@@ -292,6 +333,14 @@ def bench_yso_real(
             table.write(cat, overwrite=True)
             drawn: dict[str, Any] = {}
             for variant in cfg.variants:
+                if (set_name, variant) in done:
+                    rec = dict(done[(set_name, variant)])
+                    stars = rec.pop("stars")
+                    rejected[set_name] = rec.pop("rejected")
+                    rec.pop("settings_stamp", None)
+                    results.append(rec)
+                    drawn[variant] = _unpack(stars, truth)
+                    continue
                 tag = f"{set_name}_{variant.replace('/', '_')}"
                 sim_opts = _simulator_options(cfg, set_name, variant)
                 t0 = time.perf_counter()
@@ -376,21 +425,33 @@ def bench_yso_real(
                         0.112 * ak["p84"][k56],
                         tr["a_k"][k56],
                     )
-                results.append(
-                    {
-                        "set": set_name,
-                        "variant": variant,
-                        "simulate_s": round(sim_s, 1),
-                        "train_s": round(train_s, 1),
-                        "train_steps": int(res.steps),
-                        "best_val_loss": (post.meta.get("training") or {}).get("best_val_loss"),
-                        "sample_s": round(sample_s, 1),
-                        "members_ingested": int(len(ids)),
-                        "sim_test": sim_rec,
-                        "real": real_stats,
-                    }
-                )
+                rec = {
+                    "set": set_name,
+                    "variant": variant,
+                    "simulate_s": round(sim_s, 1),
+                    "train_s": round(train_s, 1),
+                    "train_steps": int(res.steps),
+                    "best_val_loss": (post.meta.get("training") or {}).get("best_val_loss"),
+                    "sample_s": round(sample_s, 1),
+                    "members_ingested": int(len(ids)),
+                    "sim_test": sim_rec,
+                    "real": real_stats,
+                }
+                results.append(rec)
                 drawn[variant] = (s_real, tr, splits["all"])
+                if cfg.partial_jsonl:
+                    stars = {"id": [str(i) for i in tr["id"]]}
+                    for p, v in s_real.items():
+                        for q, arr in v.items():
+                            stars[f"{p}_{q}"] = [round(float(x), 4) for x in arr]
+                    line = {
+                        **rec,
+                        "rejected": rejected[set_name],
+                        "stars": stars,
+                        "settings_stamp": _stamp(cfg),
+                    }
+                    with open(cfg.partial_jsonl, "a") as fh:
+                        fh.write(json.dumps(line) + "\n")
             figures[set_name] = _figure(drawn, SETS[set_name]["title"])
     extra = {
         "rejected": rejected,
@@ -398,6 +459,18 @@ def bench_yso_real(
         "figures": figures,
     }
     return to_dict(cfg), results, extra
+
+
+def _unpack(stars: dict[str, list], truth: dict[str, np.ndarray]) -> tuple[Any, ...]:
+    """The (summaries, truths, selection) of a stored record, for the figure."""
+    index = {k: i for i, k in enumerate(truth["id"])}
+    rows = np.array([index[i] for i in stars["id"]])
+    tr = {k: v[rows] for k, v in truth.items()}
+    s = {
+        p: {q: np.asarray(stars[f"{p}_{q}"], float) for q in ("median", "p16", "p84")}
+        for p in ("star.temperature", "av")
+    }
+    return s, tr, np.isfinite(tr["teff"]) & np.isfinite(tr["av"])
 
 
 def _table(results: list[dict[str, Any]]) -> str:
