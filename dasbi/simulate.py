@@ -28,7 +28,13 @@ from .progress import progress_bar
 from .provenance import package_versions
 from .raybackend import ray_imap
 
-__all__ = ["SimulateConfig", "build_simulator", "resolve_simulator", "run_simulate"]
+__all__ = [
+    "SimulateConfig",
+    "build_simulator",
+    "resolve_simulator",
+    "run_simulate",
+    "simulator_nodes",
+]
 
 
 DEFAULT_SIMULATOR = "two_moons"
@@ -84,7 +90,8 @@ def build_simulator(options: dict[str, Any]) -> Any:
         raise DataError(f"simulator {cls.name}: {err}") from None
 
 
-def _nodes_of(sim: Any) -> NodeSet:
+def simulator_nodes(sim: Any) -> NodeSet:
+    """The model nodes a simulator declares."""
     return NodeSet(Node.from_dict(d) for d in sim.nodes())
 
 
@@ -167,7 +174,7 @@ def run_simulate(
         raise ConfigError(f"--out must end in .h5 or .hdf5 (an HDF5 dataset), got {out.name}")
     cfg = dataclasses.replace(cfg, simulator=resolve_simulator(cfg.simulator))
     sim = _cached_simulator(cfg.simulator)
-    nodes = _nodes_of(sim)
+    nodes = simulator_nodes(sim)
     # workers and backend do not change the result, so they are not part of the fingerprint
     fp = fingerprint(
         {k: v for k, v in to_dict(cfg).items() if k not in ("workers", "backend", "ray_address")}
