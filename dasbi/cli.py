@@ -192,6 +192,56 @@ def _add_ingest(sub: Any) -> None:
     p.set_defaults(func=_cmd_ingest)
 
 
+# -- pairs -----------------------------------------------------------------------------------
+def _cmd_pairs(args: argparse.Namespace) -> int:
+    from .errors import ConfigError
+    from .pairs import pairs_from_catalogue
+
+    labels = {}
+    for item in args.labels:
+        name, sep, col = item.partition("=")
+        if not sep or not name or not col:
+            raise ConfigError(f"--labels takes PARAMETER=COLUMN, got {item!r}")
+        labels[name] = col
+    p_sim, p_real, n = pairs_from_catalogue(
+        args.catalogue,
+        args.survey,
+        args.like,
+        labels,
+        args.out_sim,
+        args.out_real,
+        seed=args.seed,
+    )
+    print(f"wrote {n} pairs: simulated twins in {p_sim}, real objects in {p_real}")
+    return 0
+
+
+def _add_pairs(sub: Any) -> None:
+    p = sub.add_parser(
+        "pairs",
+        help="labelled real objects and their simulated twins (--pairs of train)",
+        description="For every catalogue object with labelled parameters (e.g. a "
+        "spectroscopic T_eff and A_V), simulate a twin at those labels with the other "
+        "parameters drawn from the prior given them, and write both sides as datasets whose "
+        "rows are the same objects.",
+    )
+    _common(p, config=False)
+    p.add_argument("--catalogue", required=True, help="catalogue with the label columns")
+    p.add_argument("--survey", required=True, help="survey column map (configs/surveys/*.yaml)")
+    p.add_argument("--like", required=True, help="the simulated training dataset (.h5)")
+    p.add_argument(
+        "--labels",
+        required=True,
+        nargs="+",
+        metavar="PARAMETER=COLUMN",
+        help="e.g. star.temperature=teff_spt av=a_v",
+    )
+    p.add_argument("--out-sim", required=True, help="output dataset of the twins (.h5)")
+    p.add_argument("--out-real", required=True, help="output dataset of the real objects (.h5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the twins' nuisances and noise")
+    p.set_defaults(func=_cmd_pairs)
+
+
 # -- evaluate --------------------------------------------------------------------------------
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import run_evaluate_cli
@@ -279,7 +329,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dasbi {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    adders = (_add_simulate, _add_train, _add_ingest, _add_infer, _add_evaluate, _add_bench)
+    adders = (
+        _add_simulate,
+        _add_train,
+        _add_ingest,
+        _add_pairs,
+        _add_infer,
+        _add_evaluate,
+        _add_bench,
+    )
     for add in (*adders, _add_info):
         add(sub)
     return parser

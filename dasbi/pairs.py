@@ -32,7 +32,7 @@ import numpy as np
 
 from .errors import ConfigError
 
-__all__ = ["make_pairs", "twin_theta"]
+__all__ = ["make_pairs", "pairs_from_catalogue", "twin_theta"]
 
 
 def twin_theta(
@@ -142,3 +142,69 @@ def make_pairs(
     p_sim = DatasetWriter.write(Path(out_sim), nodes, twin_blocks)
     p_real = DatasetWriter.write(Path(out_real), obs_nodes, real_blocks)
     return p_sim, p_real
+
+
+def pairs_from_catalogue(
+    catalogue: str | os.PathLike[str],
+    survey: str | os.PathLike[str],
+    like: str | os.PathLike[str],
+    labels: dict[str, str],
+    out_sim: str | os.PathLike[str],
+    out_real: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+    pool: int = 50,
+) -> tuple[Path, Path, int]:
+    """`dasbi pairs`: a labelled catalogue → pair datasets for ``--pairs``.
+
+    Args:
+        catalogue, survey: The catalogue and its column map (as for ``dasbi ingest``).
+        like: The simulated training dataset; its simulator options make the twins.
+        labels: Parameter name → catalogue column holding its label (same unit).
+        out_sim, out_real: Output datasets.
+
+    Returns:
+        The two paths and the number of pairs (objects with every label finite).
+    """
+    import tempfile
+
+    import h5py
+    import yaml
+
+    from .catalogue import catalogue_ids, catalogue_to_dataset, load_column_map, read_catalogue
+    from .dataset import Dataset
+
+    with Dataset(like) as ds:
+        cfg = yaml.safe_load(ds.config or "{}") or {}
+    simulator = cfg.get("simulator")
+    if not isinstance(simulator, dict):
+        raise ConfigError(f"{like} records no simulator options: make it with dasbi simulate")
+    cmap = load_column_map(survey)
+    table = read_catalogue(catalogue)
+    missing = [c for c in labels.values() if c not in table.colnames]
+    if missing:
+        raise ConfigError(f"label columns {missing} are not in {catalogue}")
+    ids = catalogue_ids(table, cmap) if cmap.id else np.arange(len(table)).astype(str)
+    ids = np.char.decode(ids, "utf-8") if ids.dtype.kind == "S" else ids.astype(str)
+    lab_all = {}
+    for name, col in labels.items():
+        c = table[col]
+        if c.dtype.kind not in "fiub":
+            raise ConfigError(f"label column {col!r} is not numeric (dtype {c.dtype})")
+        lab_all[name] = np.ma.asarray(c).astype(np.float64).filled(np.nan)
+    with tempfile.TemporaryDirectory() as tmp:
+        real, _ = catalogue_to_dataset(catalogue, survey, like, Path(tmp) / "real.h5")
+        with h5py.File(real) as f:
+            kept = f["source_id"][:]
+        kept = np.char.decode(kept, "utf-8") if kept.dtype.kind == "S" else kept.astype(str)
+        index = {k: i for i, k in enumerate(ids)}
+        src = np.array([index[k] for k in kept])
+        ok = np.all([np.isfinite(v[src]) for v in lab_all.values()], axis=0)
+        if not ok.any():
+            raise ConfigError("no ingested object has every label: nothing to pair")
+        rows = np.nonzero(ok)[0]
+        lab = {k: v[src][rows] for k, v in lab_all.items()}
+        p_sim, p_real = make_pairs(
+            simulator, real, lab, out_sim, out_real, rows=rows, seed=seed, pool=pool
+        )
+    return p_sim, p_real, int(len(rows))

@@ -79,3 +79,71 @@ def test_make_pairs_writes_row_aligned_datasets_with_the_real_missingness(tmp_pa
     assert np.median(np.abs(gj_a - gj_b)) < 0.3
     with pytest.raises(ConfigError, match="has 2 values for 30 rows"):
         make_pairs(SIM, real, {"av": np.ones(2)}, tmp_path / "x.h5", tmp_path / "y.h5", rows=rows)
+
+
+def test_dasbi_pairs_on_the_cra_members(tmp_path, shared_data, cli):
+    """The command pairs every CrA member that has a spectral-type T_eff and an A_V with a
+    twin simulated at them; members without labels are left out, never guessed."""
+    import pandas as pd
+
+    from dasbi.dataset import Dataset
+    from dasbi.nodes import THETA
+
+    sim = {
+        "name": "yso",
+        "library": "planck",
+        "model_set": "sp--s-i",
+        "aperture_arcsec": 3.0,
+        "priors": {
+            "distance": {"dist": "normal", "mean": 150, "sigma": 15, "low": 80, "high": 220}
+        },
+        "population": {"kind": "young", "age_myr": [1, 15]},
+    }
+    sims = run_simulate(
+        from_dict(SimulateConfig, {"num": 300, "seed": 0, "simulator": sim}),
+        tmp_path / "sims.h5",
+        progress=False,
+    )
+    cat = shared_data / "real/yso/CrA/cra_members_dev.csv"
+    r = cli(
+        "pairs",
+        "--catalogue",
+        str(cat),
+        "--survey",
+        "esplin2022_cra",
+        "--like",
+        str(sims),
+        "--labels",
+        "star.temperature=teff_spt",
+        "av=a_v",
+        "--out-sim",
+        str(tmp_path / "ps.h5"),
+        "--out-real",
+        str(tmp_path / "pr.h5"),
+    )
+    assert r.returncode == 0, r.stderr
+    df = pd.read_csv(cat)
+    n = int((df.teff_spt.notna() & df.a_v.notna()).sum())
+    assert f"wrote {n} pairs" in r.stdout
+    with Dataset(tmp_path / "ps.h5") as a, Dataset(tmp_path / "pr.h5") as b:
+        sa, sb = a.read(), b.read()
+        names = [nd.name for nd in a.nodes.group(THETA)]
+    assert len(sa[THETA].values) == len(sb["photometry"].values) == n
+    t = sa[THETA].values[:, names.index("star.temperature")]
+    assert set(np.round(t)) <= set(np.round(df.teff_spt.dropna().to_numpy(float)))
+    bad = cli(
+        "pairs",
+        "--catalogue",
+        str(cat),
+        "--survey",
+        "esplin2022_cra",
+        "--like",
+        str(sims),
+        "--labels",
+        "teff",
+        "--out-sim",
+        str(tmp_path / "x.h5"),
+        "--out-real",
+        str(tmp_path / "y.h5"),
+    )
+    assert bad.returncode == 2 and "PARAMETER=COLUMN" in bad.stderr
