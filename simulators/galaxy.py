@@ -130,10 +130,10 @@ def _imf_pieces(
 ) -> list[tuple[float, float, float, float]]:
     """Continuous broken power law as (lo, hi, alpha, amplitude) segments in [m_lo, m_hi].
 
-    ``imf`` lists (upper mass, alpha) of dN/dm = A_i m^-alpha_i from M_MIN upwards; the
-    amplitudes make dN/dm continuous at the breaks.
+    ``imf`` lists (upper mass, alpha) of dN/dm = A_i m^-alpha_i from M_MIN (or ``m_lo``, if
+    lower: brown dwarfs) upwards; the amplitudes make dN/dm continuous at the breaks.
     """
-    pieces, lo, amp = [], M_MIN, 1.0
+    pieces, lo, amp = [], min(M_MIN, m_lo), 1.0
     for k, (hi, alpha) in enumerate(imf):
         seg_lo, seg_hi = max(lo, m_lo), min(hi, m_hi)
         if seg_hi > seg_lo:

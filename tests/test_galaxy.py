@@ -190,3 +190,18 @@ def test_user_dust_map_errors(tmp_path):
         GridDustMap.from_file(tmp_path / "m.txt")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         GridDustMap.from_file(tmp_path / "nope.h5")
+
+
+def test_imf_reaches_below_the_galactic_mass_floor_when_asked(rng):
+    """A lower ``m_lo`` than the Galactic model's 0.07 M_sun extends the first segment: the
+    Kroupa IMF from 0.02 to 1.4 M_sun has 33.8% of its stars below 0.08 M_sun (analytic);
+    the brown dwarfs of young clusters were cut at 0.07 before."""
+    from simulators.priors import KROUPA
+
+    m = sample_imf(KROUPA, 200_000, rng, m_lo=0.02, m_hi=1.4)
+    assert m.min() >= 0.02 and m.max() <= 1.4
+    a1 = (0.08**0.7 - 0.02**0.7) / 0.7
+    a2 = 0.08 * (0.08**-0.3 - 0.5**-0.3) / 0.3
+    a3 = 0.08 * 0.5 * (0.5**-1.3 - 1.4**-1.3) / 1.3
+    assert (m < 0.08).mean() == pytest.approx(a1 / (a1 + a2 + a3), abs=0.005)
+    assert (m < 0.05).mean() > 0.1
