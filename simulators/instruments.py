@@ -9,7 +9,7 @@ upper limit (value = depth, flagged), as the survey config says. Real depths var
 object to object (coverage, background, nebulosity, crowding): with ``depth_scatter`` σ_d
 each object has its own depth m_5 + σ_d ε, which sets both its errors and, for a
 non-detection, its limit. In the NGC 1333 catalogue of Rebull et al. (2015) the limits
-spread over an interquartile range of 0.7-1.4 mag in IRAC 4.5-8.0 µm and MIPS 24 µm
+spread over an interquartile range of 0.7-1.5 mag in IRAC 4.5-8.0 µm and MIPS 24 µm
 (``configs/surveys/spitzer_c2d.yaml`` takes σ_d from it).
 
 Parallax. Gaia DR3 end-of-mission-like precision, σ_ϖ [µas] = √(40 + 800 z + 30 z²) with

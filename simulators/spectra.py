@@ -610,7 +610,7 @@ class MangledLibrary(SpectralLibrary):
     def _fit(self, teff: np.ndarray, logg: np.ndarray, feh: np.ndarray) -> np.ndarray:
         """(N, B) log correction at the pivots that takes the base to the table, by
         fixed-point iteration at table nodes."""
-        base = self._base(teff, logg, feh)
+        base = self.base_flux(teff, logg, feh)
         target = np.log(self.table.surface_flux(teff, logg, feh).astype(np.float64))
         log_r = target - np.log(base @ self._band_w)
         for _ in range(self.iterations):
@@ -639,7 +639,9 @@ class MangledLibrary(SpectralLibrary):
             log_f[torch.from_numpy(cool)] += torch.from_numpy(ratio.astype(np.float32))
         return log_f
 
-    def _base(self, teff: np.ndarray, logg: np.ndarray, feh: np.ndarray) -> np.ndarray:
+    def base_flux(self, teff: np.ndarray, logg: np.ndarray, feh: np.ndarray) -> np.ndarray:
+        """(N, W) float64 F_λ of the base spectra before mangling (CK04, Planck-continued
+        below its 3,500 K edge)."""
         return torch.pow(10.0, self._log_base(teff, logg, feh)).double().numpy()
 
     def _log_correction(self, teff: np.ndarray, logg: np.ndarray, feh: np.ndarray) -> torch.Tensor:

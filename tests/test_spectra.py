@@ -137,7 +137,7 @@ def test_phoenix_reproduces_the_fitted_and_held_out_bands_of_the_table(phoenix):
     ref = BandFluxLibrary("Phoenixv2", bands=held).surface_flux(TEFF, logg, feh)
     d = 2.5 * np.log10(_band_means(phoenix.wave_aa, flux, held) / ref)
     assert np.abs(d[:, :3]).max() < 0.03 and np.abs(d).max() < 0.06, d.round(3)
-    base = phoenix._base(TEFF, logg, feh)
+    base = phoenix.base_flux(TEFF, logg, feh)
     d0 = 2.5 * np.log10(_band_means(phoenix.wave_aa, base, held) / ref)
     assert np.abs(d0[:, 1]).max() > 1.0  # the fix is real: the base spectra are far off
     # the correction is smooth and near 1 where CK04 is a good model (5000-11000 K)

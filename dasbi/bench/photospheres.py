@@ -22,6 +22,7 @@ A figure (``photospheres_members.png``) draws the real members' colour residuals
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,30 +82,27 @@ class PhotosphereBenchConfig:
     av_grid: list[float] = param(default_factory=lambda: [1.0, 5.0, 10.0], help="A_V [mag]")
 
 
-def _library_flux(name: str, teff: np.ndarray, logg: float) -> tuple[np.ndarray, np.ndarray]:
-    """Surface F_λ of a library at (teff, logg, [Fe/H] = 0); ck04 continued below 3500 K."""
-    from simulators.spectra import CK04Library, MangledLibrary, PlanckLibrary
+@functools.cache
+def _library(name: str) -> Any:
+    """One instance per library for the whole run (the PHOENIX fit takes a second or two)."""
+    from simulators.spectra import MangledLibrary, PlanckLibrary
 
-    teff = np.asarray(teff, float)
-    n = len(teff)
-    if name == "phoenix":
-        lib = MangledLibrary()
-        return lib.wave_aa, lib.surface_flux(teff, np.full(n, logg), np.zeros(n)).astype(float)
+    if name in ("phoenix", "ck04"):
+        return MangledLibrary()  # ck04: its base spectra
     if name == "planck":
-        lib = PlanckLibrary(wave_range_aa=(2500.0, 320_000.0))
-        return lib.wave_aa, lib.surface_flux(teff, np.full(n, logg), np.zeros(n)).astype(float)
-    if name == "ck04":
-        lib = CK04Library(wave_range_aa=(2500.0, 320_000.0), out_of_grid="clip")
-        lo = lib.bounds["teff"][0]
-        f = lib.surface_flux(np.clip(teff, lo, None), np.full(n, logg), np.zeros(n)).astype(float)
-        from simulators.units import C_AA_S, H_CGS, K_CGS
-
-        x = H_CGS * C_AA_S / (lib.wave_aa[None, :] * K_CGS)
-        cool = teff < lo
-        with np.errstate(over="ignore"):
-            f[cool] *= np.expm1(x / lo) / np.expm1(x / teff[cool, None])
-        return lib.wave_aa, f
+        return PlanckLibrary(wave_range_aa=(2500.0, 320_000.0))
     raise ValueError(f"unknown library {name!r}; valid: phoenix, ck04, planck")
+
+
+def _library_flux(name: str, teff: np.ndarray, logg: float) -> tuple[np.ndarray, np.ndarray]:
+    """Surface F_λ of a library at (teff, logg, [Fe/H] = 0); ck04 is Planck-continued below
+    3500 K, as the YSO model and the PHOENIX base do."""
+    teff = np.asarray(teff, float)
+    lib = _library(name)
+    args = (teff, np.full(len(teff), logg), np.zeros(len(teff)))
+    if name == "ck04":
+        return lib.wave_aa, lib.base_flux(*args)
+    return lib.wave_aa, lib.surface_flux(*args).astype(float)
 
 
 def _robust(d: np.ndarray) -> dict[str, float]:

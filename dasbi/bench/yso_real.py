@@ -504,44 +504,34 @@ def _figure(drawn: dict[str, Any], title: str) -> bytes:
 
     n = len(drawn)
     fig, axes = plt.subplots(2, n, figsize=(4.4 * n, 8.4), squeeze=False)
+    panels = (
+        (
+            "star.temperature",
+            "teff",
+            (2300, 5000),
+            (2000, 8000),
+            "T_eff from spectral type [K]",
+            "posterior T_eff [K]",
+        ),
+        ("av", "av", (-0.5, 15), (-0.5, 15), "published A_V [mag]", "posterior A_V [mag]"),
+    )
     for k, (variant, (s, tr, sel)) in enumerate(drawn.items()):
-        t, a = s["star.temperature"], s["av"]
         col = np.where(tr["disc"][sel] == "III", "C0", "C3")
-        ax = axes[0, k]
-        ax.errorbar(
-            tr["teff"][sel],
-            t["median"][sel],
-            yerr=[t["median"][sel] - t["p16"][sel], t["p84"][sel] - t["median"][sel]],
-            fmt="none",
-            ecolor="0.7",
-            lw=0.6,
-        )
-        ax.scatter(tr["teff"][sel], t["median"][sel], s=8, c=col)
-        ax.plot([2300, 5000], [2300, 5000], "k--", lw=1)
-        ax.set(
-            xlim=(2300, 5000),
-            ylim=(2000, 8000),
-            title=variant,
-            xlabel="T_eff from spectral type [K]",
-            ylabel="posterior T_eff [K]",
-        )
-        ax = axes[1, k]
-        ax.errorbar(
-            tr["av"][sel],
-            a["median"][sel],
-            yerr=[a["median"][sel] - a["p16"][sel], a["p84"][sel] - a["median"][sel]],
-            fmt="none",
-            ecolor="0.7",
-            lw=0.6,
-        )
-        ax.scatter(tr["av"][sel], a["median"][sel], s=8, c=col)
-        ax.plot([0, 15], [0, 15], "k--", lw=1)
-        ax.set(
-            xlim=(-0.5, 15),
-            ylim=(-0.5, 15),
-            xlabel="published A_V [mag]",
-            ylabel="posterior A_V [mag]",
-        )
+        for row, (param_, key, xlim, ylim, xlabel, ylabel) in enumerate(panels):
+            q, x = s[param_], tr[key][sel]
+            ax = axes[row, k]
+            ax.errorbar(
+                x,
+                q["median"][sel],
+                yerr=[q["median"][sel] - q["p16"][sel], q["p84"][sel] - q["median"][sel]],
+                fmt="none",
+                ecolor="0.7",
+                lw=0.6,
+            )
+            ax.scatter(x, q["median"][sel], s=8, c=col)
+            ax.plot(xlim, xlim, "k--", lw=1)
+            ax.set(xlim=xlim, ylim=ylim, xlabel=xlabel, ylabel=ylabel)
+        axes[0, k].set_title(variant)
     axes[0, 0].text(
         0.03,
         0.95,
