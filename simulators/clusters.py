@@ -183,7 +183,7 @@ class YoungClusterSimulator(Simulator):
 
         c = self.config
         n = tc["n_members"]
-        teff = radius = np.zeros(0)
+        teff = radius = logg = np.zeros(0)
         tries = 0
         while len(teff) < n and tries < 50:  # masses off the isochrone are redrawn
             tries += 1
@@ -193,7 +193,8 @@ class YoungClusterSimulator(Simulator):
             ok &= (p["radius"] >= 0.1) & (p["radius"] <= 100.0)
             teff = np.concatenate([teff, p["teff"][ok]])
             radius = np.concatenate([radius, p["radius"][ok]])
-        teff, radius = teff[:n], radius[:n]
+            logg = np.concatenate([logg, p["logg"][ok]])
+        teff, radius, logg = teff[:n], radius[:n], logg[:n]
         n = len(teff)
         age_myr = 10 ** tc["log_age"] / 1e6
         disc = rng.random(n) < np.exp(-age_myr / 2.5)
@@ -212,6 +213,7 @@ class YoungClusterSimulator(Simulator):
                 continue
             p = sample_parameters(model.set, len(sel), rng, aperture=False)
             p["star.temperature"], p["star.radius"] = teff[sel], radius[sel]
+            p["star.logg"] = logg[sel]  # the isochrone's gravity for the photosphere
             p["aperture"] = np.clip(c.aperture_arcsec * dist[sel], 100.0, 1e6)
             mags[sel] = self.phot.magnitudes(model.sed(p, dist[sel], av[sel]))
         return dict(teff=teff, radius=radius, distance=dist, av=av, stage=stage, mags=mags)

@@ -236,3 +236,63 @@ def _isochrones(name: str, cls: Any) -> Any:
     if name not in _ISO_CACHE:
         _ISO_CACHE[name] = cls(name)
     return _ISO_CACHE[name]
+
+
+#: log10 of the Sun's surface gravity [cgs] (IAU 2015 nominal GM_sun / R_sun²)
+LOGG_SUN = 4.438
+
+
+def _teff_table(age_myr: tuple[float, float], isochrones: str) -> tuple[np.ndarray, ...]:
+    """log T_eff (increasing), log mass and log g along the isochrone at the geometric mean
+    of ``age_myr``."""
+    from .isochrones import IsochroneGrid
+
+    iso = _isochrones(isochrones, IsochroneGrid)
+    lo, hi = iso.bounds["log_age"]
+    la = float(np.clip(np.mean(np.log10(np.asarray(age_myr, float) * 1e6)), lo, hi))
+    key = (isochrones, round(la, 4))
+    if key not in _TEFF_TABLES:
+        m = np.geomspace(0.01, 1.4, 400)
+        p = iso.interpolate(m, np.full(len(m), la), np.zeros(len(m)))
+        ok = np.isfinite(p["teff"]) & np.isfinite(p["logg"])
+        m, t, g = m[ok], p["teff"][ok], p["logg"][ok]
+        keep = np.concatenate([[True], t[1:] > np.maximum.accumulate(t)[:-1]])
+        _TEFF_TABLES[key] = (np.log10(t[keep]), np.log10(m[keep]), g[keep])
+    return _TEFF_TABLES[key]
+
+
+_TEFF_TABLES: dict[tuple[str, float], tuple[np.ndarray, ...]] = {}
+
+
+def mass_from_teff(
+    teff: np.ndarray, age_myr: tuple[float, float] = (1.0, 10.0), isochrones: str = "bhac15"
+) -> np.ndarray:
+    """Mass [M_sun] of a pre-main-sequence star of T_eff on the isochrone at the geometric
+    mean of ``age_myr``.
+
+    Below ~1 M_sun young stars descend Hayashi tracks at almost constant T_eff, so T_eff
+    alone fixes the mass to ~10% over 1-15 Myr. T_eff beyond the isochrone's ends takes the
+    end masses.
+    """
+    lt, lm, _ = _teff_table(age_myr, isochrones)
+    return 10 ** np.interp(np.log10(np.asarray(teff, float)), lt, lm)
+
+
+def isochrone_logg(
+    teff: np.ndarray, age_myr: tuple[float, float] = (1.0, 10.0), isochrones: str = "bhac15"
+) -> np.ndarray:
+    """log g of the isochrone star of T_eff at the geometric mean of ``age_myr``."""
+    lt, _, lg = _teff_table(age_myr, isochrones)
+    return np.interp(np.log10(np.asarray(teff, float)), lt, lg)
+
+
+def young_logg(
+    teff: np.ndarray,
+    radius: np.ndarray,
+    age_myr: tuple[float, float] = (1.0, 10.0),
+    isochrones: str = "bhac15",
+) -> np.ndarray:
+    """Surface gravity log10 g [cgs] = log g_sun + log M − 2 log R of a young star of T_eff
+    [K] and radius [R_sun], its mass from :func:`mass_from_teff`."""
+    m = mass_from_teff(teff, age_myr, isochrones)
+    return LOGG_SUN + np.log10(m) - 2 * np.log10(np.asarray(radius, float))

@@ -9,11 +9,14 @@ interstellar dust (``i``); ``-`` marks an absent component (e.g. ``sp--s-i``, ``
 No radiative-transfer code runs here, so :class:`YSOModel` builds the SED from documented
 semi-analytic pieces, vectorised over objects (torch, float32 spectra):
 
-* **Star.** The photosphere from the spectral library at log g = 4 and solar [Fe/H] (the
-  R17 choice: "log g = 4, small impact"), tabulated once in T_eff on the model's wavelength
-  grid (flux-conserving bin averages of CK04), scaled by (R*/d)². Below CK04's 3500 K edge
-  the 3500 K spectrum is multiplied by B_λ(T)/B_λ(3500 K), which keeps the molecular
-  features roughly in place and the bolometric flux right to a few per cent.
+* **Star.** The photosphere from the spectral library at solar [Fe/H], tabulated once in
+  T_eff and log g (2-5) on the model's wavelength grid (flux-conserving bin averages),
+  scaled by (R*/d)². R17 fixed log g = 4 ("small impact"); for young M stars it is not
+  small (BP−RP 0.08-0.14 mag redder at log g 3.5 than 4 at 3,000-3,300 K,
+  ``docs/bench/photospheres.json``), so by default the simulator gives each star the
+  gravity of its radius and the BHAC15 mass of its T_eff (``photosphere_logg``). ``phoenix``
+  is CK04 mangled to the PHOENIX v2 band fluxes; for ``ck04`` below its 3500 K edge the
+  3500 K spectrum is multiplied by B_λ(T)/B_λ(3500 K).
 * **Dust.** Extinction opacity κ_λ = κ_V · A(λ)/A(V) from dust_extinction's G23 curve at
   R(V) = 5.5 (dense-cloud grains, as in the R17 dust model; Weingartner & Draine 2001),
   with κ_V = 2.2×10⁴ cm² per gram of dust (A_V/N_H = 5.3×10⁻²² mag cm², gas-to-dust 100).
@@ -121,6 +124,8 @@ CAVITY_R0_AU = 1.0e4  # where the cavity opening angle is θ_0
 KAPPA_V = 2.2e4  # cm² per gram of dust at V
 CHI = 4.0  # disc surface height in pressure scale heights (CG97)
 DISC_FRACTION_MAX = 0.5
+#: log g nodes of the photosphere table (pre-main-sequence stars span 3-4.5, giants reach 2)
+LOGG_GRID = (2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0)
 
 
 @dataclass(frozen=True)
@@ -404,8 +409,10 @@ class YSOModel:
             ).numpy()
             * np.pi
         )
+        nt = len(self._t_grid)
         if library == "planck":
-            table = planck
+            self._g_grid = np.array([4.0])
+            tables = [planck]
         elif library == "ck04":
             from .spectra import CK04Library
 
@@ -414,9 +421,8 @@ class YSOModel:
                 wave_range_aa=(edges[0] * 0.99, min(edges[-1] * 1.01, 1.6e6)),
                 out_of_grid="clip",
             )
+            self._g_grid = np.array(LOGG_GRID)
             t_lib = np.clip(self._t_grid, 3500.0, None)
-            native = lib.surface_flux(t_lib, np.full(len(t_lib), 4.0), np.zeros(len(t_lib)))
-            table = _bin_average(lib.wave_aa, native.astype(np.float64), edges)
             cool = self._t_grid < 3500.0
             ratio = (
                 planck[cool]
@@ -426,7 +432,12 @@ class YSOModel:
                 ).numpy()[0]
                 / np.pi
             )
-            table[cool] = table[cool] * ratio
+            tables = []
+            for g in self._g_grid:
+                native = lib.surface_flux(t_lib, np.full(nt, g), np.zeros(nt))
+                table = _bin_average(lib.wave_aa, native.astype(np.float64), edges)
+                table[cool] = table[cool] * ratio
+                tables.append(table)
         elif library == "phoenix":
             from .spectra import MangledLibrary
 
@@ -435,22 +446,43 @@ class YSOModel:
                 wave_range_aa=(min(edges[0] * 0.99, 2500.0), min(edges[-1] * 1.01, 1.6e6)),
                 out_of_grid="clip",
             )
-            native = lib.surface_flux(
-                self._t_grid, np.full(len(self._t_grid), 4.0), np.zeros(len(self._t_grid))
-            )
-            table = _bin_average(lib.wave_aa, native.astype(np.float64), edges)
+            self._g_grid = np.array(LOGG_GRID)
+            tables = [
+                _bin_average(
+                    lib.wave_aa,
+                    lib.surface_flux(self._t_grid, np.full(nt, g), np.zeros(nt)).astype(
+                        np.float64
+                    ),
+                    edges,
+                )
+                for g in self._g_grid
+            ]
         else:
             raise ValueError(
                 f"unknown library {library!r} for the YSO model; valid: phoenix, ck04, planck"
             )
-        self._log_star = torch.from_numpy(np.log10(np.maximum(table, 1e-300))).float()
+        # (G, T, W): log10 surface flux on the log g × T_eff grid
+        self._log_star = torch.from_numpy(np.log10(np.maximum(np.stack(tables), 1e-300))).float()
 
-    def _star_surface(self, teff: np.ndarray) -> torch.Tensor:
+    def _star_surface(self, teff: np.ndarray, logg: np.ndarray | None = None) -> torch.Tensor:
+        """(N, W) photosphere surface flux, bilinear in (log T_eff, log g) in log flux;
+        log g is clipped to the table (default 4, the R17 choice)."""
         x = np.log(teff / self._t_grid[0]) / np.log(self._t_grid[1] / self._t_grid[0])
         i = np.clip(np.floor(x).astype(int), 0, len(self._t_grid) - 2)
         f = torch.from_numpy((x - i).astype(np.float32))[:, None]
-        lo, hi = self._log_star[i], self._log_star[i + 1]
-        return 10 ** (lo + f * (hi - lo))
+        gg = self._g_grid
+        if len(gg) == 1:
+            tab = self._log_star[0]
+            lo, hi = tab[i], tab[i + 1]
+            return 10 ** (lo + f * (hi - lo))
+        g = np.full(len(teff), 4.0) if logg is None else np.broadcast_to(logg, teff.shape)
+        y = (np.clip(g, gg[0], gg[-1]) - gg[0]) / (gg[1] - gg[0])
+        j = np.clip(np.floor(y).astype(int), 0, len(gg) - 2)
+        h = torch.from_numpy((y - j).astype(np.float32))[:, None]
+        tab = self._log_star
+        a = tab[j, i] + f * (tab[j, i + 1] - tab[j, i])
+        b = tab[j + 1, i] + f * (tab[j + 1, i + 1] - tab[j + 1, i])
+        return 10 ** (a + h * (b - a))
 
     def _kappa_planck(self, temp: np.ndarray) -> np.ndarray:
         return np.exp(np.interp(np.log(temp), np.log(self._tp), np.log(self._kp)))
@@ -465,7 +497,13 @@ class YSOModel:
         p = {k: np.atleast_1d(np.asarray(v, np.float64)) for k, v in params.items()}
         validate_parameters(p, names)
         n = n or max(len(p[k]) for k in names)
-        return {k: np.broadcast_to(p[k], (n,)).astype(np.float64) for k in names}
+        out = {k: np.broadcast_to(p[k], (n,)).astype(np.float64) for k in names}
+        if "star.logg" in p:  # optional: the photosphere's surface gravity (default 4)
+            g = np.broadcast_to(p["star.logg"], (n,)).astype(np.float64)
+            if not np.all(np.isfinite(g)):
+                raise ValueError("YSO parameter 'star.logg' contains NaN or inf")
+            out["star.logg"] = g
+        return out
 
     # -- geometry ----------------------------------------------------------------------
     def _disc(self, p: dict[str, np.ndarray], rs: np.ndarray, rsub: np.ndarray) -> dict[str, Any]:
@@ -634,7 +672,8 @@ class YSOModel:
         w, kap = self._w, self._kappa
 
         star = (
-            self._star_surface(ts) * torch.from_numpy(((rs / d) ** 2).astype(np.float32))[:, None]
+            self._star_surface(ts, p.get("star.logg"))
+            * torch.from_numpy(((rs / d) ** 2).astype(np.float32))[:, None]
         )
         tau_star_v = np.zeros(n)  # towards the star: disc + envelope
         disc_flux = torch.zeros(n, len(w))
@@ -997,6 +1036,14 @@ class YSOConfig:
         },
     )
     library_path: str | None = None
+    photosphere_logg: Literal["isochrone"] | float = field(
+        default="isochrone",
+        metadata={
+            "help": "surface gravity of the photosphere: 'isochrone' (log g from the star's "
+            "radius and the BHAC15 mass of its T_eff at the population's ages, 1-10 Myr "
+            "without a population) or a fixed log g (R17 used 4)"
+        },
+    )
     distance: list[float] = field(
         default_factory=lambda: [100.0, 2000.0],
         metadata={"help": "[min, max] pc, log-uniform; equal values fix the distance"},
@@ -1051,6 +1098,15 @@ class YSOConfig:
         if self.grid is None:
             parse_priors(self.priors, names)
         pop = parse_population(self.population)
+        g = self.photosphere_logg
+        if isinstance(g, str) and g != "isochrone":
+            raise ValueError(
+                f"photosphere_logg must be 'isochrone' or a log g in [0, 6], got {g!r}"
+            )
+        if not isinstance(g, str) and not (isinstance(g, int | float) and 0 <= g <= 6):
+            raise ValueError(
+                f"photosphere_logg must be 'isochrone' or a log g in [0, 6], got {g!r}"
+            )
         clash = {"star.temperature", "star.radius"} & set(self.priors or {})
         if pop is not None and clash:
             raise ValueError(
@@ -1188,6 +1244,18 @@ class YSOSimulator(Simulator):
             th[name] = prior.sample(n, rng)
         return np.stack([th[k] for k in self.theta_names], axis=1)
 
+    def photosphere_logg(self, teff: np.ndarray, radius: np.ndarray) -> np.ndarray:
+        """log g of the photospheres of stars with T_eff [K] and radius [R_sun] (see
+        ``photosphere_logg`` in :class:`YSOConfig`)."""
+        c = self.config
+        if c.photosphere_logg != "isochrone":
+            return np.full(len(teff), float(c.photosphere_logg))
+        from .priors import parse_population, young_logg
+
+        pop = parse_population(c.population)
+        ages = pop.age_myr if pop is not None else (1.0, 10.0)
+        return young_logg(teff, radius, ages)
+
     def magnitudes(self, theta: np.ndarray) -> np.ndarray:
         """(N, B) noiseless magnitudes of θ (N, P)."""
         theta = np.asarray(theta, np.float64)
@@ -1207,6 +1275,8 @@ class YSOSimulator(Simulator):
             return self.grid.magnitudes(th, self.bands, self.phot)
         if len(theta) == 0:
             return np.zeros((0, len(self.bands)))
+
+        th["star.logg"] = self.photosphere_logg(th["star.temperature"], th["star.radius"])
 
         def chunk(s: int) -> np.ndarray:
             part = {k: v[s : s + 4096] for k, v in th.items()}

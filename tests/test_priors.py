@@ -142,3 +142,17 @@ def test_yso_simulator_takes_priors_and_a_population(rng):
                 "priors": {"disk.mass": {"dist": "fixed", "value": 1e-3}},
             }
         )
+
+
+def test_young_gravity_from_teff_and_radius_matches_the_isochrones():
+    """young_logg (mass from T_eff on the isochrone at the mean age, log g from M and R)
+    reproduces the BHAC15 log g of young stars drawn at 1-15 Myr to 0.08 dex (Hayashi tracks:
+    T_eff fixes the mass); the isochrone log g of an M3 star at a few Myr is 3.7-4.1."""
+    from simulators.priors import YoungPopulation, isochrone_logg, mass_from_teff, young_logg
+
+    s = sample_young_stars(YoungPopulation((1.0, 15.0)), 4000, np.random.default_rng(1))
+    d = young_logg(s["teff"], s["radius"], (1.0, 15.0)) - s["logg"]
+    assert np.abs(np.median(d)) < 0.02 and np.percentile(np.abs(d), 90) < 0.08
+    m = mass_from_teff(np.array([2600.0, 3000.0, 3500.0, 4000.0]), (1.0, 15.0))
+    assert np.all(np.diff(m) > 0) and 0.05 < m[1] < 0.2
+    assert 3.7 < isochrone_logg(np.array([3400.0]), (1.0, 15.0))[0] < 4.1

@@ -11,6 +11,7 @@ from simulators.units import PC_CM, RSUN_CM, SIGMA_SB
 from simulators.yso import (
     MODEL_SETS,
     PARAMETERS,
+    YSOConfig,
     YSOModel,
     YSOSimulator,
     luminosity_out,
@@ -270,6 +271,64 @@ def test_phoenix_photosphere_matches_the_field_star_pipeline_down_to_2300_k(shar
     bp_rp = {k: v[:, 1] - v[:, 2] for k, v in mags.items()}
     np.testing.assert_array_less([1.0, 0.3], bp_rp["phoenix"][:2] - bp_rp["ck04"][:2])
     assert np.abs(bp_rp["phoenix"][3:] - bp_rp["ck04"][3:]).max() < 0.05
+
+
+def test_photosphere_gravity_enters_the_sed(shared_data):
+    """The star table has a log g axis: at a table node the YSO photosphere is the library's
+    spectrum at that gravity (to the bin averaging), log g moves a 3,000 K star's BP-RP by
+    the library's amount, and the Planck table ignores it."""
+    from simulators.bandpasses import Photometry
+    from simulators.spectra import MangledLibrary
+    from simulators.stars import StellarSED
+
+    bands = ["gaia_BP", "gaia_RP", "2mass_J", "2mass_H"]
+    teff = np.array([3000.0, 3000.0, 3300.0])
+    logg = np.array([3.5, 4.5, 3.0])
+    p = _params("s---s-i", **{"star.temperature": teff, "star.radius": np.full(3, 1.0)})
+    p = {k: np.broadcast_to(v, (3,)) for k, v in p.items()}
+    m = YSOModel("s---s-i", library="phoenix")
+    mine = Photometry(bands, m.wave_aa).magnitudes(m.sed({**p, "star.logg": logg}, 150.0))
+    ref_sed = StellarSED(MangledLibrary(), bands)
+    ref = ref_sed.magnitudes(
+        ref_sed.flux(teff, logg, np.zeros(3), np.full(3, 1.0), np.full(3, 150.0), 0.0)
+    )
+    assert np.abs(mine - ref).max() < 0.03
+    # BP-RP at 3,000 K: log g 3.5 is redder than 4.5 by what the library says (> 0.05 mag)
+    d_mine = (mine[0, 0] - mine[0, 1]) - (mine[1, 0] - mine[1, 1])
+    d_ref = (ref[0, 0] - ref[0, 1]) - (ref[1, 0] - ref[1, 1])
+    assert d_ref > 0.05 and abs(d_mine - d_ref) < 0.01
+    default = Photometry(bands, m.wave_aa).magnitudes(m.sed(p, 150.0))
+    at4 = Photometry(bands, m.wave_aa).magnitudes(m.sed({**p, "star.logg": 4.0}, 150.0))
+    np.testing.assert_allclose(default, at4, atol=1e-6)
+    pl = YSOModel("s---s-i", library="planck")
+    a = pl.sed({**p, "star.logg": logg}, 150.0)
+    np.testing.assert_allclose(a.numpy(), pl.sed(p, 150.0).numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="star.logg"):
+        m.sed({**p, "star.logg": np.array([np.nan, 4.0, 4.0])}, 150.0)
+
+
+def test_simulator_gives_young_stars_their_isochrone_gravity(shared_data):
+    """photosphere_logg: 'isochrone' gives a young M star the log g of its radius and BHAC15
+    mass (a 3,000 K star of 1 R_sun: M ~ 0.11 M_sun, log g ~ 3.5), which makes it redder in
+    BP-RP than the fixed log g 4 of R17; a number fixes it."""
+    cfg = dict(model_set="s---s-i", surveys=["gaia_dr3"], aperture_arcsec=3.0)
+    iso = YSOSimulator(YSOConfig(**cfg))
+    fixed = YSOSimulator(YSOConfig(**cfg, photosphere_logg=4.0))
+    assert iso.config.photosphere_logg == "isochrone"
+    g = iso.photosphere_logg(np.array([3000.0, 3000.0]), np.array([1.0, 0.5]))
+    assert 3.3 < g[0] < 3.7 and abs(g[1] - g[0] - 2 * np.log10(2.0)) < 1e-9
+    np.testing.assert_array_equal(fixed.photosphere_logg(np.array([3000.0]), np.ones(1)), 4.0)
+    names = iso.theta_names
+    th = np.zeros((1, len(names)))
+    for k, v in (("star.temperature", 3000.0), ("star.radius", 1.0), ("distance", 150.0)):
+        th[0, names.index(k)] = v
+    th[0, names.index("inclination")] = 30.0
+    bp, rp = iso.bands.index("gaia_BP"), iso.bands.index("gaia_RP")
+    c_iso = np.diff(iso.magnitudes(th)[0, [rp, bp]])[0]
+    c_fix = np.diff(fixed.magnitudes(th)[0, [rp, bp]])[0]
+    assert c_iso - c_fix > 0.03
+    with pytest.raises(Exception, match="photosphere_logg"):
+        YSOConfig(**cfg, photosphere_logg="young")  # type: ignore[arg-type]
 
 
 # -- the simulator -----------------------------------------------------------------------

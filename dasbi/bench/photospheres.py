@@ -7,10 +7,10 @@ continued below 3500 K by B_λ(T)/B_λ(3500 K) as the YSO model does, ``planck``
    Pecaut & Mamajek (2013; E. Mamajek's table, version 2018.08.02), K5V-M6V.
 2. **Real discless young stars.** Class III members of Corona Australis with A_V < ``av_max``
    (``real/yso/CrA/cra_members_dev.csv``: Esplin & Luhman 2022, Gaia DR3, 2MASS, WISE),
-   modelled at their spectral-type T_eff (Herczeg & Hillenbrand 2014 scale), log g 4, solar
-   metallicity, reddened by their published A_V through G23 on the spectrum: median and
-   robust scatter of observed - model in BP-RP, G-J, J-H, H-Ks, Ks-W1 and W1-W2 per T_eff
-   range.
+   modelled at their spectral-type T_eff (Herczeg & Hillenbrand 2014 scale), log g 4 (and,
+   for ``phoenix@bhac15``, the log g of the BHAC15 star of that T_eff), solar metallicity,
+   reddened by their published A_V through G23 on the spectrum: median and robust scatter
+   of observed - model in BP-RP, G-J, J-H, H-Ks, Ks-W1 and W1-W2 per T_eff range.
 3. **Gaia DR3 against DR2 passbands** (the band-flux tables hold DR2): G, BP, RP and BP-RP of
    the ``phoenix`` spectra through both sets of curves, per T_eff.
    Also BP-RP of the ``phoenix`` spectra at log g 3-5 (young late-M stars have log g 3-4).
@@ -80,6 +80,11 @@ class PhotosphereBenchConfig:
         help="T_eff bin edges [K] of the member residuals",
     )
     av_grid: list[float] = param(default_factory=lambda: [1.0, 5.0, 10.0], help="A_V [mag]")
+    member_ages_myr: list[float] = param(
+        default_factory=lambda: [1.0, 15.0],
+        help="ages of the 'phoenix@bhac15' member models: log g of the BHAC15 star of each "
+        "T_eff at the geometric mean age (what the YSO simulator's photosphere_logg does)",
+    )
 
 
 @functools.cache
@@ -94,12 +99,14 @@ def _library(name: str) -> Any:
     raise ValueError(f"unknown library {name!r}; valid: phoenix, ck04, planck")
 
 
-def _library_flux(name: str, teff: np.ndarray, logg: float) -> tuple[np.ndarray, np.ndarray]:
+def _library_flux(
+    name: str, teff: np.ndarray, logg: float | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Surface F_λ of a library at (teff, logg, [Fe/H] = 0); ck04 is Planck-continued below
     3500 K, as the YSO model and the PHOENIX base do."""
     teff = np.asarray(teff, float)
     lib = _library(name)
-    args = (teff, np.full(len(teff), logg), np.zeros(len(teff)))
+    args = (teff, np.broadcast_to(np.asarray(logg, float), teff.shape), np.zeros(len(teff)))
     if name == "ck04":
         return lib.wave_aa, lib.base_flux(*args)
     return lib.wave_aa, lib.surface_flux(*args).astype(float)
@@ -168,8 +175,17 @@ def bench_photospheres(
     obs = s[list(_CRA_BANDS.values())].to_numpy(float)
     names = list(_CRA_BANDS)
     members: dict[str, dict[str, np.ndarray]] = {}
-    for name in cfg.libraries:
-        wave, f = _library_flux(name, teff, 4.0)
+    member_models = list(cfg.libraries)
+    if "phoenix" in cfg.libraries:
+        member_models.append("phoenix@bhac15")
+    for name in member_models:
+        if name == "phoenix@bhac15":
+            from simulators.priors import isochrone_logg
+
+            lg = isochrone_logg(teff, tuple(cfg.member_ages_myr))  # type: ignore[arg-type]
+            wave, f = _library_flux("phoenix", teff, lg)
+        else:
+            wave, f = _library_flux(name, teff, 4.0)
         a = np.ravel(ExtinctionCurve("G23", wave).a_over_av(3.1))
         m = Photometry(names, wave).magnitudes(f * 10 ** (-0.4 * av[:, None] * a))
         members[name] = {}
@@ -244,23 +260,24 @@ def bench_photospheres(
                 )
     extra = {
         "members": int(len(s)),
-        "summary_table": _table(results, cfg.libraries),
+        "summary_table": _table(results, cfg.libraries, member_models),
         "figures": {"members": _figure(members, teff)},
     }
     return to_dict(cfg), results, extra
 
 
-def _table(results: list[dict[str, Any]], libraries: list[str]) -> str:
+def _table(results: list[dict[str, Any]], libraries: list[str], member_models: list[str]) -> str:
     lines = ["Discless CrA members (median observed - model, mag; n stars):", ""]
-    head = "| T_eff range | colour | " + " | ".join(libraries) + " |"
-    lines += [head, "|" + "---|" * (2 + len(libraries))]
+    head = "| T_eff range | colour | " + " | ".join(member_models) + " |"
+    lines += [head, "|" + "---|" * (2 + len(member_models))]
     rows: dict[tuple[str, str], dict[str, str]] = {}
     for r in results:
         if r["check"] == "cra_discless" and r["n"]:
             key = (f"{r['teff_range'][0]:.0f}-{r['teff_range'][1]:.0f}", r["colour"])
             rows.setdefault(key, {})[r["library"]] = f"{r['median']:+.3f} ({r['n']})"
     for (rng, colour), v in rows.items():
-        lines.append(f"| {rng} | {colour} | " + " | ".join(v.get(k, "") for k in libraries) + " |")
+        cells = " | ".join(v.get(k, "") for k in member_models)
+        lines.append(f"| {rng} | {colour} | {cells} |")
     lines += ["", "Dwarf sequence (Pecaut & Mamajek 2013), max |model - reference| [mag]:", ""]
     lines += ["| colour | " + " | ".join(libraries) + " |", "|" + "---|" * (1 + len(libraries))]
     for colour in ("V-Ks", "J-H", "H-Ks", "Ks-W1"):
