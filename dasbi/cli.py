@@ -25,7 +25,12 @@ EXIT_USER_ERROR = 2
 
 def _common(p: argparse.ArgumentParser, config: bool = True) -> None:
     if config:
-        p.add_argument("--config", metavar="FILE", help="YAML config overriding the defaults")
+        p.add_argument(
+            "--config",
+            metavar="FILE",
+            help="YAML config overriding the defaults: a path, or a preset's name "
+            "(dasbi simulate --config field_stars; `dasbi info` lists the presets)",
+        )
         p.add_argument(
             "--set",
             metavar="KEY=VALUE",
@@ -55,10 +60,10 @@ def _updates(args: argparse.Namespace, mapping: dict[str, str]) -> dict[str, Any
 
 # -- simulate ------------------------------------------------------------------------------
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from .config import apply_overrides, from_dict, merge, read_yaml
+    from .config import apply_overrides, from_dict, merge, read_yaml, resolve_config
     from .simulate import SimulateConfig, run_simulate
 
-    data = read_yaml(args.config) if args.config else {}
+    data = read_yaml(resolve_config(args.config, "simulate")) if args.config else {}
     data = apply_overrides(data, args.overrides)
     if args.simulator:
         current = data.get("simulator") or {}

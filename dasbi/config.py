@@ -50,7 +50,9 @@ __all__ = [
     "load_config",
     "merge",
     "param",
+    "presets",
     "read_yaml",
+    "resolve_config",
     "save_config",
     "to_dict",
     "valid_keys",
@@ -232,8 +234,10 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
 def from_dict(cls: type[T], data: Mapping[str, Any] | None, path: str = "") -> T:
     """Build and validate the dataclass ``cls`` from a (possibly partial) mapping.
 
-    Missing keys take their defaults. Unknown keys, wrong types and out-of-range values raise
-    :class:`~dasbi.errors.ConfigError` naming the dotted path of the field.
+    Missing keys take their defaults; a mapping given for an option whose default is a
+    mapping merges into that default (recursively). Unknown keys, wrong types and
+    out-of-range values raise :class:`~dasbi.errors.ConfigError` naming the dotted path of
+    the field.
     """
     if data is None:
         data = {}
@@ -256,7 +260,14 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, path: str = "") -> T
     for name, field in fields.items():
         fpath = _join(path, name)
         if name in data:
-            value = _convert(data[name], hints[name], fpath)
+            given = data[name]
+            if isinstance(given, Mapping) and field.default_factory is not _MISSING:
+                # a mapping-valued option merges into its default mapping, so that
+                # `--set real.library_path=X` sets one key instead of dropping the others
+                base = field.default_factory()
+                if isinstance(base, dict) and base:
+                    given = merge(base, given)
+            value = _convert(given, hints[name], fpath)
         elif field.default is not _MISSING:
             value = field.default
         elif field.default_factory is not _MISSING:
@@ -284,6 +295,48 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
+
+
+def preset_dirs(command: str) -> list[Path]:
+    """Folders holding the named configs (presets) of a command, in search order:
+    ``./configs/<command>`` and the package's ``simulators/configs/<command>``."""
+    import importlib.util
+
+    dirs = [Path.cwd() / "configs" / command]
+    spec = importlib.util.find_spec("simulators")
+    if spec is not None and spec.submodule_search_locations:
+        dirs += [Path(p) / "configs" / command for p in spec.submodule_search_locations]
+    out: list[Path] = []
+    for d in dirs:
+        if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:
+            out.append(d)
+    return out
+
+
+def presets(command: str) -> list[str]:
+    """Names of the presets of a command (``dasbi simulate --config field_stars``)."""
+    return sorted({p.stem for d in preset_dirs(command) for p in d.glob("*.yaml")})
+
+
+def resolve_config(name_or_path: str | os.PathLike, command: str) -> Path:
+    """A config file by path, or a preset by name (with or without ``.yaml``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    text = str(name_or_path)
+    if "/" not in text and os.sep not in text:
+        stem = path.stem if path.suffix in (".yaml", ".yml") else text
+        for d in preset_dirs(command):
+            cand = d / f"{stem}.yaml"
+            if cand.is_file():
+                return cand
+    else:
+        raise ConfigError(f"config file {text!r} does not exist")
+    known = presets(command)
+    raise ConfigError(
+        f"config {text!r} is neither a file nor a preset of `dasbi {command}`; presets: "
+        f"{', '.join(known) if known else '(none)'}"
+    )
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:

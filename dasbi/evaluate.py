@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import apply_overrides, from_dict, param, read_yaml, to_dict
+from .config import apply_overrides, from_dict, param, read_yaml, resolve_config, to_dict
 from .errors import ConfigError, DataError
 
 __all__ = ["EvaluateConfig", "run_evaluate", "run_evaluate_cli"]
@@ -241,7 +241,7 @@ def _c2st(
 
 
 def run_evaluate_cli(args: argparse.Namespace) -> int:
-    data = read_yaml(args.config) if args.config else {}
+    data = read_yaml(resolve_config(args.config, "evaluate")) if args.config else {}
     data = apply_overrides(data, args.overrides)
     for key in ("model", "data", "num_objects", "num_samples"):
         if getattr(args, key, None) is not None:

@@ -35,7 +35,16 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .config import apply_overrides, dumps, fingerprint, from_dict, param, read_yaml, to_dict
+from .config import (
+    apply_overrides,
+    dumps,
+    fingerprint,
+    from_dict,
+    param,
+    read_yaml,
+    resolve_config,
+    to_dict,
+)
 from .errors import ConfigError, DataError, ResumeError
 from .fileio import atomic_path, recover
 from .raybackend import ray_imap
@@ -505,7 +514,7 @@ def read_posteriors(path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
 
 
 def run_infer_cli(args: argparse.Namespace) -> int:
-    data = read_yaml(args.config) if args.config else {}
+    data = read_yaml(resolve_config(args.config, "infer")) if args.config else {}
     data = apply_overrides(data, args.overrides)
     for key in ("model", "catalogue", "survey", "backend"):
         if getattr(args, key, None) is not None:

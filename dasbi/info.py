@@ -68,6 +68,7 @@ def describe_system(schema: str | None = None) -> dict[str, Any] | list[dict[str
     from simulators.yso import MODEL_SETS
 
     from .bench import BENCHMARKS
+    from .config import presets
 
     return {
         "versions": package_versions(),
@@ -76,6 +77,7 @@ def describe_system(schema: str | None = None) -> dict[str, Any] | list[dict[str
         "benchmarks": sorted(BENCHMARKS),
         "filters": sorted(FILTERS),
         "surveys": available_surveys(),
+        "simulate_presets": presets("simulate"),
         "yso_model_sets": list(MODEL_SETS),
         "survey_folders": [str(d) for d in survey_dirs()],
     }

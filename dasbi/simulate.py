@@ -72,7 +72,9 @@ def resolve_simulator(options: dict[str, Any]) -> dict[str, Any]:
     except ValueError as err:
         raise ConfigError(f"simulator.name: {err}") from None
     cfg = from_dict(cls.config_class, rest, path="simulator")
-    return {"name": cls.name, **to_dict(cfg)}
+    # a module:Class simulator keeps its import path, so workers and later commands find it
+    name = str(options["name"]) if ":" in str(options["name"]) else cls.name
+    return {"name": name, **to_dict(cfg)}
 
 
 def build_simulator(options: dict[str, Any]) -> Any:

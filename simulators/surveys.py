@@ -1,6 +1,6 @@
 """Survey definitions: which bands, astrometry and spectra a survey observes, and how well.
 
-A survey is a YAML file (``configs/surveys/<name>.yaml``)::
+A survey is a YAML file (``simulators/configs/surveys/<name>.yaml``)::
 
     name: gaia_dr3
     reference: Gaia Collaboration (2023), A&A 674, A1
@@ -15,8 +15,10 @@ A survey is a YAML file (``configs/surveys/<name>.yaml``)::
 ``FieldStars`` takes a list of them (``simulator.surveys: [gaia_dr3, 2mass]``) and observes
 the union of their bands, the parallax if one of them measures it, and their spectra.
 Surveys are found by name in the folders of ``$DASBI_SURVEYS`` (``os.pathsep``-separated),
-then ``./configs/surveys`` and the ``configs/surveys`` folder of a source checkout; a path
-to a YAML file works too. YAML is read with ``yaml.safe_load``.
+then ``./configs/surveys`` and the surveys shipped with the package
+(``simulators/configs/surveys``, installed as package data; ``configs/`` at the top of a
+source checkout links to it); a path to a YAML file works too. YAML is read with
+``yaml.safe_load``.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def survey_dirs() -> list[Path]:
     """Folders searched for ``<name>.yaml``, in order."""
     dirs = [Path(p) for p in os.environ.get("DASBI_SURVEYS", "").split(os.pathsep) if p]
     dirs.append(Path.cwd() / "configs" / "surveys")
-    dirs.append(Path(__file__).resolve().parents[1] / "configs" / "surveys")
+    dirs.append(Path(__file__).resolve().parent / "configs" / "surveys")  # package data
     out: list[Path] = []
     for d in dirs:
         if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:

@@ -141,3 +141,44 @@ def test_shipped_simulate_configs_validate():
     for f in files:
         cfg = load_config(SimulateConfig, f)
         resolve_simulator(cfg.simulator)
+
+
+def test_nested_overrides_merge_into_mapping_defaults():
+    """`--set real.library_path=X` sets one key of the bench's `real` block; the block's
+    other defaults (extinction law, R(V) spread, zero points, error scale) stay."""
+    from dasbi.bench.domain_adapt import DomainAdaptBenchConfig
+
+    cfg = from_dict(
+        DomainAdaptBenchConfig,
+        apply_overrides({}, ["real.library_path=/x/table.csv", "sampler.steps=9"]),
+    )
+    assert cfg.real["library_path"] == "/x/table.csv"
+    assert cfg.real["extinction_law"] == "F99" and cfg.real["error_scale"] == 2.0
+    assert cfg.real["zero_point_offsets"]["gaia_BP"] == 0.04
+    assert cfg.sampler == {"method": "dpm2m", "steps": 9}
+    # deeper keys merge too, and a whole new mapping is still accepted
+    cfg = from_dict(DomainAdaptBenchConfig, {"real": {"zero_point_offsets": {"wise_W1": 0.1}}})
+    assert cfg.real["zero_point_offsets"] == {
+        "gaia_BP": 0.04,
+        "gaia_RP": -0.03,
+        "2mass_J": 0.03,
+        "2mass_Ks": 0.05,
+        "wise_W1": 0.1,
+    }
+
+
+def test_configs_by_preset_name(tmp_path, monkeypatch):
+    from dasbi.config import presets, resolve_config
+
+    monkeypatch.chdir(tmp_path)
+    assert {"field_stars", "two_moons", "yso"} <= set(presets("simulate"))
+    assert resolve_config("two_moons", "simulate").name == "two_moons.yaml"
+    assert resolve_config("two_moons.yaml", "simulate").name == "two_moons.yaml"
+    (tmp_path / "configs" / "simulate").mkdir(parents=True)
+    mine = tmp_path / "configs" / "simulate" / "two_moons.yaml"
+    mine.write_text("num: 5\n")
+    assert resolve_config("two_moons", "simulate").resolve() == mine.resolve()  # local first
+    with pytest.raises(ConfigError, match="neither a file nor a preset.*field_stars"):
+        resolve_config("fieldstars", "simulate")
+    with pytest.raises(ConfigError, match="config file 'some/missing.yaml' does not exist"):
+        resolve_config("some/missing.yaml", "simulate")
