@@ -304,6 +304,22 @@ class AdaptedPosterior(Posterior):
         phys = self.standardizer.inverse(y).astype(np.float32)
         return torch.from_numpy(phys.reshape(s, *batch_shape, p))
 
+    def sample_nodes(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
+        """Not available: an adapted model's observables enter through its encoders as
+        context tokens, so they are not nodes the Simformer can sample (no likelihood)."""
+        raise DataError(
+            "sample_nodes is not available for a model trained with modality encoders "
+            "(--domain-adapt): its observables are encoder context, not Simformer nodes, so "
+            "only the posterior p(θ | x) is modelled; use sample()"
+        )
+
+    def log_prob(self, *args: Any, **kwargs: Any) -> Tensor:
+        """Not available yet for models with modality encoders."""
+        raise DataError(
+            "log_prob is not available yet for a model trained with modality encoders "
+            "(--domain-adapt); it works for models from `dasbi train` without them"
+        )
+
     def _spectra(self, spectra: Mapping[str, Any] | None, b: int) -> dict[str, Any]:
         sizes = {n.name: n.size for n in self.all_nodes.context if n.kind == "observable"}
         out = {}

@@ -8,6 +8,7 @@ transformed back, so users never see model space.
 >>> theta = post.sample((1000,), x=x_obs)                        # (1000, P)
 >>> theta = post.sample((500,), x=x_batch, errors=err_batch)     # (500, B, P)
 >>> lik = post.sample_nodes((200,), given={"theta_1": 0.3, "theta_2": -0.1})  # p(x | θ)
+>>> logp = post.log_prob(theta, x=x_obs)                           # log p(θ | x), (1000,)
 """
 
 from __future__ import annotations
@@ -475,6 +476,146 @@ class Posterior:
         batch_shape, out = self._run(s, given, errs, lims, latent, sampler, steps, seed)
         idx = [self._index(p) for p in latent]
         return torch.from_numpy(out[..., idx].reshape(s, *batch_shape, len(idx)))
+
+    def log_prob(
+        self,
+        theta: Any,
+        x: Any = None,
+        *,
+        observed: Any = None,
+        errors: Any = None,
+        upper_limits: Any = None,
+        steps: int = 64,
+        exact_trace: bool | None = None,
+        probes: int = 8,
+        seed: int | None = 0,
+        max_rows: int = 2048,
+    ) -> Tensor:
+        """log p(θ | x) of the model, in θ's physical units, through the probability-flow ODE.
+
+        The density of the standardised latent values comes from integrating the ODE from
+        σ_min to σ_max with the divergence of its drift (:func:`dasbi.samplers.ode_log_prob`:
+        exact trace for up to 12 parameters, Hutchinson's estimator above, or as
+        ``exact_trace`` says); the transforms' and the standardisation's Jacobians turn it
+        into a density over θ. θ outside a transform's domain (e.g. beyond a bounded prior)
+        gets −inf. The cost is about ``3 × steps`` network passes with gradients (× the
+        number of parameters for the exact trace), so it is for evaluation, not for
+        sampling.
+
+        Args:
+            theta: (*batch, P) or (S, *batch, P) in the order of :attr:`parameter_names`.
+            x, observed, errors, upper_limits: The observation, as for :meth:`sample`
+                (upper limits need a model trained with limit tokens).
+            steps: Heun steps of the ODE (error about 0.04 nats at 64 on a 3-D Gaussian).
+            exact_trace: Exact divergence (default: P ≤ 12) or Hutchinson's.
+            probes: Rademacher vectors of Hutchinson's estimator.
+            seed: Seed of the probes.
+            max_rows: Objects × θ values evaluated at once.
+
+        Returns:
+            (*batch) or (S, *batch) log densities (float64).
+        """
+        from .samplers import ode_log_prob
+
+        names = self.observable_names
+        given = self._named(x, names, "x")
+        obs = self._named(observed, names, "observed")
+        for name, mask in obs.items():
+            given[name] = np.where(np.asarray(mask, bool), given.get(name, np.nan), np.nan)
+        errs = self._named(errors, names, "errors")
+        lims = {
+            k: np.asarray(v, bool)
+            for k, v in self._named(upper_limits, names, "upper_limits").items()
+        }
+        if any(v.any() for v in lims.values()) and self.limit_mode != "tokens":
+            raise DataError(
+                "log_prob with upper limits needs a model trained on upper limits (limit "
+                "tokens); this model handles limits only by sampling guidance"
+            )
+        latent = self.parameter_names
+        batch_shape, values, errs_a, state, limit = self._query(
+            given, errs, lims, latent, limit_tokens=True
+        )
+        th = np.asarray(theta.detach().cpu() if isinstance(theta, Tensor) else theta, float)
+        p = len(latent)
+        nb = len(batch_shape)
+        if th.ndim == nb + 1:
+            squeeze, th = True, th[None]
+        elif th.ndim == nb + 2:
+            squeeze = False
+        else:
+            raise DataError(
+                f"theta must have shape (*batch, {p}) or (S, *batch, {p}) with batch "
+                f"{batch_shape} (from x), got {th.shape}"
+            )
+        try:
+            th = np.broadcast_to(th, (th.shape[0], *batch_shape, p))
+        except ValueError:
+            raise DataError(
+                f"theta {th.shape} does not match x's batch {batch_shape} and {p} parameters"
+            ) from None
+        s = th.shape[0]
+        b = values.shape[0]
+        th = th.reshape(s, b, p)
+        pidx = [self._index(q) for q in latent]
+        # model-space θ and the log-Jacobian of physical → model space
+        full = np.zeros((s, b, len(self.diffuse)))
+        logjac = np.zeros((s, b))
+        inside = np.ones((s, b), bool)
+        for k, j in enumerate(pidx):
+            node, tr = self.standardizer.nodes[j], self.standardizer.transforms[j]
+            col = th[..., k]
+            ok = np.isfinite(col) & tr.domain(col, node)
+            inside &= ok
+            safe = np.where(ok, col, np.nan)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                y = (tr.forward(safe, node) - self.standardizer.mean[j]) / self.standardizer.std[j]
+                logjac += np.log(np.abs(tr.derivative(safe, node))) - np.log(
+                    self.standardizer.std[j]
+                )
+            full[..., j] = np.where(ok, y, 0.0)
+        inputs = model_inputs(
+            values, errs_a, (state >= OBSERVED) | limit, limit, self.standardizer
+        )
+        exact = p <= 12 if exact_trace is None else bool(exact_trace)
+        gen = torch.Generator().manual_seed(int(seed) if seed is not None else 0)
+        dev = self.device
+        state_t = torch.from_numpy(state)
+        s_min = self.sde.sigma_min
+        s_max = min(self.sde.sigma_max, self.sampler.sigma_start)
+        out = np.empty((b, s))
+        per_chunk = max(1, int(max_rows) // s)
+        self.net.eval()
+        for lo in range(0, b, per_chunk):
+            hi = min(lo + per_chunk, b)
+            st = state_t[lo:hi].to(dev)
+            with torch.no_grad():
+                cache = self.net.encode(
+                    inputs.values[lo:hi].to(dev),
+                    inputs.errors[lo:hi].to(dev),
+                    st,
+                    self.graph(st >= OBSERVED),
+                )
+                big = cache.expand(s, shared=True)
+            # rows object-major: (object, θ value)
+            y_rows = torch.from_numpy(full[:, lo:hi].transpose(1, 0, 2).reshape(-1, full.shape[2]))
+            y_lat = torch.gather(y_rows.float().to(dev), 1, big.lat_index)
+            lp = ode_log_prob(
+                lambda z, sig, big=big: self.net.denoise(big, z, sig).float(),
+                y_lat,
+                big.lat_valid,
+                s_min,
+                s_max,
+                steps=steps,
+                exact_trace=exact,
+                probes=probes,
+                generator=gen,
+            )
+            out[lo:hi] = lp.cpu().numpy().reshape(hi - lo, s)
+        res = out.T + logjac
+        res = np.where(inside, res, -np.inf).reshape(s, *batch_shape)
+        t = torch.from_numpy(res)
+        return t[0] if squeeze else t
 
     @staticmethod
     def _sample_count(sample_shape: Sequence[int] | int) -> int:

@@ -198,6 +198,11 @@ def test_domain_adaptation_end_to_end_through_the_cli(domains, tmp_path):
     x = np.array([[0.3, -0.2], [1.1, 0.6]])
     th = post.sample((200,), x=x, errors=np.full((2, 2), np.sqrt(0.1)), seed=0)
     assert th.shape == (200, 2, 2) and torch.isfinite(th).all()
+    # what the adapted model cannot do is said, not silently wrong
+    with pytest.raises(DataError, match="encoder context, not Simformer nodes"):
+        post.sample_nodes((10,), given={"theta_1": 0.1})
+    with pytest.raises(DataError, match="log_prob is not available yet"):
+        post.log_prob(th[0], x=x)
     th_map = post.sample((50,), x={"x_1": x[:, 0], "x_2": x[:, 1]}, errors=np.full((2, 2), 0.3))
     assert th_map.shape == (50, 2, 2)
     # dasbi infer runs on a real catalogue with the adapted model (its real-side encoders)
