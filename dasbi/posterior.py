@@ -296,6 +296,8 @@ class Posterior:
         b, n = state.shape
         dev = self.device
         lower, upper = self._intervals(inputs, limit)
+        box_lo, box_hi = (t.to(dev)[None] for t in self._prior_box())
+        box_active = bool(torch.isfinite(box_lo).any() or torch.isfinite(box_hi).any())
         out = np.empty((s, b, n), np.float32)
         per_chunk = max(1, cfg.max_rows // s)
         state_t = torch.from_numpy(state)
@@ -330,6 +332,15 @@ class Posterior:
                     lat = self._enforce_limits(
                         lat, cache, big.lat_valid, s, interval, cfg, generator
                     )
+                if cfg.prior_bounds and box_active:
+                    box = Interval(
+                        torch.gather(box_lo.expand(hi - lo, -1), 1, idx).repeat_interleave(s, 0),
+                        torch.gather(box_hi.expand(hi - lo, -1), 1, idx).repeat_interleave(s, 0),
+                    )
+                    if box.active:
+                        lat = self._enforce_box(
+                            lat, cache, big.lat_valid, s, box, interval, cfg, generator
+                        )
             full = vals.repeat_interleave(s, 0).clone()
             full.scatter_(
                 1,
@@ -376,6 +387,64 @@ class Posterior:
             ok = ~outside(new, sub_interval, valid[rows])
             lat[rows[ok]] = new[ok]
         return torch.where(valid, lat.clamp(interval.lower, interval.upper), lat)
+
+    def _prior_box(self) -> tuple[Tensor, Tensor]:
+        """(N,) model-space bounds of the parameter nodes' declared [low, high] (the prior's
+        support); ±inf where a node has none or its transform already keeps it inside."""
+        n = len(self.diffuse)
+        lo, hi = np.full(n, -np.inf), np.full(n, np.inf)
+        for j, node in enumerate(self.diffuse):
+            if node.kind != "parameter":
+                continue
+            tr = self.standardizer.transforms[j]
+            for bound, arr in ((node.low, lo), (node.high, hi)):
+                if bound is None or not np.isfinite(bound):
+                    continue
+                if not tr.domain(np.array([float(bound)]), node)[0]:
+                    continue  # log10 at 0, logit at its edges: the transform bounds it
+                with np.errstate(all="ignore"):
+                    y = tr.forward(np.array([float(bound)]), node)[0] - self.standardizer.mean[j]
+                    y = y / self.standardizer.std[j]
+                if np.isfinite(y):
+                    arr[j] = y
+        return torch.from_numpy(lo).float(), torch.from_numpy(hi).float()
+
+    def _enforce_box(
+        self,
+        lat: Tensor,
+        cache: Any,
+        valid: Tensor,
+        s: int,
+        box: Interval,
+        interval: Interval,
+        cfg: SamplerConfig,
+        generator: torch.Generator,
+    ) -> Tensor:
+        """Redraw the rows outside the parameters' prior bounds (as sbi rejects an NPE's
+        leakage), so samples follow the model's posterior truncated to the prior's
+        support; rows still outside after ``limit_redraws`` rounds are clipped."""
+        lat = lat.clone()
+        guided = interval if interval.active else None
+        for _ in range(cfg.limit_redraws):
+            rows = torch.nonzero(outside(lat, box, valid))[:, 0]
+            if not len(rows):
+                return lat
+            sub = cache.take_objects(rows // s)
+            sub_int = None if guided is None else Interval(guided.lower[rows], guided.upper[rows])
+            new = sample_latents(
+                lambda x, sig, sub=sub: self.net.denoise(sub, x, sig).float(),
+                (len(rows), lat.shape[1]),
+                self.sde,
+                cfg,
+                generator,
+                sub_int,
+                lat.device,
+            )
+            ok = ~outside(new, Interval(box.lower[rows], box.upper[rows]), valid[rows])
+            if sub_int is not None and cfg.hard_limits:
+                ok &= ~outside(new, sub_int, valid[rows])
+            lat[rows[ok]] = new[ok]
+        return torch.where(valid, lat.clamp(box.lower, box.upper), lat)
 
     def _resolve_sampler(
         self, sampler: SamplerConfig | Mapping[str, Any] | str | None, steps: int | None

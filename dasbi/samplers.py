@@ -118,7 +118,15 @@ class SamplerConfig:
         "redrawn (rejection, so the result is the guided distribution truncated to the "
         "interval), and those still outside after limit_redraws rounds are clipped",
     )
-    limit_redraws: int = param(4, ge=0, le=100, help="redraw rounds for hard_limits")
+    limit_redraws: int = param(
+        4, ge=0, le=100, help="redraw rounds for hard_limits and prior_bounds"
+    )
+    prior_bounds: bool = param(
+        True,
+        help="keep samples inside the parameters' declared [low, high] (a bounded prior's "
+        "support): rows outside are redrawn (rejection, as sbi does for NPE) and clipped "
+        "after limit_redraws rounds",
+    )
     max_rows: int = param(4096, ge=1, help="objects × samples evaluated at once")
     precision: Literal["float32", "bfloat16"] = param(
         "float32",
