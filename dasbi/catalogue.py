@@ -1025,9 +1025,11 @@ def map_catalogue(
             except ValueError:
                 raise ConfigError(f"{where}: unknown unit {unit_str!r}") from None
             if target == "mag" and unit.physical_type == "spectral flux density":
-                from simulators.bandpasses import vega_zero_point_jy
+                zp = spec.zero_point or nd.zero_point_jy
+                if zp is None:  # a dataset written before nodes carried their zero point
+                    from simulators.bandpasses import vega_zero_point_jy
 
-                zp = spec.zero_point or vega_zero_point_jy(node)
+                    zp = vega_zero_point_jy(node)
                 f_jy = (val * unit).to_value(u.Jy)
                 e_jy = (err * unit).to_value(u.Jy)
                 bad = np.isfinite(f_jy) & (f_jy <= 0) & ~lim

@@ -45,6 +45,8 @@ class Node:
         role: ``"diffuse"`` (scalar token) or ``"context"`` (vector for an encoder).
         size: Number of values (1 for diffuse nodes).
         low, high: Optional physical bounds (the prior support for parameters).
+        zero_point_jy: For a magnitude node, F_ν [Jy] of magnitude 0 (written by the
+            simulator), so that fluxes convert to its magnitudes without the simulators.
     """
 
     name: str
@@ -56,6 +58,7 @@ class Node:
     size: int = 1
     low: float | None = None
     high: float | None = None
+    zero_point_jy: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):

@@ -94,6 +94,40 @@ def _as_array(value: Any, node: Node) -> np.ndarray:
         ) from None
 
 
+def _flux_quantities(nodes: Mapping[str, Node], values: Any, errors: Any) -> tuple[Any, Any]:
+    """Turn flux-density Quantities given for magnitude nodes into magnitudes (and flux
+    errors into magnitude errors, σ_m = 2.5/ln 10 · σ_F/F) with the node's zero point."""
+    if not isinstance(values, Mapping):
+        return values, errors
+    import astropy.units as u
+
+    values = dict(values)
+    errors = dict(errors) if isinstance(errors, Mapping) else errors
+    for name, v in list(values.items()):
+        node = nodes.get(name)
+        if node is None or node.unit.strip().lower() != "mag" or not hasattr(v, "unit"):
+            continue
+        if getattr(v.unit, "physical_type", None) != "spectral flux density":
+            continue
+        if node.zero_point_jy is None:
+            raise DataError(
+                f"node {name!r}: this model's nodes carry no zero point (a dataset written by "
+                "an older dasbi), so fluxes cannot become its magnitudes; pass magnitudes"
+            )
+        f = np.asarray(v.to_value(u.Jy), np.float64)
+        if np.any(f[np.isfinite(f)] <= 0):
+            raise DataError(
+                f"node {name!r}: fluxes must be > 0 (a non-detection is an upper limit: "
+                "pass its flux limit with upper_limits, or NaN for missing)"
+            )
+        values[name] = -2.5 * np.log10(f / node.zero_point_jy)
+        if isinstance(errors, Mapping) and hasattr(errors.get(name), "unit"):
+            e = errors[name]
+            if getattr(e.unit, "physical_type", None) == "spectral flux density":
+                errors[name] = 2.5 / np.log(10) * np.asarray(e.to_value(u.Jy)) / f
+    return values, errors
+
+
 def config_text(config: str) -> str:
     """What a saved model writes to ``config.yaml``: the training config given, or a note
     that none was (the settings the model needs to load are in ``meta.json`` either way)."""
@@ -148,6 +182,10 @@ class Posterior:
         self.is_param = torch.tensor([n.kind == "parameter" for n in self.diffuse])
 
     # -- names ---------------------------------------------------------------------------
+    @property
+    def _by_name(self) -> dict[str, Node]:
+        return {n.name: n for n in self.diffuse}
+
     @property
     def node_names(self) -> list[str]:
         return [n.name for n in self.diffuse]
@@ -492,6 +530,7 @@ class Posterior:
             Node name → samples (S, *batch) in physical units, for the latent nodes.
         """
         s = self._sample_count(sample_shape)
+        given, errors = _flux_quantities(self._by_name, given or {}, errors or {})
         given = {k: _as_array(v, self.diffuse[self._index(k)]) for k, v in (given or {}).items()}
         errors = {k: _as_array(v, self.diffuse[self._index(k)]) for k, v in (errors or {}).items()}
         limits = {k: np.asarray(v, bool) for k, v in (upper_limits or {}).items()}
@@ -532,6 +571,7 @@ class Posterior:
         """
         s = self._sample_count(sample_shape)
         names = self.observable_names
+        x, errors = _flux_quantities(self._by_name, x, errors)
         given = self._named(x, names, "x")
         obs = self._named(observed, names, "observed")
         for name, mask in obs.items():
@@ -587,6 +627,7 @@ class Posterior:
         from .samplers import ode_log_prob
 
         names = self.observable_names
+        x, errors = _flux_quantities(self._by_name, x, errors)
         given = self._named(x, names, "x")
         obs = self._named(observed, names, "observed")
         for name, mask in obs.items():

@@ -289,6 +289,7 @@ class Photometry:
         if len(systems) != len(self.bands):
             raise ValueError(f"got {len(systems)} systems for {len(self.bands)} bands")
         self.systems = systems
+        self.zero_point_names = zp_names
         self.wave_aa = np.asarray(wave_aa, np.float64)
         filters = [get_filter(b) for b in self.bands]
         self.band_columns = None if band_columns is None else list(band_columns)
@@ -321,6 +322,10 @@ class Photometry:
         flam = torch.as_tensor(flam, dtype=torch.float32)
         return flam @ self._w32
 
+    def zero_point_jy(self, j: int) -> float:
+        """F_ν [Jy] of magnitude 0 in band j (its system and zero-point name)."""
+        return zero_point_jy(self.zero_point_names[j], self.systems[j])
+
     def magnitudes(self, flam: np.ndarray | torch.Tensor) -> np.ndarray:
         """(N, B) magnitudes of F_λ spectra (N, W)."""
         rel = self.relative_flux(flam).double().numpy()
@@ -340,6 +345,19 @@ def vega_zero_point_jy(name: str) -> float:
     if name in ZERO_POINTS:
         return ZERO_POINTS[name].jy
     return calspec_zero_point_jy(name)
+
+
+def zero_point_jy(name: str, system: str = "vega") -> float:
+    """F_ν [Jy] of magnitude 0 in a band and magnitude system (``vega``: the survey's
+    published value, ``calspec``, ``ab``: 3631 Jy); simulators write it into the nodes of
+    their magnitudes, so that fluxes can be turned into those magnitudes without them."""
+    if system == "vega":
+        return vega_zero_point_jy(name)
+    if system == "calspec":
+        return calspec_zero_point_jy(name)
+    if system == "ab":
+        return 3631.0
+    raise ValueError(f"unknown magnitude system {system!r}; valid: vega, calspec, ab")
 
 
 @functools.cache

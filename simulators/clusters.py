@@ -158,7 +158,14 @@ class YoungClusterSimulator(Simulator):
             dict(name=n, kind="parameter", modality="theta", **spec[n]) for n in self.theta_names
         ]
         out += [
-            dict(name=b, kind="observable", modality="photometry", unit="mag") for b in self.bands
+            dict(
+                name=b,
+                kind="observable",
+                modality="photometry",
+                unit="mag",
+                zero_point_jy=self.phot.zero_point_jy(j),
+            )
+            for j, b in enumerate(self.bands)
         ]
         if self.parallax:
             out.append(dict(name="parallax", kind="observable", modality="astrometry", unit="mas"))

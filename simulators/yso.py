@@ -1207,7 +1207,14 @@ class YSOSimulator(Simulator):
         )
         out.append(dict(name="av", kind="parameter", modality="theta", unit="mag", low=0.0))
         out += [
-            dict(name=b, kind="observable", modality="photometry", unit="mag") for b in self.bands
+            dict(
+                name=b,
+                kind="observable",
+                modality="photometry",
+                unit="mag",
+                zero_point_jy=self.phot.zero_point_jy(j),
+            )
+            for j, b in enumerate(self.bands)
         ]
         if self.config.parallax:
             out.append(dict(name="parallax", kind="observable", modality="astrometry", unit="mas"))

@@ -356,3 +356,47 @@ def test_error_floor_adds_in_quadrature_and_is_validated(tmp_path):
     )
     with pytest.raises(ConfigError, match="error_floor must be a number >= 0"):
         load_column_map(smap)
+
+
+def test_python_api_takes_fluxes_in_mjy_for_magnitude_nodes(tmp_path):
+    """Magnitude nodes carry their band's zero point (2MASS Ks: 666.7 Jy, Cohen et al.
+    2003), so the API turns flux Quantities (and flux errors) into the same magnitudes the
+    CLI's column map does: identical samples either way."""
+    import astropy.units as u
+
+    from dasbi.config import from_dict as fd
+    from dasbi.errors import DataError
+    from dasbi.posterior import Posterior
+    from dasbi.simulate import SimulateConfig, run_simulate
+    from dasbi.train import TrainConfig, train
+
+    sim = {
+        "name": "yso",
+        "model_set": "s---s-i",
+        "library": "planck",
+        "surveys": ["2mass"],
+        "aperture_arcsec": 3.0,
+    }
+    path = run_simulate(
+        fd(SimulateConfig, {"num": 300, "seed": 0, "simulator": sim}),
+        tmp_path / "y.h5",
+        progress=False,
+    )
+    cfg = {"max_steps": 3, "batch_size": 32, "val_every": 3, "network": {"dim": 16, "depth": 1}}
+    train(path, fd(TrainConfig, cfg), out=tmp_path / "m", progress=False)
+    post = Posterior.load(tmp_path / "m")
+    ks = next(n for n in post.diffuse if n.name == "2mass_Ks")
+    assert ks.zero_point_jy == pytest.approx(666.7)
+    mags = {"2mass_J": 12.0, "2mass_H": 11.4, "2mass_Ks": 11.1}
+    errs = {"2mass_J": 0.03, "2mass_H": 0.03, "2mass_Ks": 0.03}
+    zp = {n.name: n.zero_point_jy for n in post.diffuse if n.name in mags}
+    flux = {k: zp[k] * 10 ** (-0.4 * m) * 1e3 * u.mJy for k, m in mags.items()}
+    ferr = {k: errs[k] / 1.0857362 * flux[k] for k in mags}
+    kw = {"sampler": {"method": "dpm2m", "steps": 4}, "seed": 3}
+    a = post.sample((50,), x=mags, errors=errs, **kw).numpy()
+    b = post.sample((50,), x=flux, errors=ferr, **kw).numpy()
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    with pytest.raises(DataError, match="fluxes must be > 0"):
+        post.sample((5,), x={**flux, "2mass_J": -1 * u.mJy}, errors=ferr, **kw)
+    with pytest.raises(DataError, match="is in 'mag'"):
+        post.sample((5,), x={**flux, "2mass_J": 3 * u.m}, errors=ferr, **kw)
