@@ -133,7 +133,10 @@ def _add_train(sub: Any) -> None:
         metavar=("SIM", "REAL"),
         help="sim-real pairs for --domain-adapt: two datasets whose rows are the same objects",
     )
-    p.add_argument("--steps", type=int, help="maximum optimisation steps")
+    p.add_argument(
+        "--max-steps", dest="steps", type=int, help="maximum optimisation (training) steps"
+    )
+    p.add_argument("--steps", dest="steps", type=int, help=argparse.SUPPRESS)  # old name
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
@@ -160,6 +163,8 @@ def _add_infer(sub: Any) -> None:
     p.add_argument("--survey", help="survey column map (configs/surveys/*.yaml)")
     p.add_argument("--out", default="runs/posteriors.h5", help="output .h5 (default %(default)s)")
     p.add_argument("--num-samples", type=int, help="posterior samples per object")
+    p.add_argument("--sampler-steps", type=int, help="sampler (solver) steps")
+    p.add_argument("--device", help="torch device of the model (cpu, cuda, cuda:1, mps)")
     p.add_argument("--backend", choices=["local", "ray"], help="execution backend")
     p.add_argument("--overwrite", action="store_true", help="replace existing output")
     p.set_defaults(func=_cmd_infer)
@@ -267,6 +272,8 @@ def _add_evaluate(sub: Any) -> None:
     p.add_argument("--out", default="runs/evaluation", help="output folder (default %(default)s)")
     p.add_argument("--num-objects", type=int, help="number of test objects")
     p.add_argument("--num-samples", type=int, help="posterior samples per object")
+    p.add_argument("--sampler-steps", type=int, help="sampler (solver) steps")
+    p.add_argument("--device", help="torch device of the model (cpu, cuda, cuda:1, mps)")
     p.set_defaults(func=_cmd_evaluate)
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "load_config",
     "merge",
     "param",
+    "check_device",
     "presets",
     "read_yaml",
     "resolve_config",
@@ -432,3 +433,19 @@ def fingerprint(obj: Any) -> str:
 
     blob = json.dumps(to_dict(obj), sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def check_device(device: str) -> None:
+    """Raise a clear ConfigError for a device this machine does not have."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(
+            f"device {device!r} is not a torch device (cpu, cuda, cuda:1, mps)"
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: no CUDA GPU is available here; use cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r}: MPS is not available here; use cpu")

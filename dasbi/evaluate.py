@@ -29,7 +29,15 @@ from typing import Any
 
 import numpy as np
 
-from .config import apply_overrides, from_dict, param, read_yaml, resolve_config, to_dict
+from .config import (
+    apply_overrides,
+    check_device,
+    from_dict,
+    param,
+    read_yaml,
+    resolve_config,
+    to_dict,
+)
 from .errors import ConfigError, DataError
 
 __all__ = ["EvaluateConfig", "run_evaluate", "run_evaluate_cli"]
@@ -45,7 +53,10 @@ class EvaluateConfig:
     num_samples: int = param(200, ge=10, help="posterior samples per object")
     seed: int = param(0, ge=0, help="sampling seed")
     sampler: str | None = param(None, help="sampler method (default: the model's)")
-    steps: int | None = param(None, ge=2, help="sampler steps (default: the model's)")
+    sampler_steps: int | None = param(
+        None, ge=2, help="sampler (solver) steps (default: the model's)"
+    )
+    device: str = param("cpu", help="torch device of the model: cpu, cuda, cuda:1, mps")
     batch_objects: int = param(50, ge=1, help="objects sampled per call")
     c2st_objects: int = param(10, ge=0, help="objects with a C2ST against reference samples")
 
@@ -92,7 +103,8 @@ def run_evaluate(cfg: EvaluateConfig, out: str | Path, progress: bool = True) ->
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; dasbi evaluate writes a folder")
-    post = Posterior.load(cfg.model)
+    check_device(cfg.device)
+    post = Posterior.load(cfg.model, device=cfg.device)
     with Dataset(cfg.data) as ds:
         nodes = {n.name: n for n in ds.nodes.diffuse}
         params = post.parameter_names
@@ -125,8 +137,8 @@ def run_evaluate(cfg: EvaluateConfig, out: str | Path, progress: bool = True) ->
     kw: dict[str, Any] = {}
     if cfg.sampler:
         kw["sampler"] = cfg.sampler
-    if cfg.steps:
-        kw["steps"] = cfg.steps
+    if cfg.sampler_steps:
+        kw["steps"] = cfg.sampler_steps
     samples = np.empty((cfg.num_samples, n, len(params)), np.float64)
     bar = progress_bar(total=n, desc="evaluate", unit="obj", disable=not progress)
     with bar:
@@ -243,9 +255,14 @@ def _c2st(
 def run_evaluate_cli(args: argparse.Namespace) -> int:
     data = read_yaml(resolve_config(args.config, "evaluate")) if args.config else {}
     data = apply_overrides(data, args.overrides)
-    for key in ("model", "data", "num_objects", "num_samples"):
+    for key in ("model", "data", "num_objects", "num_samples", "sampler_steps", "device"):
         if getattr(args, key, None) is not None:
             data[key] = getattr(args, key)
+    if "steps" in data:
+        raise ConfigError(
+            "evaluate: 'steps' is now 'sampler_steps' (the sampler's solver steps; training "
+            "steps are `dasbi train --max-steps`)"
+        )
     cfg = from_dict(EvaluateConfig, data)
     path = run_evaluate(cfg, args.out, progress=not args.quiet)
     record = json.loads((path / "evaluation.json").read_text())

@@ -37,6 +37,7 @@ import numpy as np
 
 from .config import (
     apply_overrides,
+    check_device,
     dumps,
     fingerprint,
     from_dict,
@@ -68,7 +69,9 @@ class InferConfig:
     chunk_size: int = param(1000, ge=1, help="objects per chunk (unit of resume and parallelism)")
     seed: int = param(0, ge=0, help="random seed")
     sampler: str | None = param(None, help="sampler, e.g. heun or dpm2m (default: the model's)")
-    steps: int | None = param(None, ge=1, help="solver steps (default: the model's)")
+    sampler_steps: int | None = param(
+        None, ge=1, help="sampler (solver) steps (default: the model's)"
+    )
     precision: Literal["float32", "bfloat16"] | None = param(
         None, help="network arithmetic while sampling (default: the model's, float32)"
     )
@@ -86,6 +89,9 @@ class InferConfig:
         "two_moons, but it narrows posteriors whose standardised width is near it",
     )
     threads: int = param(2, ge=1, help="torch threads per chunk (fixed so results repeat)")
+    device: str = param(
+        "cpu", help="torch device of the model: cpu, cuda, cuda:1, mps (local backend)"
+    )
     save_samples: bool = param(False, help="store the (N, S, P) samples in /samples")
     samples_dtype: Literal["float32", "float16"] = param("float32", help="dtype of /samples")
     fits: bool = param(True, help="also write the summary as <out stem>.fits")
@@ -98,19 +104,20 @@ class InferConfig:
 _POSTERIORS: dict[str, Any] = {}
 
 
-def _posterior(path: str) -> Any:
+def _posterior(path: str, device: str = "cpu") -> Any:
     from .checkpoint import read_meta
     from .posterior import Posterior
 
-    if path not in _POSTERIORS:
+    key = f"{path}@{device}"
+    if key not in _POSTERIORS:
         _POSTERIORS.clear()
         if read_meta(path).get("kind") == "simformer-da":  # dasbi train --domain-adapt
             from .adapted import AdaptedPosterior
 
-            _POSTERIORS[path] = AdaptedPosterior.load(path)
+            _POSTERIORS[key] = AdaptedPosterior.load(path, device=device)
         else:
-            _POSTERIORS[path] = Posterior.load(path)
-    return _POSTERIORS[path]
+            _POSTERIORS[key] = Posterior.load(path, device=device)
+    return _POSTERIORS[key]
 
 
 def _infer_chunk(
@@ -125,7 +132,7 @@ def _infer_chunk(
     import torch
 
     torch.set_num_threads(opts["threads"])
-    post = _posterior(model)
+    post = _posterior(model, opts.get("device", "cpu"))
     seed = (
         int.from_bytes(hashlib.sha256(f"{opts['seed']}-{index}".encode()).digest()[:4], "little")
         & 0x7FFFFFFF
@@ -221,7 +228,8 @@ def run_infer(
         raise ConfigError(f"--out must end in .h5 or .hdf5, got {out.name}")
     model = Path(cfg.model).expanduser()
     model_sha = _model_sha256(model)
-    post = _posterior(str(model))
+    check_device(cfg.device)
+    post = _posterior(str(model), cfg.device)
     cmap = load_column_map(cfg.survey)
     table = open_catalogue(cfg.catalogue, cfg.format, required_columns(cmap))
     observables = post.observable_nodes
@@ -277,7 +285,8 @@ def run_infer(
         "num_samples": cfg.num_samples,
         "seed": cfg.seed,
         "method": cfg.sampler,
-        "steps": cfg.steps,
+        "steps": cfg.sampler_steps,
+        "device": cfg.device,
         "precision": cfg.precision,
         "sigma_knee": cfg.sigma_knee,
         "sigma_end": cfg.sigma_end,
@@ -513,6 +522,14 @@ def read_posteriors(path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
     return table, attrs
 
 
+def _renamed(data: dict[str, Any]) -> None:
+    if "steps" in data:
+        raise ConfigError(
+            "infer: 'steps' is now 'sampler_steps' (the sampler's solver steps; training steps "
+            "are `dasbi train --max-steps`)"
+        )
+
+
 def run_infer_cli(args: argparse.Namespace) -> int:
     data = read_yaml(resolve_config(args.config, "infer")) if args.config else {}
     data = apply_overrides(data, args.overrides)
@@ -521,6 +538,11 @@ def run_infer_cli(args: argparse.Namespace) -> int:
             data[key] = getattr(args, key)
     if getattr(args, "num_samples", None) is not None:
         data["num_samples"] = args.num_samples
+    if getattr(args, "sampler_steps", None) is not None:
+        data["sampler_steps"] = args.sampler_steps
+    if getattr(args, "device", None) is not None:
+        data["device"] = args.device
+    _renamed(data)
     cfg = from_dict(InferConfig, data)
     path = run_infer(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet)
     from .config import save_config

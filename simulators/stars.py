@@ -345,6 +345,8 @@ class FieldStars(Simulator):
             "av": dict(unit="mag", low=0.0),
             "rv": dict(unit="", low=2.3, high=5.6),
         }
+        from .bandpasses import zero_point_jy
+
         out = [
             dict(name=n, kind="parameter", modality="theta", **spec[n]) for n in self.theta_names
         ]
@@ -354,9 +356,9 @@ class FieldStars(Simulator):
                 kind="observable",
                 modality="photometry",
                 unit="mag",
-                zero_point_jy=self.phot.zero_point_jy(j),
+                zero_point_jy=zero_point_jy(b, "vega"),  # the system of StellarSED
             )
-            for j, b in enumerate(self.bands)
+            for b in self.bands
         ]
         if self.config.parallax:
             out.append(dict(name="parallax", kind="observable", modality="astrometry", unit="mas"))

@@ -163,7 +163,7 @@ def test_domain_adaptation_end_to_end_through_the_cli(domains, tmp_path):
             str(pr),
             "--config",
             str(cfg),
-            "--steps",
+            "--max-steps",
             "300",
             "--out",
             str(out),

@@ -162,7 +162,17 @@ def _ingest(i: Inputs, w: Path, cat=None, smap=None, like=None) -> list[str]:
 
 
 def _train(data: Path, w: Path, *extra: str) -> list[str]:
-    return ["train", "--data", str(data), "--out", str(w / "m"), "--steps", "5", "--quiet", *extra]
+    return [
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(w / "m"),
+        "--max-steps",
+        "5",
+        "--quiet",
+        *extra,
+    ]
 
 
 def _tamper(src: Path, dst: Path, path: str, index: int, value: float) -> Path:

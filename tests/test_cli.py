@@ -130,7 +130,7 @@ def test_train_cli_end_to_end_and_errors(cli, tmp_path):
         str(sims),
         "--out",
         str(tmp_path / "m"),
-        "--steps",
+        "--max-steps",
         "20",
         "--set",
         "network.dim=16",
@@ -142,7 +142,7 @@ def test_train_cli_end_to_end_and_errors(cli, tmp_path):
     assert ok.returncode == 0, ok.stderr
     assert "trained 20 steps" in ok.stdout
     assert (tmp_path / "m" / "meta.json").exists() and (tmp_path / "m" / "config.yaml").exists()
-    again = cli("train", "--data", str(sims), "--out", str(tmp_path / "m"), "--steps", "20")
+    again = cli("train", "--data", str(sims), "--out", str(tmp_path / "m"), "--max-steps", "20")
     assert again.returncode == 2 and "--resume" in again.stderr
     for argv, fragment in [
         (["train"], "needs --data"),
@@ -154,3 +154,21 @@ def test_train_cli_end_to_end_and_errors(cli, tmp_path):
         res = cli(*argv, "--out", str(tmp_path / "x"))
         assert res.returncode == 2, (argv, res.stderr)
         assert fragment in res.stderr and "Traceback" not in res.stderr
+
+
+def test_steps_flags_say_what_they_count(tmp_path, capsys):
+    """Training steps are --max-steps (train); solver steps are sampler_steps (infer,
+    evaluate), and the old ambiguous infer key is explained; a device the machine lacks is a
+    one-line error."""
+    import torch
+
+    code = main(["infer", "--set", "steps=10", "--out", str(tmp_path / "p.h5"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "'steps' is now 'sampler_steps'" in err
+    if not torch.cuda.is_available():
+        code = main(["evaluate", "--model", "m", "--data", "d.h5", "--device", "cuda", "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 2 and "no CUDA GPU is available" in err
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "--max-steps" in capsys.readouterr().out

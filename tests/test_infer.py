@@ -156,7 +156,7 @@ def test_ray_local_mode_equals_the_local_backend(model, catalogue, tmp_path):
 def test_resume_after_a_kill_loses_and_duplicates_nothing(model, catalogue, tmp_path):
     cat, smap, _ = catalogue
     cfg_file = tmp_path / "infer.yaml"
-    cfg_file.write_text("num_samples: 300\nchunk_size: 4\nseed: 3\nsteps: 60\n")
+    cfg_file.write_text("num_samples: 300\nchunk_size: 4\nseed: 3\nsampler_steps: 60\n")
     args = [
         sys.executable,
         "-m",
@@ -257,7 +257,7 @@ def test_chunked_mapping_equals_whole_table_mapping(model, catalogue, tmp_path):
 
 def test_sampler_settings_reach_the_sampler(model, catalogue, tmp_path):
     cat, smap, _ = catalogue
-    kw = {"num_samples": 20, "sampler": "dpm2m", "steps": 6}
+    kw = {"num_samples": 20, "sampler": "dpm2m", "sampler_steps": 6}
     knee = run_infer(_cfg(model, cat, smap, **kw), tmp_path / "k.h5", progress=False)
     flat = run_infer(_cfg(model, cat, smap, sigma_knee=0.0, **kw), tmp_path / "f.h5")
     again = run_infer(_cfg(model, cat, smap, sigma_knee=3.0, **kw), tmp_path / "a.h5")

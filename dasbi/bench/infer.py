@@ -350,7 +350,7 @@ def _end_to_end(
                 "chunk_size": cfg.chunk_size,
                 "seed": cfg.seed,
                 "sampler": first["method"],
-                "steps": first["steps"],
+                "sampler_steps": first["steps"],
                 "precision": first["precision"],
                 "threads": threads,
                 "backend": backend,

@@ -142,7 +142,7 @@ def bench_memory(
         }
         results.append({"command": "dasbi simulate", **sizes, **r})
         train = [*py, "train", "--data", str(data), "--out", str(root / "model")]
-        train += ["--steps", str(cfg.train_steps), "--quiet", "--set", "in_memory=false"]
+        train += ["--max-steps", str(cfg.train_steps), "--quiet", "--set", "in_memory=false"]
         for kv in ("network.dim=32", "network.depth=2", "network.heads=2", "batch_size=256"):
             train += ["--set", kv]
         train += ["--set", f"val_every={max(1, cfg.train_steps // 6)}"]
