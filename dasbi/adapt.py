@@ -41,10 +41,7 @@ References:
 from __future__ import annotations
 
 import copy
-import json
-import math
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -65,14 +62,14 @@ from encoders.losses import (
 from .adapted import (
     AdaptedPosterior,
     EncoderConfig,
-    _check_observables,
-    _inputs_for,
-    _open,
     build_encoders,
+    check_observables,
     encode,
+    inputs_for,
     modality_specs,
+    open_dataset,
 )
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint
 from .config import dumps, fingerprint, param, to_dict
 from .dataset import Dataset
 from .errors import CheckpointError, DataError, ResumeError
@@ -82,15 +79,14 @@ from .loss import DenoisingScoreLoss, training_state
 from .network import Simformer
 from .nodes import NodeSet
 from .posterior import build_sde
-from .progress import progress_bar
-from .train import (
-    TrainConfig,
-    _Data,
-    _fit_standardizer,
-    _lr_lambda,
-    _step_seed,
-    _to_inputs,
+from .train import TrainConfig
+from .trainer import (
+    Trainer,
+    TrainingData,
+    fit_standardizer,
+    module_tensors,
     plot_loss_curves,
+    to_inputs,
 )
 from .transforms import Standardizer
 
@@ -185,19 +181,19 @@ def train_domain_adapt(
             f"{out} already exists; pass --resume to continue training or --overwrite to "
             "replace it"
         )
-    ds = _open(sim, "simulated data")
-    ds_real = _open(real, "real data")
-    _check_observables(ds.nodes, ds_real, "real data")
+    ds = open_dataset(sim, "simulated data")
+    ds_real = open_dataset(real, "real data")
+    check_observables(ds.nodes, ds_real, "real data")
     pair_sets = None
     if pairs is not None:
-        pair_sets = (_open(pairs[0], "pairs (sim)"), _open(pairs[1], "pairs (real)"))
+        pair_sets = (open_dataset(pairs[0], "pairs (sim)"), open_dataset(pairs[1], "pairs (real)"))
         if pair_sets[0].num_rows != pair_sets[1].num_rows:
             raise DataError(
                 f"pairs: the sim and real files must have the same rows, got "
                 f"{pair_sets[0].num_rows} and {pair_sets[1].num_rows}"
             )
         for p_ds, what in zip(pair_sets, ("pairs (sim)", "pairs (real)"), strict=True):
-            _check_observables(ds.nodes, p_ds, what)
+            check_observables(ds.nodes, p_ds, what)
     n_val = int(round(cfg.val_fraction * ds.num_rows))
     n_train = ds.num_rows - n_val
     if n_train < 2:
@@ -225,7 +221,7 @@ def train_domain_adapt(
         state = ck.train_state
         if state is None:
             raise CheckpointError(f"{out} holds no training state to resume from")
-    std, _, _ = _fit_standardizer(ds, n_train)
+    std, _, _ = fit_standardizer(ds, n_train)
     diffuse = ds.nodes.diffuse
     theta = NodeSet(n for n in diffuse if n.kind == "parameter")
     p = len(theta)
@@ -256,24 +252,23 @@ def train_domain_adapt(
     kpg = KeypointOTLoss() if cfg.align.pair_kind == "keypoint" else None
     params = [q for m in post.modules().values() for q in m.parameters()]
     params += list(contrastive.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, total))
-    ema = [q.detach().clone() for q in params]
 
     # the sim side is streamed from disk when it is large (as in `dasbi train`); the real
     # set and the pairs are read into memory
     spectra = bool(ds.nodes.context)
-    sim_data = _Data(ds, std, n_train, cfg, context=spectra)
+    sim_data = TrainingData(
+        ds, std, n_train, cfg.batch_size, cfg.seed, cfg.in_memory, context=spectra
+    )
     val_in = (
-        _to_inputs(ds.read(n_train, n_train + min(n_val, cfg.val_rows)), ds, std, spectra)
+        to_inputs(ds.read(n_train, n_train + min(n_val, cfg.val_rows)), ds, std, spectra)
         if n_val
         else None
     )
-    real_all = _inputs_for(ds_real, ds.nodes, std)
+    real_all = inputs_for(ds_real, ds.nodes, std)
     pair_all = (
         None
         if pair_sets is None
-        else (_inputs_for(pair_sets[0], ds.nodes, std), _inputs_for(pair_sets[1], ds.nodes, std))
+        else (inputs_for(pair_sets[0], ds.nodes, std), inputs_for(pair_sets[1], ds.nodes, std))
     )
     is_param = torch.ones(p, dtype=torch.bool)
     theta_idx = torch.arange(p)
@@ -306,6 +301,9 @@ def train_domain_adapt(
         f = pooled_embedding(z, present) if f is None else f
         return f.detach() if detach else f
 
+    def rows(n: int, size: int, gen: torch.Generator) -> Tensor:
+        return torch.randint(0, n, (min(size, n),), generator=gen)
+
     def align_terms(
         sim_out: tuple[Tensor, Tensor, Tensor, Tensor], gen: torch.Generator
     ) -> dict[str, Tensor]:
@@ -332,144 +330,70 @@ def train_domain_adapt(
                 terms["pair"] = pair_loss(ps, pr)
         return terms
 
-    def rows(n: int, size: int, gen: torch.Generator) -> Tensor:
-        return torch.randint(0, n, (min(size, n),), generator=gen)
+    weights = {"contrastive": cfg.align.contrastive, "ot": cfg.align.ot, "pair": cfg.align.pair}
 
-    history: list[dict[str, float]] = []
-    best_val, best = math.inf, None
-    sums: dict[str, float] = {}
-    start = 0
+    def step_fn(step: int, gen: torch.Generator) -> dict[str, Tensor]:
+        l_score, sim_out = score_loss(sim_data.batch(step), gen)
+        terms = {"score": l_score}
+        if step >= cfg.align.start_step:
+            terms.update(align_terms(sim_out, gen))
+        ramp = _ramp(step, cfg.align.start_step, cfg.align.warmup_steps)
+        loss = l_score + ramp * sum(weights[k] * v for k, v in terms.items() if k != "score")
+        return {"loss": loss, **terms}
 
-    def as_dict(ts: list[Tensor]) -> dict[str, Tensor]:
-        return {f"{i:05d}": t.detach().clone() for i, t in enumerate(ts)}
-
-    def as_list(d: dict[str, Tensor]) -> list[Tensor]:
-        return [d[f"{i:05d}"].clone() for i in range(len(params))]
-
-    if state is not None and ck is not None:
-        with torch.no_grad():
-            for q, w in zip(params, as_list(ck.tensors["live"]), strict=True):
-                q.copy_(w)
-        ema = as_list(ck.tensors["ema_all"])
-        best = as_list(ck.tensors["best_all"]) if "best_all" in ck.tensors else None
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start = int(state["step"])
-        best_val = float(state["best_val"])
-        history = json.loads(state["history"])
-        sums = dict(state["sums"])
-
-    def save(step: int, final: bool = False) -> None:
-        if out is None:
-            return
-        tensors = {"best": post.state_dict()} if final else {}
-        tensors.update(live=as_dict(params), ema_all=as_dict(ema))
-        if best is not None:
-            tensors["best_all"] = as_dict(best)
-        train_state = {
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "step": step,
-            "best_val": best_val,
-            "history": json.dumps(history),
-            "sums": sums,
+    def checkpoint_meta(summary: dict[str, Any]) -> dict[str, Any]:
+        return {
+            **post.model_meta(),
+            "run_fingerprint": run_fp,
+            "training": post.meta.get("training") or summary,
+            "sim_dataset": str(ds.path),
+            "real_dataset": str(ds_real.path),
         }
-        summary = post.meta.get("training") if final else {"steps": step, "finished": False}
-        save_checkpoint(
-            out,
-            tensors=tensors,
-            config=dumps(cfg),
-            train_state=train_state,
-            meta={
-                **post.model_meta(),
-                "run_fingerprint": run_fp,
-                "training": summary,
-                "sim_dataset": str(ds.path),
-                "real_dataset": str(ds_real.path),
-            },
-        )
 
-    t0 = time.perf_counter()
-    bar = progress_bar(
-        total=total, initial=start, desc="train (DA)", unit="step", disable=not progress
+    def plot(history: list[dict[str, Any]]) -> None:
+        assert out is not None
+        terms = ("score", "val_loss", "contrastive", "ot", "pair")
+        plot_loss_curves(history, out / "loss.png", {k: k for k in terms}, "loss (|value|)")
+
+    trainer = Trainer(
+        params,
+        cfg,
+        total,
+        modules=[*post.modules().values(), contrastive],
+        out=out,
+        meta=checkpoint_meta,
+        model_tensors=module_tensors(post.modules(), params),
+        config_text=dumps(cfg),
+        on_save=plot,
+        desc="train (DA)",
     )
-    with bar:
-        for step in range(start, total):
-            gen = torch.Generator().manual_seed(_step_seed(cfg.seed, step))
-            if real_enc is not None and step == cfg.align.start_step > 0:
-                _start_real_copy(params, ema, encoders, real_enc)
-            batch = sim_data.batch(step)
-            l_score, sim_out = score_loss(batch, gen)
-            terms = {"score": l_score}
-            if step >= cfg.align.start_step:
-                terms.update(align_terms(sim_out, gen))
-            ramp = _ramp(step, cfg.align.start_step, cfg.align.warmup_steps)
-            weights = {
-                "contrastive": cfg.align.contrastive,
-                "ot": cfg.align.ot,
-                "pair": cfg.align.pair,
-            }
-            loss = l_score + ramp * sum(weights[k] * v for k, v in terms.items() if k != "score")
-            if not torch.isfinite(loss):
-                raise DataError(
-                    f"training loss became {float(loss)} at step {step} "
-                    f"({ {k: float(v) for k, v in terms.items()} }); lower --set lr=..."
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            sched.step()
-            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-            with torch.no_grad():
-                torch._foreach_lerp_(ema, params, 1 - decay)
-            for k, v in {**terms, "total": loss}.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-                sums[f"n:{k}"] = sums.get(f"n:{k}", 0.0) + 1
-            done = step + 1
-            if done % cfg.val_every == 0 or done == total:
-                rec = {
-                    "step": done,
-                    **{k: v / sums[f"n:{k}"] for k, v in sums.items() if not k.startswith("n:")},
-                }
-                sums = {}
-                if val_in is not None and len(val_in):
-                    rec["val_loss"] = _validate(
-                        params,
-                        ema,
-                        lambda g: score_loss(val_in, g)[0],
-                        cfg.seed,
-                    )
-                    # the validation loss does not see the alignment: a snapshot taken
-                    # before it is fully on would hold half-trained real-side encoders
-                    if rec["val_loss"] < best_val and done > aligned_from:
-                        best_val, best = rec["val_loss"], [e.clone() for e in ema]
-                history.append(rec)
-                bar.set_postfix(score=f"{rec['score']:.4g}", val=f"{rec.get('val_loss', 0):.4g}")
-            bar.update(1)
-            if done % cfg.checkpoint_every == 0 and done < total:
-                save(done)
-    final = best if best is not None else ema
-    with torch.no_grad():
-        for q, w in zip(params, final, strict=True):
-            q.copy_(w)
-    for m in post.modules().values():
-        m.eval()
+    if state is not None and ck is not None:
+        trainer.restore(ck.tensors, state)
+
+    def before_step(step: int) -> None:
+        if real_enc is not None and step == cfg.align.start_step > 0:
+            _start_real_copy(trainer.params, trainer.ema, encoders, real_enc)
+
+    trainer.run(
+        step_fn,
+        (lambda g: float(score_loss(val_in, g)[0]))
+        if val_in is not None and len(val_in)
+        else None,
+        progress=progress,
+        # the validation loss does not see the alignment: a snapshot taken before it is
+        # fully on would hold half-trained real-side encoders
+        eligible=lambda done: done > aligned_from,
+        before_step=before_step,
+    )
     post.meta["training"] = {
-        "steps": total,
-        "best_val_loss": None if best is None else best_val,
-        "train_seconds": round(time.perf_counter() - t0, 3),
+        **trainer.summary(finished=True),
         "sim_rows": n_train,
         "real_rows": len(real_all),
         "pairs": 0 if pair_all is None else len(pair_all[0]),
-        "finished": True,
     }
-    if out is not None:
-        save(total, final=True)
-        (out / "history.json").write_text(json.dumps(history, indent=1))
-        terms = ("score", "val_loss", "contrastive", "ot", "pair")
-        plot_loss_curves(history, out / "loss.png", {k: k for k in terms}, "loss (|value|)")
-    return post, history
+    trainer.save(trainer.step_done, finished=True)
+    trainer.finish()
+    return post, trainer.history
 
 
 def _spectrum_scales(specs: list[dict[str, Any]], ds: Dataset, n_train: int) -> None:
@@ -504,14 +428,3 @@ def _start_real_copy(
     for qs, qr in zip(sim.parameters(), real.parameters(), strict=True):
         qr.copy_(qs)
         ema[where[id(qr)]].copy_(ema[where[id(qs)]])
-
-
-@torch.no_grad()
-def _validate(params: list[Tensor], ema: list[Tensor], fn: Any, seed: int) -> float:
-    raw = [q.detach().clone() for q in params]
-    for q, e in zip(params, ema, strict=True):
-        q.copy_(e)
-    value = float(fn(torch.Generator().manual_seed(_step_seed(seed, 0, 3))))
-    for q, r in zip(params, raw, strict=True):
-        q.copy_(r)
-    return value

@@ -39,9 +39,12 @@ __all__ = [
     "AdaptedPosterior",
     "EncoderConfig",
     "build_encoders",
+    "check_observables",
     "embedding_gap",
     "encode",
+    "inputs_for",
     "modality_specs",
+    "open_dataset",
 ]
 
 
@@ -369,8 +372,8 @@ class AdaptedPosterior(Posterior):
 
         enc = self.real_encoders if domain == "real" and self.real_encoders else self.encoders
         with Dataset(data) as ds:
-            _check_observables(self.all_nodes, ds, "data")
-            inp = _inputs_for(ds, self.all_nodes, self.x_standardizer)
+            check_observables(self.all_nodes, ds, "data")
+            inp = inputs_for(ds, self.all_nodes, self.x_standardizer)
         enc.eval()
         _, _, z, present = encode(enc, self.specs, inp)
         return pooled_embedding(z, present).float().numpy()
@@ -475,10 +478,10 @@ def embedding_gap(
     import ot
 
     ref = post.all_nodes
-    ds_s, ds_r = _open(sim, "simulated data"), _open(real, "real data")
+    ds_s, ds_r = open_dataset(sim, "simulated data"), open_dataset(real, "real data")
     zs = []
     for ds, enc in ((ds_s, post.encoders), (ds_r, post.real_encoders or post.encoders)):
-        inp = _inputs_for(ds, ref, post.x_standardizer).take(slice(0, rows))
+        inp = inputs_for(ds, ref, post.x_standardizer).take(slice(0, rows))
         enc.eval()
         _, _, z, present = encode(enc, post.specs, inp)
         zs.append(pooled_embedding(z, present).double())
@@ -511,7 +514,7 @@ def _columns(data: Any, names: list[str], what: str) -> np.ndarray | None:
     return arr
 
 
-def _open(path: str | os.PathLike | Dataset, what: str) -> Dataset:
+def open_dataset(path: str | os.PathLike | Dataset, what: str) -> Dataset:
     if isinstance(path, Dataset):
         return path
     try:
@@ -520,7 +523,7 @@ def _open(path: str | os.PathLike | Dataset, what: str) -> Dataset:
         raise DataError(f"{what}: {err}") from None
 
 
-def _check_observables(ref: NodeSet, other: Dataset, what: str) -> None:
+def check_observables(ref: NodeSet, other: Dataset, what: str) -> None:
     want = [(n.name, n.unit) for n in ref.diffuse if n.kind == "observable"]
     have = {(n.name, n.unit) for n in other.nodes.diffuse if n.kind == "observable"}
     missing = [n for n, _ in want if (n, dict(want)[n]) not in have]
@@ -539,7 +542,7 @@ def _check_observables(ref: NodeSet, other: Dataset, what: str) -> None:
         )
 
 
-def _inputs_for(ds: Dataset, ref: NodeSet, std: Standardizer) -> ModelInputs:
+def inputs_for(ds: Dataset, ref: NodeSet, std: Standardizer) -> ModelInputs:
     """All rows of ``ds`` as model inputs in the diffuse-node order of ``ref``.
 
     Observables are matched by name; θ is left unobserved (real data's θ, where a file

@@ -108,10 +108,10 @@ def load_column_map(path: str | os.PathLike[str]) -> ColumnMap:
     """Read the ``catalogue:`` section of a survey YAML file (by path or survey name)."""
     import yaml
 
-    from simulators.surveys import _find
+    from simulators.surveys import find_survey
 
     try:
-        p = _find(path)
+        p = find_survey(path)
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(str(err)) from None
     try:

@@ -110,9 +110,59 @@ def _add_simulate(sub: Any) -> None:
 
 # -- train -----------------------------------------------------------------------------------
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .train import run_train_cli
+    """`dasbi train`: plain, or with --domain-adapt."""
+    from .config import load_config
+    from .errors import ConfigError
+    from .train import TrainConfig, train
 
-    return run_train_cli(args)
+    if (args.real or args.pairs) and not args.domain_adapt:
+        raise ConfigError("--real and --pairs need --domain-adapt")
+    if not args.data:
+        raise ConfigError("dasbi train needs --data FILE (a dataset from `dasbi simulate`)")
+    updates: dict[str, Any] = {}
+    if args.steps is not None:
+        updates["max_steps"] = args.steps
+    if args.seed is not None:
+        updates["seed"] = args.seed
+    if args.domain_adapt:
+        from .adapt import DomainAdaptConfig, train_domain_adapt
+
+        if not args.real:
+            raise ConfigError("--domain-adapt needs --real FILE (a dataset of real objects)")
+        da_cfg = load_config(DomainAdaptConfig, args.config, args.overrides, updates)
+        post, history = train_domain_adapt(
+            args.data,
+            args.real,
+            da_cfg,
+            pairs=tuple(args.pairs) if args.pairs else None,
+            out=args.out,
+            overwrite=args.overwrite,
+            resume=args.resume,
+            progress=not args.quiet,
+        )
+        last = history[-1] if history else {}
+        terms = ", ".join(
+            f"{k} {v:.4g}" for k, v in last.items() if k not in ("step", "lr") and v is not None
+        )
+        steps = post.meta["training"]["steps"]
+        print(f"trained {steps} steps ({terms}); checkpoint in {args.out}")
+        return 0
+    cfg = load_config(TrainConfig, args.config, args.overrides, updates)
+    result = train(
+        args.data,
+        cfg,
+        out=args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    best = result.posterior.meta["training"]["best_val_loss"]
+    print(
+        f"trained {result.steps} steps in {result.train_seconds:.1f} s"
+        + (f" (best validation loss {best:.4g})" if best is not None else "")
+        + f"; checkpoint in {args.out}"
+    )
+    return 0
 
 
 def _add_train(sub: Any) -> None:

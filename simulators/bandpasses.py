@@ -202,7 +202,7 @@ def vega_spectrum() -> tuple[np.ndarray, np.ndarray]:
         return (np.asarray(data["WAVELENGTH"], np.float64), np.asarray(data["FLUX"], np.float64))
 
 
-def _merged_weights(grid: np.ndarray, f: Filter) -> np.ndarray:
+def merged_weights(grid: np.ndarray, f: Filter) -> np.ndarray:
     """Weights w_k with Σ w_k F_k = trapz(F_interp T λ) on the merged wavelength set."""
     lo, hi = f.wave_aa[0], f.wave_aa[-1]
     merged = np.union1d(grid[(grid >= lo) & (grid <= hi)], f.wave_aa)
@@ -251,7 +251,7 @@ def _reference_integral(f: Filter, system: str, zp_name: str | None = None) -> f
         raise ValueError(
             f"unknown magnitude system {system!r}; valid: {', '.join(map(repr, SYSTEMS))}"
         )
-    return float(_merged_weights(wave, f) @ flux)
+    return float(merged_weights(wave, f) @ flux)
 
 
 class Photometry:
@@ -307,7 +307,7 @@ class Photometry:
                             f"{self.wave_aa[-1]:.0f} Å); {outside:.2%} of its response "
                             "would be lost"
                         )
-                weights[:, j] = _merged_weights(self.wave_aa, f)
+                weights[:, j] = merged_weights(self.wave_aa, f)
             else:
                 # band-averaged F_λ times ∫ T λ dλ gives the same integral as a spectrum
                 weights[self.band_columns[j], j] = np.trapezoid(

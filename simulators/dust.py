@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["LAWS", "ExtinctionCurve", "ExtinctionRangeError"]
+__all__ = ["LAWS", "ExtinctionCurve", "ExtinctionRangeError", "dust_opacity"]
 
 # law -> (module, linear in 1/R_V?)
 LAWS: dict[str, tuple[str, bool | None]] = {
@@ -128,3 +128,17 @@ class ExtinctionCurve:
             av_t = torch.from_numpy(av.astype(np.float32))[:, None]
             return av_t * (self._t_base + eps * self._t_slope)
         return torch.from_numpy((av[:, None] * self.a_over_av(rv)).astype(np.float32))
+
+
+def dust_opacity(wave_aa: np.ndarray, rv: float = 5.5) -> np.ndarray:
+    """κ_λ / κ_V of the YSO model's dust: G23 at R(V) (5.5, dense-cloud grains, by
+    default) inside 0.0912-32 µm, held constant below and continued as λ^-1.8 beyond 32 µm
+    (the YSO model's and the YSO grids' extinction; :mod:`simulators.yso`)."""
+    import astropy.units as u
+    from dust_extinction.parameter_averages import G23
+
+    lo, hi = 0.0912e4 * 1.0001, 32e4 * 0.9999
+    w = np.clip(wave_aa, lo, hi)
+    law = G23(Rv=rv)
+    k = np.asarray(law(w / 1e4 * u.micron), np.float64)
+    return np.where(wave_aa > hi, k * (wave_aa / hi) ** -1.8, k)

@@ -34,7 +34,7 @@ import numpy as np
 
 from .paths import safe_name
 
-__all__ = ["SEDGrid", "export_grid", "write_sedfitter_models"]
+__all__ = ["SEDGrid", "write_sedfitter_models"]
 
 AU_CM = 1.495978707e13
 PC_CM = 3.0856775814913673e18
@@ -339,14 +339,14 @@ class SEDGrid:
         """Magnitudes of the nearest grid SEDs at distance and behind interstellar A_V."""
         import torch
 
+        from .dust import dust_opacity
         from .units import C_AA_S
-        from .yso import _dust_opacity
 
         ap = th.get("aperture", np.full(len(th["distance"]), self.apertures_au[-1]))
         fnu = self.sed(th, ap, th["distance"]) * 1e-26  # erg/s/cm²/Hz
         wave_aa = self.wav_um * 1e4
         flam = fnu * C_AA_S / wave_aa**2
-        a = _dust_opacity(wave_aa, 3.1)
+        a = dust_opacity(wave_aa, 3.1)
         flam = flam * 10 ** (-0.4 * np.asarray(th["av"])[:, None] * a[None])
         return phot.magnitudes(torch.from_numpy(flam.astype(np.float32)))
 
@@ -469,44 +469,3 @@ def write_sedfitter_models(
         if tmp_root.exists():
             shutil.rmtree(tmp_root)
     return root
-
-
-def export_grid(
-    path: str | os.PathLike[str],
-    model_set: str = "spubhmi",
-    n_models: int = 1000,
-    n_inclinations: int = 9,
-    apertures_au: np.ndarray | None = None,
-    wav_um: np.ndarray | None = None,
-    seed: int = 0,
-    library: str = "ck04",
-    overwrite: bool = False,
-) -> Path:
-    """Write the embedded semi-analytic model as a sedfitter folder (R17 layout).
-
-    Models are prior draws named like R17's (``<id>_<inclination index>``), each seen at
-    ``n_inclinations`` inclinations uniform in cos i, on 20 log-spaced apertures from 100 AU
-    to 10⁶ AU and 200 wavelengths from 0.1 to 1000 µm by default, at 1 kpc.
-    """
-    from .units import C_AA_S
-    from .yso import YSOModel, sample_parameters
-
-    ap = np.geomspace(100.0, 1e6, 20) if apertures_au is None else np.asarray(apertures_au)
-    wav = np.geomspace(0.1, 1000.0, 200) if wav_um is None else np.asarray(wav_um)
-    model = YSOModel(model_set, wave_aa=wav * 1e4, library=library)
-    rng = np.random.default_rng(seed)
-    base = sample_parameters(model.set, n_models, rng, aperture=False)
-    base.pop("inclination")
-    cos_i = (np.arange(n_inclinations) + 0.5) / n_inclinations
-    # every model at every inclination, model-major (R17 names: <model>_<inclination>)
-    params = {k: np.repeat(v, n_inclinations) for k, v in base.items()}
-    params["inclination"] = np.tile(np.degrees(np.arccos(cos_i)), n_models)
-    n = len(params["inclination"])
-    names = [f"{m:08d}_{j + 1:02d}" for m in range(n_models) for j in range(n_inclinations)]
-    flux = np.zeros((n, len(ap), len(wav)))
-    for i, a in enumerate(ap):
-        flam = model.sed({**params, "aperture": np.full(n, a)}, 1000.0).double().numpy()
-        flux[:, i] = flam * (wav * 1e4) ** 2 / C_AA_S / 1e-26  # erg/s/cm²/Å → mJy
-    return write_sedfitter_models(
-        path, names, params, wav, ap, flux, 1000.0, name=model_set, overwrite=overwrite
-    )

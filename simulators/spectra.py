@@ -69,7 +69,7 @@ class OutOfGridError(ValueError):
     """Stellar parameters outside a library's grid."""
 
 
-def _axis_weights(grid: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def axis_weights(grid: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Lower index and fractional weight of x in a sorted grid (x already inside)."""
     i = np.clip(np.searchsorted(grid, x, side="right") - 1, 0, len(grid) - 2)
     w = (x - grid[i]) / (grid[i + 1] - grid[i])
@@ -276,8 +276,8 @@ class CK04Library(SpectralLibrary):
     ) -> torch.Tensor:
         """(N, W) float32 tensor of log10 F_λ (trilinear interpolation in log flux)."""
         teff, logg, feh = self._prepare(teff, logg, feh)
-        it, wt = _axis_weights(self.teff_grid, teff)
-        i_f, wf = _axis_weights(self.feh_grid, feh)
+        it, wt = axis_weights(self.teff_grid, teff)
+        i_f, wf = axis_weights(self.feh_grid, feh)
         need = np.max(
             np.stack([self._logg_min[i_f + a, it + b] for a in (0, 1) for b in (0, 1)]), axis=0
         )
@@ -291,7 +291,7 @@ class CK04Library(SpectralLibrary):
                     f"{need[k]:.1f} there); restrict the prior or set out_of_grid='clip'"
                 )
             logg = np.where(low, need, logg)
-        ig, wg = _axis_weights(self.logg_grid, logg)
+        ig, wg = axis_weights(self.logg_grid, logg)
         nt, ng = len(self.teff_grid), len(self.logg_grid)
         base = (i_f * nt + it) * ng + ig
         offsets = np.array([(a * nt + b) * ng + c for a in (0, 1) for b in (0, 1) for c in (0, 1)])
@@ -438,9 +438,9 @@ class BandFluxLibrary(SpectralLibrary):
         t = np.clip(np.nan_to_num(teff, nan=self.bounds["teff"][0]), *self.bounds["teff"])
         g = np.clip(np.nan_to_num(logg, nan=self.bounds["logg"][0]), *self.bounds["logg"])
         f = np.clip(np.nan_to_num(feh, nan=self.bounds["feh"][0]), *self.bounds["feh"])
-        it, wt = _axis_weights(self.teff_grid, t)
-        i_f, wf = _axis_weights(self.feh_grid, f)
-        ig, wg = _axis_weights(self.logg_grid, g)
+        it, wt = axis_weights(self.teff_grid, t)
+        i_f, wf = axis_weights(self.feh_grid, f)
+        ig, wg = axis_weights(self.logg_grid, g)
         for a, wa in ((0, 1 - wf), (1, wf)):
             for b, wb in ((0, 1 - wt), (1, wt)):
                 for c, wc in ((0, 1 - wg), (1, wg)):
@@ -449,9 +449,9 @@ class BandFluxLibrary(SpectralLibrary):
 
     def surface_flux(self, teff: np.ndarray, logg: np.ndarray, feh: np.ndarray) -> np.ndarray:
         teff, logg, feh = self._prepare(teff, logg, feh)
-        it, wt = _axis_weights(self.teff_grid, teff)
-        i_f, wf = _axis_weights(self.feh_grid, feh)
-        ig, wg = _axis_weights(self.logg_grid, logg)
+        it, wt = axis_weights(self.teff_grid, teff)
+        i_f, wf = axis_weights(self.feh_grid, feh)
+        ig, wg = axis_weights(self.logg_grid, logg)
         out = np.zeros((len(teff), len(self.band_names)))
         ok = np.ones(len(teff), bool)
         for a, wa in ((0, 1 - wf), (1, wf)):
@@ -547,7 +547,7 @@ class MangledLibrary(SpectralLibrary):
         out_of_grid: OutOfGrid = "raise",
     ) -> None:
         super().__init__(out_of_grid)
-        from .bandpasses import _merged_weights, get_filter
+        from .bandpasses import get_filter, merged_weights
 
         bands = list(MANGLE_BANDS if bands is None else bands)
         self.table = BandFluxLibrary(table, bands=bands, out_of_grid=out_of_grid)
@@ -571,7 +571,7 @@ class MangledLibrary(SpectralLibrary):
                     f"inside wave_range_aa {wave_range_aa}"
                 )
         # photon-weighted band means <F_λ> = ∫F T λ dλ / ∫T λ dλ, as the tables hold them
-        w = np.stack([_merged_weights(self.wave_aa, f) for f in filters], axis=1)
+        w = np.stack([merged_weights(self.wave_aa, f) for f in filters], axis=1)
         self._band_w = w / w.sum(axis=0, keepdims=True)
         pivots = np.log(self.table.wave_aa)
         order = np.argsort(pivots)
@@ -648,9 +648,9 @@ class MangledLibrary(SpectralLibrary):
         """(N, W) float32 log10 correction: the node corrections interpolated trilinearly in
         (T_eff, log g, [M/H]), T_eff clipped to the table."""
         tab = self.table
-        it, wt = _axis_weights(tab.teff_grid, np.clip(teff, *tab.bounds["teff"]))
-        i_f, wf = _axis_weights(tab.feh_grid, np.clip(feh, *tab.bounds["feh"]))
-        ig, wg = _axis_weights(tab.logg_grid, np.clip(logg, *tab.bounds["logg"]))
+        it, wt = axis_weights(tab.teff_grid, np.clip(teff, *tab.bounds["teff"]))
+        i_f, wf = axis_weights(tab.feh_grid, np.clip(feh, *tab.bounds["feh"]))
+        ig, wg = axis_weights(tab.logg_grid, np.clip(logg, *tab.bounds["logg"]))
         log_r = np.zeros((len(teff), len(self.band_names)))
         for a, wa in ((0, 1 - wf), (1, wf)):
             for b, wb in ((0, 1 - wt), (1, wt)):

@@ -429,10 +429,10 @@ class FieldStars(Simulator):
             lo, hi = lib.bounds[key]
             ok &= (theta[key] >= lo) & (theta[key] <= hi)
         if hasattr(lib, "_logg_min"):  # CK04 holes at low log g
-            from .spectra import _axis_weights
+            from .spectra import axis_weights
 
-            it, _ = _axis_weights(lib.teff_grid, np.clip(theta["teff"], *lib.bounds["teff"]))
-            iz, _ = _axis_weights(lib.feh_grid, np.clip(theta["feh"], *lib.bounds["feh"]))
+            it, _ = axis_weights(lib.teff_grid, np.clip(theta["teff"], *lib.bounds["teff"]))
+            iz, _ = axis_weights(lib.feh_grid, np.clip(theta["feh"], *lib.bounds["feh"]))
             need = np.max(
                 np.stack([lib._logg_min[iz + a, it + b] for a in (0, 1) for b in (0, 1)]), axis=0
             )

@@ -69,7 +69,7 @@ def available_surveys() -> list[str]:
     return sorted({p.stem for d in survey_dirs() for p in d.glob("*.yaml")})
 
 
-def _find(name_or_path: str | os.PathLike[str]) -> Path:
+def find_survey(name_or_path: str | os.PathLike[str]) -> Path:
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml"):
         if not p.is_file():
@@ -112,7 +112,7 @@ def load_survey(name_or_path: str | os.PathLike[str]) -> Survey:
 
     from .bandpasses import get_filter
 
-    path = _find(name_or_path)
+    path = find_survey(name_or_path)
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:

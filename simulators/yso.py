@@ -89,15 +89,18 @@ References:
 from __future__ import annotations
 
 import math
+import os
 import re
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from .base import ObsBlock, Simulator
+from .dust import dust_opacity
 from .units import C_AA_S, H_CGS, K_CGS, PC_CM, RSUN_CM, SIGMA_SB
 
 __all__ = [
@@ -108,6 +111,7 @@ __all__ = [
     "YSOModel",
     "YSOSimulator",
     "YSOParameter",
+    "export_grid",
     "parse_model_set",
     "sample_parameters",
     "spectral_index",
@@ -301,18 +305,6 @@ def _bin_average(wave: np.ndarray, flux: np.ndarray, edges: np.ndarray) -> np.nd
     return (np.diff(at, axis=-1) / np.diff(edges)).reshape(flux.shape[:-1] + (len(edges) - 1,))
 
 
-def _dust_opacity(wave_aa: np.ndarray, rv: float = 5.5) -> np.ndarray:
-    """κ_λ / κ_V of the model's dust (G23 at R(V) = 5.5, power-law extensions)."""
-    import astropy.units as u
-    from dust_extinction.parameter_averages import G23
-
-    lo, hi = 0.0912e4 * 1.0001, 32e4 * 0.9999
-    w = np.clip(wave_aa, lo, hi)
-    law = G23(Rv=rv)
-    k = np.asarray(law(w / 1e4 * u.micron), np.float64)
-    return np.where(wave_aa > hi, k * (wave_aa / hi) ** -1.8, k)
-
-
 def _wide_grid() -> np.ndarray:
     return np.geomspace(500.0, 3e7, 1200)  # 0.05 µm - 3 mm, for Planck means
 
@@ -320,7 +312,7 @@ def _wide_grid() -> np.ndarray:
 def _planck_mean_table(temps: np.ndarray) -> np.ndarray:
     """κ_P(T)/κ_V on a temperature grid."""
     w = _wide_grid()
-    k = _dust_opacity(w)
+    k = dust_opacity(w)
     b = _planck_lam(torch.from_numpy(w)[None], torch.from_numpy(temps)[:, None]).numpy()
     return np.trapezoid(b * k, w, axis=1) / np.trapezoid(b, w, axis=1)
 
@@ -381,7 +373,7 @@ class YSOModel:
         self.library = library
         self.n_annuli, self.n_shells = int(n_annuli), int(n_shells)
         self._w = torch.from_numpy(self.wave_aa).float()
-        self._kappa = torch.from_numpy(_dust_opacity(self.wave_aa)).float()
+        self._kappa = torch.from_numpy(dust_opacity(self.wave_aa)).float()
         self._tp = np.geomspace(3.0, 40000.0, 400)
         self._kp = _planck_mean_table(self._tp)
         mu, wt = np.polynomial.legendre.leggauss(2 * n_mu)
@@ -394,7 +386,7 @@ class YSOModel:
         self._shell = _EmissionTable(self.wave_aa, kap, "shell") if has_env else None
         self._escape = _EscapeTable() if has_env else None
         # interstellar A(λ)/A(V): G23 at R(V) = 3.1, extended past 32 µm as the model dust
-        self._ism = torch.from_numpy(_dust_opacity(self.wave_aa, 3.1)).float()
+        self._ism = torch.from_numpy(dust_opacity(self.wave_aa, 3.1)).float()
 
     # -- tables ------------------------------------------------------------------------
     def _star_table(self, library: str, path: str | None) -> None:
@@ -871,7 +863,7 @@ class _EscapeTable:
 
     def __init__(self, n_t: int = 200, n_tau: int = 90) -> None:
         w = _wide_grid()
-        k = torch.from_numpy(_dust_opacity(w))
+        k = torch.from_numpy(dust_opacity(w))
         self.ln_t = np.linspace(np.log(T_MIN), np.log(T_SUB), n_t)
         self.ln_tau = np.linspace(np.log(1e-3), np.log(1e8), n_tau)
         b = _planck_lam(torch.from_numpy(w)[None], torch.from_numpy(np.exp(self.ln_t))[:, None])
@@ -1007,6 +999,46 @@ def luminosity_out(model: YSOModel, params: dict[str, Any], n_incl: int = 12) ->
         lum = np.trapezoid(f, model.wave_aa, axis=1) * 4 * np.pi * (1000.0 * PC_CM) ** 2
         total += w * lum / c["L_star"]
     return total
+
+
+def export_grid(
+    path: str | os.PathLike[str],
+    model_set: str = "spubhmi",
+    n_models: int = 1000,
+    n_inclinations: int = 9,
+    apertures_au: np.ndarray | None = None,
+    wav_um: np.ndarray | None = None,
+    seed: int = 0,
+    library: str = "ck04",
+    overwrite: bool = False,
+) -> Path:
+    """Write the embedded semi-analytic model as a sedfitter folder (R17 layout).
+
+    Models are prior draws named like R17's (``<id>_<inclination index>``), each seen at
+    ``n_inclinations`` inclinations uniform in cos i, on 20 log-spaced apertures from 100 AU
+    to 10⁶ AU and 200 wavelengths from 0.1 to 1000 µm by default, at 1 kpc.
+    """
+    from .sedgrid import write_sedfitter_models
+
+    ap = np.geomspace(100.0, 1e6, 20) if apertures_au is None else np.asarray(apertures_au)
+    wav = np.geomspace(0.1, 1000.0, 200) if wav_um is None else np.asarray(wav_um)
+    model = YSOModel(model_set, wave_aa=wav * 1e4, library=library)
+    rng = np.random.default_rng(seed)
+    base = sample_parameters(model.set, n_models, rng, aperture=False)
+    base.pop("inclination")
+    cos_i = (np.arange(n_inclinations) + 0.5) / n_inclinations
+    # every model at every inclination, model-major (R17 names: <model>_<inclination>)
+    params = {k: np.repeat(v, n_inclinations) for k, v in base.items()}
+    params["inclination"] = np.tile(np.degrees(np.arccos(cos_i)), n_models)
+    n = len(params["inclination"])
+    names = [f"{m:08d}_{j + 1:02d}" for m in range(n_models) for j in range(n_inclinations)]
+    flux = np.zeros((n, len(ap), len(wav)))
+    for i, a in enumerate(ap):
+        flam = model.sed({**params, "aperture": np.full(n, a)}, 1000.0).double().numpy()
+        flux[:, i] = flam * (wav * 1e4) ** 2 / C_AA_S / 1e-26  # erg/s/cm²/Å → mJy
+    return write_sedfitter_models(
+        path, names, params, wav, ap, flux, 1000.0, name=model_set, overwrite=overwrite
+    )
 
 
 # -- the simulator ----------------------------------------------------------------------

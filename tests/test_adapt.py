@@ -350,7 +350,7 @@ def test_the_sim_side_can_be_streamed_from_disk(domains):
         s, r, _cfg(in_memory=False, max_steps=3, val_fraction=0.0), progress=False
     )
     assert len(hist) == 3 and all(np.isfinite(h["score"]) for h in hist)
-    assert "val_loss" not in hist[-1]  # no validation rows
+    assert hist[-1]["val_loss"] is None  # no validation rows
 
 
 def test_kill_and_resume_domain_adaptation_matches_uninterrupted(domains, tmp_path):
@@ -466,9 +466,9 @@ def xp_domains(tmp_path_factory, shared_data):
 
 def test_spectra_are_a_modality_of_the_adapted_model(xp_domains, tmp_path):
     from dasbi.adapted import encode
-    from dasbi.bench.domain_adapt import _observations
+    from dasbi.bench.domain_adapt import observations
     from dasbi.inputs import context_tensors
-    from dasbi.train import _to_inputs
+    from dasbi.trainer import to_inputs
 
     sim, real = xp_domains
     cfg = _cfg(max_steps=3, align={"ot": 1.0, "contrastive": 0.1, "pair": 0.0})
@@ -480,7 +480,7 @@ def test_spectra_are_a_modality_of_the_adapted_model(xp_domains, tmp_path):
     with Dataset(sim) as ds:
         lam_nm = np.asarray(ds.group_attrs("xp")["wavelength_nm"])
         blocks = ds.read(0, 8)
-        inputs = _to_inputs(blocks, ds, post.x_standardizer, context=True)
+        inputs = to_inputs(blocks, ds, post.x_standardizer, context=True)
     np.testing.assert_allclose(spec["wavelengths_aa"], 10 * lam_nm)  # nm → Å
     assert -20 < spec["log_flux_ref"] < -12  # W m-2 nm-1 of G <= 15 stars
 
@@ -508,7 +508,7 @@ def test_spectra_are_a_modality_of_the_adapted_model(xp_domains, tmp_path):
     assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
 
     # a spectrum changes the posterior; without one the modality is absent
-    _, kw = _observations(sim)
+    _, kw = observations(sim)
     kw = {k: {n: v[:8] for n, v in m.items()} for k, m in kw.items()}
     xp = (blocks["xp"].values, blocks["xp"].errors)
     fast = {"method": "dpm2m", "steps": 4}

@@ -13,10 +13,10 @@ from dasbi.bench import run_bench
 from dasbi.bench.sbibm import (
     TASKS,
     SbibmBenchConfig,
-    _parse_samplers,
     _summary,
     _table,
     _task_errors,
+    parse_sampler_specs,
 )
 from dasbi.config import from_dict, read_yaml
 from dasbi.simulate import SimulateConfig, run_simulate
@@ -108,6 +108,7 @@ def test_bench_sbibm_resumes_training_killed_between_checkpoints(tmp_path, monke
     ends with the weights of an uninterrupted run, counts the time of both segments, and
     removes the checkpoint once the model is saved."""
     from dasbi import train as train_module
+    from dasbi import trainer as trainer_module
     from dasbi.bench import sbibm
     from simulators import GaussianLinear
 
@@ -140,21 +141,21 @@ def test_bench_sbibm_resumes_training_killed_between_checkpoints(tmp_path, monke
     cfg = from_dict(
         sbibm.SbibmBenchConfig, {**settings, "partial_jsonl": str(tmp_path / "b.jsonl")}
     )
-    real_batch = train_module._Data.batch
+    real_batch = trainer_module.TrainingData.batch
 
     def crash_at_step_25(self, step):
         if step == 25:
             raise KeyboardInterrupt("killed")
         return real_batch(self, step)
 
-    monkeypatch.setattr(train_module._Data, "batch", crash_at_step_25)
+    monkeypatch.setattr(trainer_module.TrainingData, "batch", crash_at_step_25)
     with pytest.raises(KeyboardInterrupt):
         sbibm._run_dasbi(cfg, "gaussian_linear", 400, data, refs, False, {})
     ckpt = tmp_path / "b.jsonl.gaussian_linear_400_dasbi.model.train"
     meta = json.loads((ckpt / "meta.json").read_text())
     assert meta["training"]["steps"] == 20
     assert meta["training"]["train_seconds"] > 0
-    monkeypatch.setattr(train_module._Data, "batch", real_batch)
+    monkeypatch.setattr(trainer_module.TrainingData, "batch", real_batch)
 
     started = []
 
@@ -178,10 +179,10 @@ def test_bench_sbibm_resumes_training_killed_between_checkpoints(tmp_path, monke
 
     # a checkpoint from another config is not resumed: training starts afresh
     cfg.train = {**cfg.train, "max_steps": 41}
-    monkeypatch.setattr(train_module._Data, "batch", crash_at_step_25)
+    monkeypatch.setattr(trainer_module.TrainingData, "batch", crash_at_step_25)
     with pytest.raises(KeyboardInterrupt):
         sbibm._run_dasbi(cfg, "gaussian_linear", 400, data, refs, False, {})
-    monkeypatch.setattr(train_module._Data, "batch", real_batch)
+    monkeypatch.setattr(trainer_module.TrainingData, "batch", real_batch)
     cfg.train = {**cfg.train, "max_steps": 40}
     (tmp_path / "b.jsonl.gaussian_linear_400_dasbi.model").rename(tmp_path / "moved")
     started.clear()
@@ -191,16 +192,16 @@ def test_bench_sbibm_resumes_training_killed_between_checkpoints(tmp_path, monke
 
 
 def test_sampler_specs_are_checked():
-    assert _parse_samplers(["heun-25", "dpm2m-15-bf16", "dpm2m_sde-40"]) == {
+    assert parse_sampler_specs(["heun-25", "dpm2m-15-bf16", "dpm2m_sde-40"]) == {
         "heun-25": {"method": "heun", "steps": 25, "precision": "float32"},
         "dpm2m_sde-40": {"method": "dpm2m_sde", "steps": 40, "precision": "float32"},
         "dpm2m-15-bf16": {"method": "dpm2m", "steps": 15, "precision": "bfloat16"},
     }
     for bad in ["rk4-3", "heun-bf16", "heun-3-fp8"]:
         with pytest.raises(ValueError, match="method-steps"):
-            _parse_samplers([bad])
+            parse_sampler_specs([bad])
     spec = "dpm2m-10-bf16@sigma_end=0.01,sigma_knee=2"
-    assert _parse_samplers([spec])[spec] == {
+    assert parse_sampler_specs([spec])[spec] == {
         "method": "dpm2m",
         "steps": 10,
         "precision": "bfloat16",
@@ -208,12 +209,12 @@ def test_sampler_specs_are_checked():
         "sigma_knee": 2,
     }
     with pytest.raises(ValueError, match="did you mean 'sigma_end'"):
-        _parse_samplers(["dpm2m-10@sigma_ends=0.01"])
+        parse_sampler_specs(["dpm2m-10@sigma_ends=0.01"])
     with pytest.raises(ValueError, match="sigma_end"):
-        _parse_samplers(["dpm2m-10@sigma_end=-1"])
+        parse_sampler_specs(["dpm2m-10@sigma_end=-1"])
     for bad in ["dpm2m-10@sigma_end", "dpm2m-10@steps=3", "dpm2m-10@=2"]:
         with pytest.raises(ValueError, match="key=value"):
-            _parse_samplers([bad])
+            parse_sampler_specs([bad])
 
 
 DOCS_BENCH = Path(__file__).resolve().parents[1] / "docs" / "bench"
@@ -224,7 +225,7 @@ def test_documented_sbibm_configs_are_valid(path):
     """Every config in docs/bench still loads (keys, samplers, train keys) and is documented."""
     cfg = from_dict(SbibmBenchConfig, read_yaml(path))
     assert set(cfg.tasks) <= set(TASKS)
-    _parse_samplers(cfg.samplers)
+    parse_sampler_specs(cfg.samplers)
     for attention in cfg.attention:
         from_dict(TrainConfig, {**cfg.train, "attention": attention})
     assert path.name in (DOCS_BENCH.parent / "benchmarks.md").read_text(), "undocumented config"

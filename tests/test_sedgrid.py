@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulators.sedgrid import SEDGrid, export_grid, write_sedfitter_models
+from simulators.sedgrid import SEDGrid, write_sedfitter_models
+from simulators.yso import export_grid
 
 
 @pytest.fixture(scope="module")

@@ -196,8 +196,8 @@ def test_simulated_spectral_indices_span_all_classes(rng):
 def test_numerical_tables_match_direct_evaluation():
     import torch
 
+    from simulators.dust import dust_opacity as _dust_opacity
     from simulators.yso import (
-        _dust_opacity,
         _EmissionTable,
         _mu0_lookup,
         _planck_lam,

@@ -42,10 +42,11 @@ import torch
 
 from ..config import from_dict, param, to_dict
 from . import register_bench
-from .infer import _space, coverage_error
+from .infer import coverage_error, log_space
 
 __all__ = [
     "DomainAdaptBenchConfig",
+    "observations",
     "bench_domain_adapt",
     "make_domains",
     "variant_config",
@@ -227,7 +228,7 @@ def _write(path: Path, nodes: Any, theta: np.ndarray, x: dict[str, Any]) -> Path
     return DatasetWriter.write(path, nodes, blocks)
 
 
-def _observations(ds_path: Path) -> tuple[np.ndarray | None, dict[str, dict[str, np.ndarray]]]:
+def observations(ds_path: Path) -> tuple[np.ndarray | None, dict[str, dict[str, np.ndarray]]]:
     """θ and the x/errors/upper_limits mappings of a dataset, for AdaptedPosterior.sample."""
     from ..dataset import Dataset
     from ..nodes import THETA
@@ -368,7 +369,7 @@ def bench_domain_adapt(
     nodes = NodeSet(Node.from_dict(d) for d in sim.nodes())
     params = [n for n in nodes.diffuse if n.kind == "parameter"]
     names = [n.name for n in params]
-    fwd, _ = _space(params)
+    fwd, _ = log_space(params)
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         made = make_domains(cfg, tmp)
@@ -388,7 +389,7 @@ def bench_domain_adapt(
             train_s = time.perf_counter() - t1
             rec: dict[str, Any] = {"variant": variant, "train_s": round(train_s, 1)}
             for dom, path in test.items():
-                _, kw = _observations(path)
+                _, kw = observations(path)
                 t1 = time.perf_counter()
                 z = post.sample(
                     (cfg.num_samples,), **kw, domain=dom, sampler=cfg.sampler, seed=cfg.seed

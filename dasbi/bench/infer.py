@@ -31,7 +31,7 @@ import torch
 from ..config import from_dict, param, to_dict
 from . import register_bench
 
-__all__ = ["InferBenchConfig", "bench_infer", "coverage_error", "parse_sampler_specs"]
+__all__ = ["InferBenchConfig", "bench_infer", "coverage_error", "log_space"]
 
 LEVELS = np.linspace(0.05, 0.95, 19)
 
@@ -69,13 +69,6 @@ class InferBenchConfig:
     seed: int = param(0, ge=0)
 
 
-def parse_sampler_specs(specs: list[str]) -> dict[str, dict[str, Any]]:
-    """``method-steps[-bf16][@key=value,…]`` → sampler overrides, e.g. ``dpm2m-10-bf16``."""
-    from .sbibm import _parse_samplers
-
-    return _parse_samplers(specs)
-
-
 def coverage_error(samples: np.ndarray, truth: np.ndarray) -> tuple[float, np.ndarray]:
     """Expected-coverage error of central marginal intervals.
 
@@ -92,7 +85,7 @@ def coverage_error(samples: np.ndarray, truth: np.ndarray) -> tuple[float, np.nd
     return float(np.mean(np.abs(cov - LEVELS[:, None]))), cov.mean(1)
 
 
-def _space(nodes: list[Any]) -> tuple[Any, Any]:
+def log_space(nodes: list[Any]) -> tuple[Any, Any]:
     logs = np.array([n.transform == "log10" for n in nodes])
 
     def fwd(th: np.ndarray) -> np.ndarray:
@@ -126,6 +119,8 @@ def bench_infer(
             **options,
         }
     cfg = from_dict(InferBenchConfig, options)
+    from .sbibm import parse_sampler_specs
+
     samplers = parse_sampler_specs(cfg.samplers)
     covs: dict[str, np.ndarray] = {}
     torch.set_num_threads(cfg.threads)
@@ -164,7 +159,7 @@ def bench_infer(
             obs_nodes = [n for n in ds.nodes.diffuse if n.kind == "observable"]
         with Dataset(test_path) as ds:
             te = ds.read()
-        fwd, inv = _space(nodes)
+        fwd, inv = log_space(nodes)
         # -- dasbi -------------------------------------------------------------------------
         if cfg.model:
             from ..posterior import Posterior
@@ -321,6 +316,7 @@ def _end_to_end(
     from astropy.table import Table
 
     from ..infer import InferConfig, run_infer
+    from .sbibm import parse_sampler_specs
 
     rng = np.random.default_rng(cfg.seed)
     idx = rng.integers(0, len(x.values), cfg.objects)

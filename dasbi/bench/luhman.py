@@ -33,7 +33,7 @@ import torch
 
 from ..config import from_dict, param, to_dict
 from . import register_bench
-from .domain_adapt import _observations, default_train, variant_config, variant_weights
+from .domain_adapt import default_train, observations, variant_config, variant_weights
 
 __all__ = ["LuhmanBenchConfig", "bench_luhman", "spectral_type_teff"]
 
@@ -94,7 +94,7 @@ def spectral_type_teff(spt: Any) -> np.ndarray:
     return np.array(out)
 
 
-def _members() -> dict[str, np.ndarray]:
+def luhman_members() -> dict[str, np.ndarray]:
     from astropy.table import Table, vstack
 
     from simulators.data import find_data
@@ -169,7 +169,7 @@ def bench_luhman(
     }
     curve = ExtinctionCurve("G23", np.array([pivot_wavelength("2mass_J")]))
     a_j = float(np.ravel(curve.a_over_av(3.1))[0])
-    both, members = _members()
+    both, members = luhman_members()
     results: list[dict[str, Any]] = []
     curves: dict[str, dict[str, np.ndarray]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -191,7 +191,7 @@ def bench_luhman(
         index = {k: i for i, k in enumerate(members["id"])}
         rows = np.array([index[i] for i in ids])
         teff_spt, aj = members["teff_spt"][rows], members["aj"][rows]
-        _, kw = _observations(real)
+        _, kw = observations(real)
         for variant in cfg.variants:
             da = variant_config(cfg.train, variant, cfg.weights, cfg.seed, cfg.threads)
             t1 = time.perf_counter()

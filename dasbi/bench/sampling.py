@@ -63,7 +63,7 @@ def bench_sampling(
     from ..dataset import Dataset
     from ..simulate import SimulateConfig, run_simulate
     from ..train import TrainConfig, train
-    from .sbibm import _parse_samplers, _prior
+    from .sbibm import parse_sampler_specs, sbibm_prior
 
     if quick:
         options = {"num_samples": 500, "repeats": 1, **options}
@@ -71,7 +71,7 @@ def bench_sampling(
     for b in cfg.baselines:
         if b not in ("npse", "npe"):
             raise ValueError(f"unknown baseline {b!r}; valid: npse, npe")
-    samplers = _parse_samplers(cfg.samplers)
+    samplers = parse_sampler_specs(cfg.samplers)
     torch.set_num_threads(cfg.threads)
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,7 +108,7 @@ def bench_sampling(
 
         for name in cfg.baselines:
             torch.manual_seed(cfg.seed)
-            prior = _prior(cfg.task, theta.shape[1])
+            prior = sbibm_prior(cfg.task, theta.shape[1])
             inf = (
                 NPSE(prior=prior, sde_type="ve", show_progress_bars=False)
                 if name == "npse"

@@ -113,7 +113,7 @@ def reference_files(task: str, observation: int) -> tuple[np.ndarray, np.ndarray
     return obs, ref
 
 
-def _prior(task: str, dim: int) -> torch.distributions.Distribution:
+def sbibm_prior(task: str, dim: int) -> torch.distributions.Distribution:
     from sbi.utils import BoxUniform
 
     if task == "two_moons":
@@ -268,7 +268,7 @@ def _run_dasbi(
 ) -> list[dict[str, Any]]:
     if "dasbi" not in cfg.methods:
         return []
-    samplers = _parse_samplers(cfg.samplers)
+    samplers = parse_sampler_specs(cfg.samplers)
     errors = _task_errors(data)
     out = []
     for attention in cfg.attention:
@@ -375,7 +375,7 @@ def _task_errors(data: Path) -> np.ndarray | None:
     return np.median(np.where(x.observed, x.errors, np.nan), axis=0)[None]
 
 
-def _parse_samplers(specs: list[str]) -> dict[str, dict[str, Any]]:
+def parse_sampler_specs(specs: list[str]) -> dict[str, dict[str, Any]]:
     """``method-steps[-bf16][@key=value,…]`` → {spec: sampler settings}.
 
     ``bf16`` runs the network in bfloat16; the ``key=value`` pairs after ``@`` set any other
@@ -433,7 +433,7 @@ def _run_sbi(
         blocks = ds.read()
     theta = torch.as_tensor(blocks["theta"].values)
     x = torch.as_tensor(blocks["x"].values)
-    prior = _prior(task, theta.shape[1])
+    prior = sbibm_prior(task, theta.shape[1])
     out = []
     for method in ("npe", "npse"):
         if method not in cfg.methods:

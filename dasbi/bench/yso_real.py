@@ -88,6 +88,11 @@ class YSORealBenchConfig:
         default_factory=lambda: [1.0, 15.0], help="ages of the 'young' prior [Myr]"
     )
     missing_prob: float = param(0.3, ge=0.0, le=0.9, help="values missing at random in sims")
+    photosphere_logg: str | float = param(
+        "isochrone",
+        help="the YSO simulator's photosphere_logg: isochrone (from radius and the BHAC15 "
+        "mass of T_eff) or a fixed log g",
+    )
     train: dict[str, Any] = param(
         default_factory=lambda: {
             "max_steps": 20_000,
@@ -188,9 +193,9 @@ def _truth_luhman() -> tuple[Any, dict[str, np.ndarray]]:
     from simulators.bandpasses import pivot_wavelength
     from simulators.dust import ExtinctionCurve
 
-    from .luhman import _members
+    from .luhman import luhman_members
 
-    table, m = _members()
+    table, m = luhman_members()
     a_j = float(
         np.ravel(ExtinctionCurve("G23", np.array([pivot_wavelength("2mass_J")])).a_over_av(3.1))[0]
     )
@@ -228,6 +233,7 @@ def _simulator_options(cfg: YSORealBenchConfig, name: str, variant: str) -> dict
         "aperture_arcsec": 3.0,
         "non_detection": "upper_limit",
         "missing_prob": cfg.missing_prob,
+        "photosphere_logg": cfg.photosphere_logg,
         "priors": {
             "distance": {
                 "dist": "normal",
@@ -299,7 +305,7 @@ def bench_yso_real(
     from ..posterior import Posterior
     from ..simulate import SimulateConfig, run_simulate
     from ..train import TrainConfig, train
-    from .domain_adapt import _observations
+    from .domain_adapt import observations
 
     if quick:
         options = {
@@ -380,7 +386,7 @@ def bench_yso_real(
                 names = post.parameter_names
                 kw_sampler = {"sampler": cfg.sampler, "seed": cfg.seed}
                 # simulated test stars: recovery
-                theta, kw = _observations(test)
+                theta, kw = observations(test)
                 with torch.no_grad():
                     z = post.sample((cfg.num_samples,), **kw, **kw_sampler).numpy()
                 s_sim = _summaries(z, names)
@@ -401,7 +407,7 @@ def bench_yso_real(
                 index = {k: i for i, k in enumerate(truth["id"])}
                 rows = np.array([index[i] for i in ids])
                 tr = {k: v[rows] for k, v in truth.items()}
-                _, kw = _observations(real)
+                _, kw = observations(real)
                 t2 = time.perf_counter()
                 with torch.no_grad():
                     z = post.sample((cfg.num_samples,), **kw, **kw_sampler).numpy()
