@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,15 +72,18 @@ def modality_groups(nodes: NodeSet) -> dict[str, list[int]]:
     return out
 
 
-def _wavelengths(names: list[str]) -> list[float] | None:
-    try:
-        from simulators.bandpasses import pivot_wavelength
-    except ImportError:  # pragma: no cover - simulators ship with dasbi
+def _wavelengths(nodes: list[Node]) -> list[float] | None:
+    """The bands' pivot wavelengths [µm] from the node metadata the simulator wrote."""
+    lam = [n.wavelength_um for n in nodes]
+    if any(v is None for v in lam):
+        warnings.warn(
+            "the photometry nodes carry no pivot wavelengths (node wavelength_um; datasets "
+            "written before dasbi stored them have none): the encoder treats the bands as "
+            "plain scalars; simulate again, or give the nodes wavelength_um",
+            stacklevel=3,
+        )
         return None
-    try:
-        return [pivot_wavelength(n) / 1e4 for n in names]
-    except Exception:
-        return None
+    return [float(v) for v in lam]  # type: ignore[arg-type]
 
 
 def build_encoders(specs: list[dict[str, Any]], cfg: EncoderConfig) -> nn.ModuleDict:
@@ -112,7 +116,7 @@ def modality_specs(
     specs = []
     for name, idx in modality_groups(nodes).items():
         names = [diffuse[j].name for j in idx]
-        lam = _wavelengths(names) if name == "photometry" else None
+        lam = _wavelengths([diffuse[j] for j in idx]) if name == "photometry" else None
         specs.append(
             {
                 "name": name,

@@ -47,6 +47,8 @@ class Node:
         low, high: Optional physical bounds (the prior support for parameters).
         zero_point_jy: For a magnitude node, F_ν [Jy] of magnitude 0 (written by the
             simulator), so that fluxes convert to its magnitudes without the simulators.
+        wavelength_um: For a photometric band, its pivot wavelength [µm] (written by the
+            simulator; the photometry encoder places the band with it).
     """
 
     name: str
@@ -59,6 +61,7 @@ class Node:
     low: float | None = None
     high: float | None = None
     zero_point_jy: float | None = None
+    wavelength_um: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):

@@ -144,6 +144,8 @@ class YoungClusterSimulator(Simulator):
 
     # -- declarations ------------------------------------------------------------------
     def nodes(self) -> list[dict[str, Any]]:
+        from .bandpasses import pivot_wavelength
+
         spec = {
             "member": dict(unit="", low=0.0, high=1.0),
             "cluster_distance": dict(unit="pc", transform="log10"),
@@ -164,6 +166,7 @@ class YoungClusterSimulator(Simulator):
                 modality="photometry",
                 unit="mag",
                 zero_point_jy=self.phot.zero_point_jy(j),
+                wavelength_um=pivot_wavelength(b) / 1e4,
             )
             for j, b in enumerate(self.bands)
         ]

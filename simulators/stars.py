@@ -345,7 +345,7 @@ class FieldStars(Simulator):
             "av": dict(unit="mag", low=0.0),
             "rv": dict(unit="", low=2.3, high=5.6),
         }
-        from .bandpasses import zero_point_jy
+        from .bandpasses import pivot_wavelength, zero_point_jy
 
         out = [
             dict(name=n, kind="parameter", modality="theta", **spec[n]) for n in self.theta_names
@@ -357,6 +357,7 @@ class FieldStars(Simulator):
                 modality="photometry",
                 unit="mag",
                 zero_point_jy=zero_point_jy(b, "vega"),  # the system of StellarSED
+                wavelength_um=pivot_wavelength(b) / 1e4,
             )
             for b in self.bands
         ]

@@ -1225,6 +1225,8 @@ class YSOSimulator(Simulator):
         return [*self.r17_names, "distance", "av"]
 
     def nodes(self) -> list[dict[str, Any]]:
+        from .bandpasses import pivot_wavelength
+
         out = []
         for n in self.r17_names:
             spec = PARAMETERS.get(n)
@@ -1245,6 +1247,7 @@ class YSOSimulator(Simulator):
                 modality="photometry",
                 unit="mag",
                 zero_point_jy=self.phot.zero_point_jy(j),
+                wavelength_um=pivot_wavelength(b) / 1e4,
             )
             for j, b in enumerate(self.bands)
         ]

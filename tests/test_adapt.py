@@ -548,7 +548,7 @@ def test_spectrum_specs_need_pixel_wavelengths():
     nodes = NodeSet(
         [
             Node("teff", "parameter", "theta"),
-            Node("g", "observable", "photometry", unit="mag"),
+            Node("g", "observable", "photometry", unit="mag", wavelength_um=0.48),
             Node("spec", "observable", "lamost", role="context", size=4),
         ]
     )
@@ -559,3 +559,8 @@ def test_spectrum_specs_need_pixel_wavelengths():
     specs = modality_specs(nodes, {"lamost": {"wavelength_nm": [400.0, 500.0, 600.0, 700.0]}})
     assert [(sp["name"], sp["kind"]) for sp in specs][-1] == ("lamost", "spectrum")
     assert specs[-1]["wavelengths_aa"] == [4000.0, 5000.0, 6000.0, 7000.0]
+    # the photometry encoder places bands by the pivot wavelengths in the node metadata
+    assert specs[0]["kind"] == "photometry" and specs[0]["wavelengths_um"] == [0.48]
+    bare = NodeSet([Node("teff", "parameter", "theta"), Node("g", "observable", "photometry")])
+    with pytest.warns(UserWarning, match="no pivot wavelengths"):
+        assert modality_specs(bare)[0]["kind"] == "scalar"

@@ -9,7 +9,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("dasbi", "simulators", "encoders")
-#: the model core: network, noise processes, loss, masks, samplers, trainer, posterior
+#: the model core: network, noise processes, loss, masks, samplers, trainers, posteriors
+#: (what it needs of a band, zero point and pivot wavelength, comes in the node metadata)
 CORE = {
     "dasbi.network",
     "dasbi.sde",
@@ -17,6 +18,9 @@ CORE = {
     "dasbi.masks",
     "dasbi.samplers",
     "dasbi.trainer",
+    "dasbi.train",
+    "dasbi.adapt",
+    "dasbi.adapted",
     "dasbi.posterior",
     "dasbi.inputs",
     "dasbi.transforms",

@@ -338,6 +338,10 @@ def test_yso_simulator_outputs_and_missingness(rng):
     assert names[-2:] == ["distance", "av"] and "aperture" in names
     nodes = {n["name"]: n for n in sim.nodes()}
     assert nodes["disk.mass"]["transform"] == "log10" and nodes["parallax"]["unit"] == "mas"
+    # band metadata for the model core: 2MASS Ks 666.7 Jy (Cohen et al. 2003), ~2.16 µm
+    assert nodes["2mass_Ks"]["zero_point_jy"] == pytest.approx(666.7)
+    assert nodes["2mass_Ks"]["wavelength_um"] == pytest.approx(2.16, abs=0.01)
+    assert nodes["irac_1"]["wavelength_um"] == pytest.approx(3.55, abs=0.03)
     out = sim(3000, rng)
     assert out.theta.shape == (3000, len(names))
     ph = out.x["photometry"]
