@@ -47,13 +47,26 @@ def _resolve(module: str, is_pkg: bool, node: ast.ImportFrom) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node except those under ``if TYPE_CHECKING:`` (annotations only)."""
+    out, todo = [], [tree]
+    while todo:
+        node = todo.pop()
+        out.append(node)
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            todo.extend(node.orelse)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+    return out
+
+
 def _imports(mods: dict[str, Path]) -> dict[str, list[tuple[str, list[str]]]]:
     """module → [(imported module, names)] for every import statement, lazy ones included."""
     out: dict[str, list[tuple[str, list[str]]]] = {}
     for name, path in mods.items():
         tree = ast.parse(path.read_text())
         found = []
-        for node in ast.walk(tree):
+        for node in _runtime_nodes(tree):
             if isinstance(node, ast.ImportFrom):
                 target = _resolve(name, path.name == "__init__.py", node)
                 names = [a.name for a in node.names]
