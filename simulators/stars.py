@@ -54,16 +54,33 @@ DEFAULT_BANDS: dict[str, dict[str, float]] = {
 class FieldStarsConfig:
     """Options of :class:`FieldStars` (the ``simulator:`` section of a simulate config)."""
 
-    library: Literal["ck04", "phoenix", "planck", "kurucz_bands", "ck04_bands"] = field(
+    library: Literal[
+        "ck04",
+        "phoenix",
+        "planck",
+        "kurucz_bands",
+        "ck04_bands",
+        "phoenix_bands",
+        "sphinx_bands",
+        "bands",
+    ] = field(
         default="phoenix",
         metadata={
             "help": "spectral library: ck04 (the CDBS grid), phoenix (CK04 mangled to PHOENIX "
-            "v2 band fluxes: M dwarfs down to 2300 K), planck (embedded), or the "
-            "band-flux tables kurucz_bands / ck04_bands (photometry only; Gaia bands through "
-            "DR2 passbands; extinction at each band's pivot wavelength)"
+            "v2 band fluxes: M dwarfs down to 2300 K), planck (embedded), or a band-flux "
+            "table: kurucz_bands / ck04_bands / phoenix_bands / sphinx_bands (the shared "
+            "astroARIADNE tables), or bands (the table at library_path); band-flux tables "
+            "give photometry only, Gaia bands through DR2 passbands, extinction at each "
+            "band's pivot wavelength"
         },
     )
-    library_path: str | None = field(default=None, metadata={"help": "ck04models folder"})
+    library_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "ck04 and phoenix: the ck04models folder; *_bands and bands: the "
+            "band-flux table (CSV with logg, teff, feh and one column per band)"
+        },
+    )
     isochrones: Literal["mist", "parsec"] = "mist"
     extinction_law: str = field(default="G23", metadata={"help": "dust_extinction law"})
     rv_mean: float = field(default=3.1, metadata={"ge": 2.3, "le": 5.6})
@@ -290,9 +307,22 @@ class FieldStars(Simulator):
         elif c.library == "phoenix":
             lib = MangledLibrary(base_path=c.library_path)
         elif c.library == "planck":
+            if c.library_path is not None:
+                raise ValueError(
+                    "library_path is not used by the planck library; drop it, or pick the "
+                    "library that reads it (ck04, phoenix, bands)"
+                )
             lib = PlanckLibrary(wave_range_aa=(3000.0, 320_000.0))
         else:
-            table = "Kurucz" if c.library == "kurucz_bands" else "CK04"
+            names = {
+                "kurucz_bands": "Kurucz",
+                "ck04_bands": "CK04",
+                "phoenix_bands": "Phoenixv2",
+                "sphinx_bands": "SPHINX",
+            }
+            if c.library == "bands" and c.library_path is None:
+                raise ValueError("library: bands needs library_path, the band-flux table (CSV)")
+            table = c.library_path or names[c.library]
             lib = BandFluxLibrary(table, bands=[BAND_COLUMNS[b] for b in self.bands])
         self.band_specs = [
             BandSpec(**{"non_detection": c.non_detection, **c.bands[b]}) for b in self.bands

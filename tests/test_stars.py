@@ -139,6 +139,33 @@ def test_band_flux_libraries_match_synthetic_photometry_of_the_spectra(rng, shar
     assert lib.covers([5777.0], [4.44], [0.0])[0]
 
 
+def test_any_band_flux_table_by_name_or_path(rng, shared_data, tmp_path):
+    """library: bands reads the table at library_path (here a copy of the CK04 table: the
+    same photometry as ck04_bands); phoenix_bands and sphinx_bands name the shared PHOENIX v2
+    and SPHINX tables; a path a library does not read is an error, not ignored."""
+    import shutil
+
+    src = shared_data / "atmospheres" / "bandflux" / "CK04_DF.csv"
+    mine = tmp_path / "my_table.csv"
+    shutil.copy(src, mine)
+    ref = _stars(library="ck04_bands")
+    own = _stars(library="bands", library_path=str(mine))
+    th, _, _ = ref._draw(200, rng)
+    args = [th[k] for k in ("teff", "logg", "feh", "radius", "distance", "av", "rv")]
+    ok = ref.sed.library.covers(th["teff"], th["logg"], th["feh"])
+    a = ref.sed.magnitudes(ref.sed.flux(*args))[ok]
+    b = own.sed.magnitudes(own.sed.flux(*args))[ok]
+    np.testing.assert_allclose(a, b, atol=1e-9)
+    ph = _stars(library="phoenix_bands")
+    cool = ph.sed.library.covers([2800.0], [4.5], [0.0])[0]
+    assert cool and not ref.sed.library.covers([2800.0], [4.5], [0.0])[0]
+    assert _stars(library="sphinx_bands").sed.library.covers([2500.0], [5.0], [0.0])[0]
+    with pytest.raises(ValueError, match="needs library_path"):
+        _stars(library="bands")
+    with pytest.raises(ValueError, match="not used by the planck library"):
+        _stars(library="planck", library_path=str(mine))
+
+
 def test_misspecified_instruments_offsets_error_scale_hidden_rv(shared_data):
     base = _stars()
     mis = _stars(
