@@ -1,0 +1,178 @@
+"""Figures in the README and docs are bound to the benchmark JSON that backs them: each
+binding says which text must appear in which document and which JSON value, formatted,
+gives that text. A rerun benchmark that changes a value fails here until the docs follow.
+
+Key paths step through the JSON: a dict key, a list index, or ``field=value`` to pick the
+list entry whose ``field`` equals ``value``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pct(v: float) -> str:
+    return f"{round(100 * v):d}%"
+
+
+def _mb(v: float) -> str:
+    return f"{int(v + 0.5)} MB"  # half up, as the docs round (884.5 → 885)
+
+
+def _signed_k(v: float) -> str:
+    return f"{v:+.0f} K".replace("-", "−")
+
+
+def _k(v: float) -> str:
+    return f"{v:.0f} K"
+
+
+def _signed2(v: float) -> str:
+    return f"{v:+.2f}".replace("-", "−")
+
+
+def _f2(v: float) -> str:
+    return f"{v:.2f}"
+
+
+def _f3(v: float) -> str:
+    return f"{v:.3f}"
+
+
+CRA = "docs/bench/yso_real_cra.json"
+CRA_K56 = ["results", "variant=phoenix/young", "real", "K5-M6"]
+DA = "docs/bench/domain_adapt.json"
+MEM = "docs/bench/memory.json"
+PHOT = "docs/bench/photospheres.json"
+
+#: (document, text before the figure, JSON file, key path, format)
+BINDINGS: list[tuple[str, str, str, list[Any], Any]] = [
+    # README: memory (the issue found the infer figure said to cover the whole catalogue)
+    (
+        "README.md",
+        "885 MB for `simulate`",
+        MEM,
+        ["results", "command=dasbi simulate", "peak_rss_mb"],
+        _mb,
+    ),
+    (
+        "README.md",
+        "618 MB for `train`",
+        MEM,
+        ["results", "command=dasbi train (streamed)", "peak_rss_mb"],
+        _mb,
+    ),
+    (
+        "README.md",
+        "459 MB for `infer`",
+        MEM,
+        ["results", "command=dasbi infer", "peak_rss_mb"],
+        _mb,
+    ),
+    ("README.md", "samples 4\n  chunks", MEM, ["settings", "infer_chunks"], str),
+    # README: domain adaptation (OT alone against OT on the RoPE schedule)
+    (
+        "README.md",
+        "closes 104% of the gap",
+        DA,
+        ["results", "variant=RS@rope", "gap_closed"],
+        _pct,
+    ),
+    ("README.md", "closes 7% of the gap", DA, ["results", "variant=OT", "gap_closed"], _pct),
+    (
+        "README.md",
+        "and 62% on the RoPE schedule",
+        DA,
+        ["results", "variant=OT@rope", "gap_closed"],
+        _pct,
+    ),
+    (
+        "README.md",
+        "(coverage error\n0.058)",
+        DA,
+        ["results", "variant=OT@rope", "real_coverage_error"],
+        _f3,
+    ),
+    # docs/benchmarks.md: yso-real on Corona Australis
+    (
+        "docs/benchmarks.md",
+        "| **phoenix/young** | **+93 K**",
+        CRA,
+        [*CRA_K56, "teff_K", "bias"],
+        _signed_k,
+    ),
+    ("docs/benchmarks.md", "**121 K**", CRA, [*CRA_K56, "teff_K", "robust_sigma"], _k),
+    ("docs/benchmarks.md", "**0.80** | +0.013", CRA, [*CRA_K56, "teff_K", "in_p16_p84"], _f2),
+    ("docs/benchmarks.md", "| **−0.12** | 1.38 |", CRA, [*CRA_K56, "av_mag", "bias"], _signed2),
+    ("docs/benchmarks.md", "| **−0.12** | 1.38 |", CRA, [*CRA_K56, "av_mag", "robust_sigma"], _f2),
+    ("docs/benchmarks.md", "| 1.38 | **0.55** |", CRA, [*CRA_K56, "av_mag", "in_p16_p84"], _f2),
+    (
+        "docs/benchmarks.md",
+        "the T_eff bias is\n+18 K",
+        CRA,
+        [*CRA_K56, "teff_K_luhman2003", "bias"],
+        _signed_k,
+    ),
+    (
+        "docs/benchmarks.md",
+        "robust σ 81 K",
+        CRA,
+        [*CRA_K56, "teff_K_luhman2003", "robust_sigma"],
+        _k,
+    ),
+    # docs/benchmarks.md: photospheres, the gravity column
+    (
+        "docs/benchmarks.md",
+        "| 2,300-3,000 (39) | BP−RP | +0.413 | +0.381 |",
+        PHOT,
+        [
+            "results",
+            "check=cra_discless",
+            "library=phoenix@bhac15",
+            "teff_range=[2300.0, 3000.0]",
+            "colour=BP-RP",
+            "median",
+        ],
+        lambda v: f"{v:+.3f}",
+    ),
+]
+
+
+def _step(node: Any, step: Any) -> Any:
+    if isinstance(step, int):
+        return node[step]
+    if isinstance(step, str) and "=" in step and isinstance(node, list):
+        field, want = step.split("=", 1)
+        hits = [x for x in node if isinstance(x, dict) and str(x.get(field)) == want]
+        if not hits:
+            raise KeyError(f"no entry with {field} = {want!r}")
+        return hits
+    if isinstance(node, list):  # a filtered list: narrow it further, or take its one entry
+        if len(node) != 1:
+            raise KeyError(f"{len(node)} entries match before {step!r}")
+        node = node[0]
+    return node[step]
+
+
+def _value(path: str, keys: list[Any]) -> Any:
+    node: Any = json.loads((ROOT / path).read_text())
+    for k in keys:
+        node = _step(node, k)
+    if isinstance(node, list):
+        assert len(node) == 1, f"{len(node)} JSON entries match {keys}"
+        node = node[0]
+    return node
+
+
+@pytest.mark.parametrize(("doc", "text", "src", "keys", "fmt"), BINDINGS)
+def test_doc_figure_comes_from_its_json(doc, text, src, keys, fmt):
+    body = (ROOT / doc).read_text()
+    assert text in body, f"{doc} no longer says {text!r}; update the binding with the text"
+    figure = fmt(_value(src, keys))
+    assert figure in text, f"{doc}: {text!r} should show {figure} ({src} {keys})"
