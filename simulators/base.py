@@ -81,7 +81,8 @@ class Simulator(abc.ABC):
     """Base class of all simulators.
 
     Subclasses set ``name`` and ``config_class`` (a dataclass of their options), declare
-    ``nodes()`` and implement ``sample_prior`` and ``simulate``.
+    ``nodes()``, implement ``simulate`` and give the prior, as ``prior()`` (a torch
+    distribution, which sbi baselines can use too) or as ``sample_prior``.
     """
 
     name: ClassVar[str]
@@ -111,9 +112,32 @@ class Simulator(abc.ABC):
         """Extra per-group attributes to store (e.g. a spectrum's wavelength grid)."""
         return {}
 
-    @abc.abstractmethod
+    def prior(self) -> Any:
+        """θ's prior as a ``torch.distributions.Distribution`` with event shape (P,), in the
+        order of the parameter nodes, or None.
+
+        Write a prior here once: the default :meth:`sample_prior` draws from it, and
+        baselines that need a distribution object (sbi's NPE and NPSE in
+        `dasbi bench sbibm`) use the same one.
+        """
+        return None
+
     def sample_prior(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """Draw θ of shape (n, P) from the prior."""
+        """Draw θ of shape (n, P) from the prior: by default from :meth:`prior`, with torch's
+        generator seeded from ``rng`` (so a seeded run repeats)."""
+        dist = self.prior()
+        if dist is None:
+            raise NotImplementedError(
+                f"{type(self).__name__} defines neither prior() nor sample_prior(); define "
+                "prior() returning a torch distribution over θ"
+            )
+        import torch
+
+        seed = int(rng.integers(0, 2**62))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            theta = dist.sample((n,))
+        return theta.detach().cpu().double().numpy().reshape(n, -1)
 
     @abc.abstractmethod
     def simulate(self, theta: np.ndarray, rng: np.random.Generator) -> dict[str, ObsBlock]:

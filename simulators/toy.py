@@ -59,6 +59,14 @@ def _box_parameters(dim: int, bound: float, transform: str) -> list[dict[str, An
     ]
 
 
+def _box_prior(dim: int, bound: float) -> Any:
+    """U(-bound, bound)^dim as a torch distribution (what sbi's BoxUniform is)."""
+    import torch
+
+    lo, hi = -bound * torch.ones(dim), bound * torch.ones(dim)
+    return torch.distributions.Independent(torch.distributions.Uniform(lo, hi), 1)
+
+
 def _check_theta(theta: np.ndarray, dim: int, name: str) -> np.ndarray:
     theta = np.asarray(theta, dtype=np.float64)
     if theta.ndim != 2 or theta.shape[1] != dim:
@@ -100,6 +108,9 @@ class TwoMoons(Simulator):
     def edges(self) -> list[tuple[str, str]]:
         # x1 and x2 are dependent given θ (they lie on a ring), as in the reference's mask
         return [(f"theta_{i}", f"x_{j}") for i in (1, 2) for j in (1, 2)] + [("x_1", "x_2")]
+
+    def prior(self) -> Any:
+        return _box_prior(2, 1.0)
 
     def sample_prior(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return rng.uniform(-1.0, 1.0, size=(n, 2))
@@ -159,6 +170,14 @@ class GaussianLinear(Simulator):
 
     def edges(self) -> list[tuple[str, str]]:
         return [(f"theta_{i + 1}", f"x_{i + 1}") for i in range(self.config.dim)]
+
+    def prior(self) -> Any:
+        import torch
+
+        d = self.config.dim
+        return torch.distributions.MultivariateNormal(
+            torch.zeros(d), self.config.prior_var * torch.eye(d)
+        )
 
     def sample_prior(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return rng.normal(0.0, np.sqrt(self.config.prior_var), size=(n, self.config.dim))
@@ -234,6 +253,9 @@ class SLCP(Simulator):
         theta_x = [(f"theta_{i + 1}", f"x_{j + 1}") for i in range(5) for j in range(8)]
         within = [(f"x_{2 * k + 1}", f"x_{2 * k + 2}") for k in range(4)]
         return theta_x + within
+
+    def prior(self) -> Any:
+        return _box_prior(5, 3.0)
 
     def sample_prior(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return rng.uniform(-3.0, 3.0, size=(n, 5))

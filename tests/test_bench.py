@@ -311,7 +311,7 @@ def test_bench_infer_quick(tmp_path):
 
 
 def test_infer_sampler_specs():
-    from dasbi.bench.infer import parse_sampler_specs
+    from dasbi.bench.sbibm import parse_sampler_specs
 
     assert parse_sampler_specs(["dpm2m-10-bf16", "heun-5"]) == {
         "dpm2m-10-bf16": {"method": "dpm2m", "steps": 10, "precision": "bfloat16"},

@@ -163,7 +163,7 @@ def bench_memory(
         infer = [*py, "infer", "--model", str(root / "model"), "--catalogue", str(cat)]
         infer += ["--survey", str(smap), "--out", str(out), "--quiet"]
         infer += ["--num-samples", str(cfg.num_samples)]
-        infer += ["--set", f"chunk_size={cfg.infer_chunk_size}", "--set", "steps=10"]
+        infer += ["--set", f"chunk_size={cfg.infer_chunk_size}", "--set", "sampler_steps=10"]
         r = _peak(infer, stop=enough)
         if parts.is_dir():
             done = len(list(parts.glob("chunk_*.npz")))

@@ -63,7 +63,7 @@ def bench_sampling(
     from ..dataset import Dataset
     from ..simulate import SimulateConfig, run_simulate
     from ..train import TrainConfig, train
-    from .sbibm import parse_sampler_specs, sbibm_prior
+    from .sbibm import parse_sampler_specs, simulator_prior
 
     if quick:
         options = {"num_samples": 500, "repeats": 1, **options}
@@ -108,7 +108,7 @@ def bench_sampling(
 
         for name in cfg.baselines:
             torch.manual_seed(cfg.seed)
-            prior = sbibm_prior(cfg.task, theta.shape[1])
+            prior = simulator_prior(cfg.task)
             inf = (
                 NPSE(prior=prior, sde_type="ve", show_progress_bars=False)
                 if name == "npse"

@@ -41,7 +41,14 @@ from ..simulate import SimulateConfig, run_simulate
 from ..train import TrainConfig, train
 from . import register_bench
 
-__all__ = ["SbibmBenchConfig", "bench_sbibm", "reference_files"]
+__all__ = [
+    "SbibmBenchConfig",
+    "bench_sbibm",
+    "reference_files",
+    "sbibm_prior",
+    "simulator_prior",
+    "task_simulator",
+]
 
 TASKS = ("two_moons", "gaussian_linear", "slcp")
 METHODS = ("dasbi", "npe", "npse")
@@ -53,7 +60,17 @@ SIMULATOR_OPTIONS = frozenset({"theta_transform"})
 class SbibmBenchConfig:
     """Settings of the sbibm benchmark (pass a YAML with --config or --set key=value)."""
 
-    tasks: list[str] = param(default_factory=lambda: list(TASKS), help="sbibm tasks")
+    tasks: list[str] = param(
+        default_factory=lambda: list(TASKS),
+        help="sbibm tasks: any task whose reference posteriors ship with sbibm, simulated by "
+        "the dasbi simulator of that name or the one task_simulators gives",
+    )
+    task_simulators: dict[str, str] = param(
+        default_factory=dict,
+        help="task -> dasbi simulator (a registered name, a dasbi.simulators plug-in or "
+        "package.module:Class), e.g. {gaussian_mixture: my_tasks:GaussianMixture}; its "
+        "prior() is what NPE and NPSE use",
+    )
     budgets: list[int] = param(
         default_factory=lambda: [1000, 10_000, 100_000], help="numbers of simulations"
     )
@@ -106,23 +123,54 @@ def reference_files(task: str, observation: int) -> tuple[np.ndarray, np.ndarray
     """sbibm's observation (D,) and reference posterior samples (10000, P) of a task."""
     folder = _sbibm_root() / "tasks" / task / "files" / f"num_observation_{observation}"
     if not folder.is_dir():
-        raise NotAvailableError(f"sbibm has no reference files in {folder}")
+        have = sorted(
+            d.name
+            for d in (_sbibm_root() / "tasks").iterdir()
+            if (d / "files" / "num_observation_1").is_dir()
+        )
+        raise NotAvailableError(
+            f"sbibm has no reference files in {folder}; tasks with reference posteriors: "
+            f"{', '.join(have)}"
+        )
     obs = np.loadtxt(folder / "observation.csv", delimiter=",", skiprows=1, ndmin=2)[0]
     with bz2.open(folder / "reference_posterior_samples.csv.bz2", "rt") as fh:
         ref = np.loadtxt(io.StringIO(fh.read()), delimiter=",", skiprows=1, ndmin=2)
     return obs, ref
 
 
-def sbibm_prior(task: str, dim: int) -> torch.distributions.Distribution:
-    from sbi.utils import BoxUniform
+def task_simulator(cfg: SbibmBenchConfig, task: str) -> str:
+    """The dasbi simulator (name or module:Class) that simulates a task."""
+    return cfg.task_simulators.get(task, task)
 
-    if task == "two_moons":
-        return BoxUniform(-torch.ones(2), torch.ones(2))
-    if task == "slcp":
-        return BoxUniform(-3 * torch.ones(5), 3 * torch.ones(5))
-    if task == "gaussian_linear":
-        return torch.distributions.MultivariateNormal(torch.zeros(dim), 0.1 * torch.eye(dim))
-    raise ValueError(f"unknown task {task!r}; valid tasks are: {', '.join(TASKS)}")
+
+def simulator_prior(name: str, options: dict[str, Any] | None = None) -> Any:
+    """A dasbi simulator's prior() (the one object dasbi's simulator and sbi share)."""
+    from ..simulate import build_simulator
+
+    dist = build_simulator({"name": name, **(options or {})}).prior()
+    if dist is None:
+        raise ValueError(
+            f"simulator {name!r} has no prior(): define prior() returning a torch "
+            "distribution over θ, so that NPE and NPSE use the same prior"
+        )
+    return dist
+
+
+def sbibm_prior(cfg: SbibmBenchConfig, task: str, options: dict[str, Any] | None = None) -> Any:
+    """The prior of a task's simulator (:func:`task_simulator`)."""
+    return simulator_prior(task_simulator(cfg, task), options)
+
+
+def _task_options(data: Path) -> dict[str, Any]:
+    """The simulator options the dataset was simulated with (e.g. gaussian_linear's dim)."""
+    import yaml
+
+    from ..dataset import Dataset
+
+    with Dataset(data) as ds:
+        text = ds.config
+    sim = (yaml.safe_load(text) or {}).get("simulator", {}) if text else {}
+    return {k: v for k, v in sim.items() if k not in ("name", "theta_transform")}
 
 
 def _c2st(reference: np.ndarray, samples: np.ndarray, kinds: list[str]) -> dict[str, float]:
@@ -245,7 +293,7 @@ def bench_sbibm(
         for task in cfg.tasks:
             refs = {k: reference_files(task, k) for k in cfg.observations}
             for budget in cfg.budgets:
-                sim = {"name": task, **cfg.simulator.get(task, {})}
+                sim = {"name": task_simulator(cfg, task), **cfg.simulator.get(task, {})}
                 sim_cfg = from_dict(
                     SimulateConfig, {"num": budget, "seed": cfg.seed, "simulator": sim}
                 )
@@ -433,7 +481,9 @@ def _run_sbi(
         blocks = ds.read()
     theta = torch.as_tensor(blocks["theta"].values)
     x = torch.as_tensor(blocks["x"].values)
-    prior = sbibm_prior(task, theta.shape[1])
+    opts = {k: v for k, v in cfg.simulator.get(task, {}).items()}
+    opts.pop("theta_transform", None)  # how dasbi sees θ, not the task
+    prior = sbibm_prior(cfg, task, {**_task_options(data), **opts})
     out = []
     for method in ("npe", "npse"):
         if method not in cfg.methods:
