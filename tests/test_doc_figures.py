@@ -47,6 +47,8 @@ def _f3(v: float) -> str:
 
 CRA = "docs/bench/yso_real_cra.json"
 CRA_K56 = ["results", "variant=phoenix/young", "real", "K5-M6"]
+IC = "docs/bench/yso_real_ic348_ngc1333.json"
+IC_K56 = ["results", "variant=phoenix/young", "real", "K5-M6"]
 DA = "docs/bench/domain_adapt.json"
 MEM = "docs/bench/memory.json"
 PHOT = "docs/bench/photospheres.json"
@@ -125,6 +127,42 @@ BINDINGS: list[tuple[str, str, str, list[Any], Any]] = [
         CRA,
         [*CRA_K56, "teff_K_luhman2003", "robust_sigma"],
         _k,
+    ),
+    # docs/benchmarks.md: yso-real on IC 348 + NGC 1333
+    (
+        "docs/benchmarks.md",
+        "T_eff −202 K, robust σ 175 K",
+        IC,
+        [*IC_K56, "teff_K", "bias"],
+        _signed_k,
+    ),
+    (
+        "docs/benchmarks.md",
+        "T_eff −202 K, robust σ 175 K",
+        IC,
+        [*IC_K56, "teff_K", "robust_sigma"],
+        _k,
+    ),
+    (
+        "docs/benchmarks.md",
+        "Δlog T −0.029 dex",
+        IC,
+        [*IC_K56, "log10_teff", "bias"],
+        lambda v: f"{v:+.3f}".replace("-", "−"),
+    ),
+    (
+        "docs/benchmarks.md",
+        "A_V −2.10 mag, robust σ 2.13 mag",
+        IC,
+        [*IC_K56, "av_mag", "bias"],
+        _signed2,
+    ),
+    (
+        "docs/benchmarks.md",
+        "A_V −2.10 mag, robust σ 2.13 mag",
+        IC,
+        [*IC_K56, "av_mag", "robust_sigma"],
+        _f2,
     ),
     # docs/benchmarks.md: photospheres, the gravity column
     (
