@@ -416,7 +416,19 @@ def test_bench_photospheres(tmp_path, shared_data):
         "dr3_minus_dr2",
         "logg_bp_rp",
         "pivot_extinction",
+        "luhman_members",
+        "luhman_av_from_jh",
     }
+    # IC 348 / NGC 1333 class III at their published T_eff and A_V: H-Ks fits within 0.06 mag,
+    # and the disc stars show their K excess
+    lm = {
+        (r["disc"], tuple(r["av_range"]), r["colour"]): r
+        for r in out["results"]
+        if r["check"] == "luhman_members"
+    }
+    assert lm[("III", (0.0, 40.0), "H-Ks")]["n"] > 200
+    assert abs(lm[("III", (0.0, 40.0), "H-Ks")]["median"]) < 0.06
+    assert lm[("disc", (0.0, 40.0), "H-Ks")]["median"] > lm[("III", (0.0, 40.0), "H-Ks")]["median"]
     cra = {
         (r["library"], tuple(r["teff_range"]), r["colour"]): r
         for r in out["results"]

@@ -164,6 +164,28 @@ BINDINGS: list[tuple[str, str, str, list[Any], Any]] = [
         [*IC_K56, "av_mag", "robust_sigma"],
         _f2,
     ),
+    # docs/benchmarks.md: photospheres, IC 348 / NGC 1333 members
+    (
+        "docs/benchmarks.md",
+        "members are\n0.071 mag bluer in J−H",
+        PHOT,
+        [
+            "results",
+            "check=luhman_members",
+            "disc=III",
+            "av_range=[0.0, 40.0]",
+            "colour=J-H",
+            "median",
+        ],
+        lambda v: f"{-v:.3f} mag",
+    ),
+    (
+        "docs/benchmarks.md",
+        "A_V of a class III member 0.70 mag\nlower",
+        PHOT,
+        ["results", "check=luhman_av_from_jh", "median"],
+        lambda v: f"{-v:.2f} mag",
+    ),
     # docs/benchmarks.md: photospheres, the gravity column
     (
         "docs/benchmarks.md",

@@ -11,6 +11,9 @@ continued below 3500 K by B_λ(T)/B_λ(3500 K) as the YSO model does, ``planck``
    for ``phoenix@bhac15``, the log g of the BHAC15 star of that T_eff), solar metallicity,
    reddened by their published A_V through G23 on the spectrum: median and robust scatter
    of observed - model in BP-RP, G-J, J-H, H-Ks, Ks-W1 and W1-W2 per T_eff range.
+   Also the IC 348 and NGC 1333 members of Luhman et al. (2016) in J, H, Ks at their
+   spectral-type T_eff, BHAC15 gravity and published A_V, by disc type and A_V range, and the
+   A_V that J−H alone gives at the true T_eff against the published one.
 3. **Gaia DR3 against DR2 passbands** (the band-flux tables hold DR2): G, BP, RP and BP-RP of
    the ``phoenix`` spectra through both sets of curves, per T_eff.
    Also BP-RP of the ``phoenix`` spectra at log g 3-5 (young late-M stars have log g 3-4).
@@ -112,6 +115,63 @@ def _library_flux(
     return lib.wave_aa, lib.surface_flux(*args).astype(float)
 
 
+def _luhman_residuals(cfg: PhotosphereBenchConfig) -> list[dict[str, Any]]:
+    """Observed − model J−H and H−Ks of the IC 348 and NGC 1333 members (Luhman et al. 2016)
+    at their spectral-type T_eff, BHAC15 gravity and published A_V (A_J / 0.274, G23), by
+    disc type and A_V range, and the A_V that J−H alone would give at the true T_eff minus
+    the published one (class III)."""
+    from simulators.bandpasses import Photometry
+    from simulators.dust import ExtinctionCurve
+    from simulators.priors import isochrone_logg
+
+    from .yso_real import truth_luhman
+
+    table, tr = truth_luhman()
+
+    def col(name: str) -> np.ndarray:
+        c = table[name]
+        return np.asarray(c.filled(np.nan) if hasattr(c, "filled") else c, float)
+
+    j, h, k = col("Jmag"), col("Hmag"), col("Ksmag")
+    teff, av, disc, spt = tr["teff"], tr["av"], tr["disc"], tr["spt_num"]
+    ok = np.isfinite(j + h + k + teff + av) & (spt >= -5) & (spt <= 6)
+    lg = isochrone_logg(teff[ok], tuple(cfg.member_ages_myr))  # type: ignore[arg-type]
+    wave, f = _library_flux("phoenix", teff[ok], lg)
+    a = np.ravel(ExtinctionCurve("G23", wave).a_over_av(3.1))
+    ph = Photometry(["2mass_J", "2mass_H", "2mass_Ks"], wave)
+    m0 = ph.magnitudes(f)
+    m = ph.magnitudes(f * 10 ** (-0.4 * av[ok][:, None] * a))
+    rjh = (j[ok] - h[ok]) - (m[:, 0] - m[:, 1])
+    rhk = (h[ok] - k[ok]) - (m[:, 1] - m[:, 2])
+    ejh = np.median(((m[:, 0] - m[:, 1]) - (m0[:, 0] - m0[:, 1]))[av[ok] > 1] / av[ok][av[ok] > 1])
+    out: list[dict[str, Any]] = []
+    for lab in ("III", "disc"):
+        for lo, hi in ((0.0, 2.0), (2.0, 5.0), (5.0, 10.0), (10.0, 40.0), (0.0, 40.0)):
+            sel = (disc[ok] == lab) & (av[ok] >= lo) & (av[ok] < hi)
+            for colour, r in (("J-H", rjh), ("H-Ks", rhk)):
+                out.append(
+                    {
+                        "check": "luhman_members",
+                        "library": "phoenix@bhac15",
+                        "disc": lab,
+                        "av_range": [lo, hi],
+                        "colour": colour,
+                        **_robust(r[sel]),
+                    }
+                )
+    iii = disc[ok] == "III"
+    d_av = (j[ok] - h[ok] - (m0[:, 0] - m0[:, 1]))[iii] / ejh - av[ok][iii]
+    out.append(
+        {
+            "check": "luhman_av_from_jh",
+            "library": "phoenix@bhac15",
+            "e_jh_over_av": round(float(ejh), 4),
+            **_robust(d_av),
+        }
+    )
+    return out
+
+
 def _robust(d: np.ndarray) -> dict[str, float]:
     d = d[np.isfinite(d)]
     if not len(d):
@@ -204,6 +264,9 @@ def bench_photospheres(
                         **_robust(r[sel]),
                     }
                 )
+    # 2b. IC 348 / NGC 1333 members (J, H, Ks) at their published T_eff and A_V
+    if "phoenix" in cfg.libraries:
+        results += _luhman_residuals(cfg)
     # 3. Gaia DR3 against DR2 passbands, on the phoenix spectra
     grid = np.array([2400.0, 2700.0, 3000.0, 3300.0, 3600.0, 4000.0, 5000.0, 6000.0])
     wave, f = _library_flux("phoenix", grid, 4.0)

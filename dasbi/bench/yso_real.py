@@ -44,7 +44,14 @@ import numpy as np
 from ..config import from_dict, param, to_dict
 from . import register_bench
 
-__all__ = ["SETS", "YSORealBenchConfig", "bench_yso_real", "interval_stats"]
+__all__ = [
+    "SETS",
+    "YSORealBenchConfig",
+    "bench_yso_real",
+    "interval_stats",
+    "truth_cra",
+    "truth_luhman",
+]
 
 #: development sets: files, column map, bands, cloud distance [pc] (mean, σ)
 SETS: dict[str, dict[str, Any]] = {
@@ -167,7 +174,8 @@ def interval_stats(
     }
 
 
-def _truth_cra() -> tuple[Any, dict[str, np.ndarray]]:
+def truth_cra() -> tuple[Any, dict[str, np.ndarray]]:
+    """The CrA development table and its members' truths (T_eff, A_V, A_K, disc, type)."""
     import pandas as pd
     from astropy.table import Table
 
@@ -187,7 +195,8 @@ def _truth_cra() -> tuple[Any, dict[str, np.ndarray]]:
     return Table.read(find_data("real/yso/CrA/cra_members_dev.csv"), format="ascii.csv"), truth
 
 
-def _truth_luhman() -> tuple[Any, dict[str, np.ndarray]]:
+def truth_luhman() -> tuple[Any, dict[str, np.ndarray]]:
+    """The Luhman et al. (2016) members table and their truths (T_eff, A_V, disc, type)."""
     import re
 
     from simulators.bandpasses import pivot_wavelength
@@ -337,7 +346,7 @@ def bench_yso_real(
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         for set_name in cfg.sets:
-            table, truth = _truth_cra() if set_name == "cra" else _truth_luhman()
+            table, truth = truth_cra() if set_name == "cra" else truth_luhman()
             cat = d / f"{set_name}.fits"
             table.write(cat, overwrite=True)
             drawn: dict[str, Any] = {}
