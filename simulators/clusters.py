@@ -3,11 +3,11 @@
 A cluster has parameters θ_C (sky position l, b; distance; log age; mean A_V; number of
 members) and each member parameters θ_S. Members get masses from a Kroupa (2001) IMF
 (0.07-1.4 M_sun), T_eff and radius from the BHAC15 pre-main-sequence isochrones at the
-cluster's age (Baraffe et al. 2015), and an evolutionary stage: a disc survives with
+cluster's age (Baraffe et al. 2015), and an evolutionary class: a disc survives with
 probability exp(-t / 2.5 Myr) (Mamajek 2009) and a disc-bearing star is still embedded in an
 envelope (Class 0/I) with probability exp(-t / 0.5 Myr) (Evans et al. 2009 lifetimes). The
 SEDs come from :class:`simulators.yso.YSOModel` (R17 sets ``s---s-i``, ``sp--s-i`` and
-``spubsmi`` for stages III, II and I), with the R17 priors for the disc and envelope, random
+``spubsmi`` for Class III, II and I), with the R17 priors for the disc and envelope, random
 inclinations and a fixed photometric aperture. Members sit at the cluster distance with a
 Gaussian depth spread of ``size_pc`` and have A_V = A_V,C + an exponential embedding term.
 
@@ -34,7 +34,8 @@ from .priors import KROUPA
 
 __all__ = ["YoungClusterConfig", "YoungClusterSimulator"]
 
-STAGE_SETS = {3: "spubsmi", 2: "sp--s-i", 1: "s---s-i"}  # stage I, II, III
+#: the R17 model set of each YSO class (Class I: disc and envelope; II: disc; III: neither)
+CLASS_SETS = {"I": "spubsmi", "II": "sp--s-i", "III": "s---s-i"}
 
 
 @dataclass
@@ -119,9 +120,9 @@ class YoungClusterSimulator(Simulator):
         self._plx_factor = yc._plx_factor
         self.models = {
             s: YSOModel(ms, library=c.library, library_path=c.library_path)
-            for s, ms in STAGE_SETS.items()
+            for s, ms in CLASS_SETS.items()
         }
-        self.phot = Photometry(self.bands, self.models[1].wave_aa)
+        self.phot = Photometry(self.bands, self.models["III"].wave_aa)
         self.iso = IsochroneGrid("bhac15")
         self.field = None
         if c.contaminants > 0:
@@ -209,7 +210,7 @@ class YoungClusterSimulator(Simulator):
         age_myr = 10 ** tc["log_age"] / 1e6
         disc = rng.random(n) < np.exp(-age_myr / 2.5)
         env = disc & (rng.random(n) < np.exp(-age_myr / 0.5))
-        stage = np.where(env, 3, np.where(disc, 2, 1))
+        yso_class = np.where(env, "I", np.where(disc, "II", "III"))
         dist = np.maximum(tc["distance"] + c.size_pc * rng.standard_normal(n), 1.0)
         av = (
             tc["av"] + rng.exponential(c.av_embedded, n)
@@ -218,7 +219,7 @@ class YoungClusterSimulator(Simulator):
         )
         mags = np.full((n, len(self.bands)), np.inf)
         for s, model in self.models.items():
-            sel = np.nonzero(stage == s)[0]
+            sel = np.nonzero(yso_class == s)[0]
             if len(sel) == 0:
                 continue
             p = sample_parameters(model.set, len(sel), rng, aperture=False)
@@ -226,7 +227,7 @@ class YoungClusterSimulator(Simulator):
             p["star.logg"] = logg[sel]  # the isochrone's gravity for the photosphere
             p["aperture"] = np.clip(c.aperture_arcsec * dist[sel], 100.0, 1e6)
             mags[sel] = self.phot.magnitudes(model.sed(p, dist[sel], av[sel]))
-        return dict(teff=teff, radius=radius, distance=dist, av=av, stage=stage, mags=mags)
+        return dict(teff=teff, radius=radius, distance=dist, av=av, yso_class=yso_class, mags=mags)
 
     def _field(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         if n == 0 or self.field is None:
@@ -248,7 +249,7 @@ class YoungClusterSimulator(Simulator):
         cols = {k: np.concatenate([mem[k], fld[k]]) for k in ("teff", "radius", "distance", "av")}
         cols["mags"] = np.concatenate([mem["mags"], fld["mags"]])
         cols["member"] = np.concatenate([np.ones(n_m), np.zeros(n_f)])
-        cols["stage"] = np.concatenate([mem["stage"], np.zeros(n_f, int)])
+        cols["yso_class"] = np.concatenate([mem["yso_class"], np.full(n_f, "field")])
         order = rng.permutation(n_m + n_f)
         out = {k: v[order] for k, v in cols.items()}
         out["theta_c"] = tc
@@ -321,7 +322,7 @@ class YoungClusterSimulator(Simulator):
         obs = self._observe(cl["mags"], cl["distance"], rng)
         t = Table()
         t["source_id"] = np.arange(len(cl["teff"]))
-        for k in ("member", "stage", "teff", "radius", "distance", "av"):
+        for k in ("member", "yso_class", "teff", "radius", "distance", "av"):
             t[f"true_{k}"] = cl[k]
         ph = obs["photometry"]
         for j, b in enumerate(self.bands):

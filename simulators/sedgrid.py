@@ -351,17 +351,6 @@ class SEDGrid:
         return phot.magnitudes(torch.from_numpy(flam.astype(np.float32)))
 
 
-def _atomic_write_fits(hdul: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        hdul.writeto(tmp, overwrite=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_sedfitter_models(
     path: str | os.PathLike[str],
     names: list[str] | np.ndarray,

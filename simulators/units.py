@@ -29,7 +29,6 @@ RSUN_CM = const.R_sun.to_value(u.cm)
 H_CGS = const.h.cgs.value
 K_CGS = const.k_B.cgs.value
 SIGMA_SB = const.sigma_sb.cgs.value
-LSUN_CGS = const.L_sun.cgs.value
 
 
 def to_value(x: Any, unit: str | u.UnitBase, name: str = "value") -> np.ndarray:

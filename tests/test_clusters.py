@@ -28,11 +28,12 @@ def test_catalogue_has_members_field_and_truth(sim, rng):
     plx = cat["parallax"][member]
     good = np.isfinite(plx) & (cat["parallax_error"][member] < 0.2)
     assert abs(np.median(plx[good]) - 1000 / 300) < 0.1
-    # at 1 Myr most members keep discs; stage-I members have the reddest Ks-[24]
-    stage = np.asarray(cat["true_stage"])[member]
-    assert 0.5 < np.mean(stage >= 2) < 0.9
+    # at 1 Myr most members keep discs; Class I members have the reddest Ks-[24]
+    cls = np.asarray(cat["true_yso_class"])[member]
+    assert set(cls) <= {"I", "II", "III"} and set(cat["true_yso_class"][~member]) <= {"field"}
+    assert 0.5 < np.mean(cls != "III") < 0.9
     k24 = np.asarray(cat["2mass_Ks"] - cat["mips_24"])
-    assert np.nanmedian(k24[member][stage == 3]) > np.nanmedian(k24[member][stage == 1]) + 2
+    assert np.nanmedian(k24[member][cls == "I"]) > np.nanmedian(k24[member][cls == "III"]) + 2
     for col in ("gaia_G", "irac_1_error", "mips_24_upper_limit", "true_teff"):
         assert col in cat.colnames
 
@@ -49,7 +50,7 @@ def test_discs_disappear_with_age(sim, rng):
             "n_members": 400,
         }
         cl = sim.cluster(rng, tc)
-        frac.append(np.mean(cl["stage"][cl["member"] == 1] >= 2))
+        frac.append(np.mean(cl["yso_class"][cl["member"] == 1] != "III"))
     assert frac[0] > frac[1] > frac[2]
     assert frac[2] < 0.05  # 10 Myr: exp(-4) of the discs are left
 

@@ -128,9 +128,6 @@ class MappedCatalogue:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def n_observed(self) -> np.ndarray:
-        return np.sum([np.isfinite(v) for v in self.values.values()], axis=0).astype(np.int32)
-
 
 def _as_float(col: Any, sentinels: list[float]) -> np.ndarray:
     # a column read as integers (or booleans) can hold masked entries, e.g. a band empty in
