@@ -59,9 +59,12 @@ from encoders.losses import (
     pooled_embedding,
 )
 
-from .adapted import (
-    AdaptedPosterior,
+from .checkpoint import load_checkpoint
+from .config import dumps, fingerprint, param, to_dict
+from .dataset import Dataset
+from .encoding import (
     EncoderConfig,
+    ModalityEncoders,
     build_encoders,
     check_observables,
     encode,
@@ -69,16 +72,13 @@ from .adapted import (
     modality_specs,
     open_dataset,
 )
-from .checkpoint import load_checkpoint
-from .config import dumps, fingerprint, param, to_dict
-from .dataset import Dataset
 from .errors import CheckpointError, DataError, ResumeError
 from .fileio import recover
 from .inputs import ModelInputs
 from .loss import DenoisingScoreLoss, training_state
 from .network import Simformer
 from .nodes import NodeSet
-from .posterior import build_sde
+from .posterior import Posterior, build_sde
 from .train import TrainConfig
 from .trainer import (
     Trainer,
@@ -89,6 +89,8 @@ from .trainer import (
     to_inputs,
 )
 from .transforms import Standardizer
+
+AdaptedPosterior = Posterior  # the old name of a Posterior with modality encoders
 
 __all__ = [
     "AdaptedPosterior",
@@ -152,7 +154,7 @@ def train_domain_adapt(
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = True,
-) -> tuple[AdaptedPosterior, list[dict[str, float]]]:
+) -> tuple[Posterior, list[dict[str, float]]]:
     """Train encoders and a Simformer over θ with the alignment losses (module docstring).
 
     Args:
@@ -242,9 +244,8 @@ def train_domain_adapt(
         "encoder": to_dict(cfg.encoder),
         "align": to_dict(cfg.align),
     }
-    post = AdaptedPosterior(
-        net, sde, t_std, theta, encoders, real_enc, std, ds.nodes, specs, cfg.sampler, meta
-    )
+    modalities = ModalityEncoders(encoders, real_enc, std, ds.nodes, specs, cfg.encoder)
+    post = Posterior(net, sde, t_std, theta, (), "dense", cfg.sampler, meta, modalities)
     score = DenoisingScoreLoss(net, sde, cfg.sde.weighting)
     contrastive = ContrastiveLoss(cfg.align.temperature, cfg.align.learn_temperature)
     ot_loss = OTLoss(cfg.align.ot_method, cfg.align.ot_reg)

@@ -1,7 +1,7 @@
 """`dasbi infer`: posteriors for every object of a real catalogue, in resumable chunks.
 
-Steps: load the model (:class:`dasbi.Posterior`, or a domain-adapted
-:class:`dasbi.adapted.AdaptedPosterior`, which samples with its real-data encoders), read
+Steps: load the model (:class:`dasbi.Posterior`; one trained with --domain-adapt samples
+with its real-data encoders), read
 the catalogue with astropy, apply the survey's column map (:mod:`dasbi.catalogue`: units,
 fluxes → magnitudes, limits, missing values; every rejected row and ignored value goes to
 ``<out>.rejected.ecsv``), then sample ``num_samples`` posterior draws per object chunk by
@@ -105,18 +105,14 @@ _POSTERIORS: dict[str, Any] = {}
 
 
 def _posterior(path: str, device: str = "cpu") -> Any:
-    from .checkpoint import read_meta
     from .posterior import Posterior
 
     key = f"{path}@{device}"
     if key not in _POSTERIORS:
         _POSTERIORS.clear()
-        if read_meta(path).get("kind") == "simformer-da":  # dasbi train --domain-adapt
-            from .adapted import AdaptedPosterior
-
-            _POSTERIORS[key] = AdaptedPosterior.load(path, device=device)
-        else:
-            _POSTERIORS[key] = Posterior.load(path, device=device)
+        # one loader for both kinds: with modality encoders (dasbi train --domain-adapt),
+        # sample() reads x through the real-data encoders
+        _POSTERIORS[key] = Posterior.load(path, device=device)
     return _POSTERIORS[key]
 
 

@@ -19,7 +19,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -35,6 +35,9 @@ from .nodes import Node, NodeSet
 from .samplers import Interval, SamplerConfig, outside, sample_latents
 from .sde import SDE, VESDE, VPSDE, FlowSDE
 from .transforms import Standardizer
+
+if TYPE_CHECKING:
+    from .encoding import ModalityEncoders
 
 __all__ = ["Posterior", "SDEConfig", "build_sde", "config_text"]
 
@@ -151,6 +154,10 @@ class Posterior:
         attention: ``dense``, ``undirected`` or ``directed``.
         sampler: Default sampler settings.
         meta: Extra metadata (SDE and network configs, training summary).
+        modalities: The modality encoders of a model trained with `--domain-adapt`
+            (:class:`~dasbi.encoding.ModalityEncoders`): then ``nodes`` are the θ nodes, the
+            Simformer models θ only and the observables reach it as the encoders' context
+            tokens. None (the default): every node is a Simformer token.
     """
 
     def __init__(
@@ -163,7 +170,9 @@ class Posterior:
         attention: str = "dense",
         sampler: SamplerConfig | None = None,
         meta: Mapping[str, Any] | None = None,
+        modalities: ModalityEncoders | None = None,
     ) -> None:
+        self.modalities = modalities
         self.net = net
         self.sde = sde
         self.standardizer = standardizer
@@ -201,7 +210,71 @@ class Posterior:
     @property
     def observable_nodes(self) -> list[Node]:
         """The observables that :meth:`sample` takes as ``x``."""
+        if self.modalities is not None:
+            return self.modalities.observable_nodes
         return [n for n in self.diffuse if n.kind == "observable"]
+
+    # -- the encoders of a domain-adapted model (None without) ---------------------------
+    @property
+    def encoders(self) -> Any:
+        return None if self.modalities is None else self.modalities.encoders
+
+    @property
+    def real_encoders(self) -> Any:
+        return None if self.modalities is None else self.modalities.real_encoders
+
+    @property
+    def x_standardizer(self) -> Standardizer | None:
+        return None if self.modalities is None else self.modalities.x_standardizer
+
+    @property
+    def all_nodes(self) -> NodeSet:
+        """Every node of the model's dataset (θ and x, also those behind encoders)."""
+        return self.nodes if self.modalities is None else self.modalities.all_nodes
+
+    @property
+    def specs(self) -> list[dict[str, Any]]:
+        return [] if self.modalities is None else self.modalities.specs
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """The trained modules: the Simformer and any encoders."""
+        extra = {} if self.modalities is None else self.modalities.modules()
+        return {"net": self.net, **extra}
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Every module's weights, keyed ``module.name`` (the network alone: unprefixed)."""
+        if self.modalities is None:
+            return dict(self.net.state_dict())
+        return {
+            f"{k}.{n}": v for k, m in self.modules().items() for n, v in m.state_dict().items()
+        }
+
+    def load_state_dict(self, sd: Mapping[str, Tensor]) -> None:
+        if self.modalities is None:
+            sd = dict(sd)
+            # checkpoints from before limit tokens: the (unused) limit vector is zero
+            sd.setdefault("limit_emb", torch.zeros_like(self.net.limit_emb))
+            self.net.load_state_dict(sd)
+            return
+        for k, m in self.modules().items():
+            m.load_state_dict({n[len(k) + 1 :]: v for n, v in sd.items() if n.startswith(k + ".")})
+
+    def embed(self, data: str | os.PathLike, domain: Literal["real", "sim"] = "sim") -> np.ndarray:
+        """Pooled encoder embeddings (N, d) of a dataset's rows (models with encoders)."""
+        if self.modalities is None:
+            raise DataError(
+                "embed needs modality encoders: this model was trained without them "
+                "(dasbi train --domain-adapt trains them)"
+            )
+        return self.modalities.embed(data, domain)
+
+    def _no_encoders(self, what: str) -> None:
+        if self.modalities is not None:
+            raise DataError(
+                f"{what} is not available for a model trained with modality encoders "
+                "(--domain-adapt): its observables are encoder context, not Simformer nodes, "
+                "so only the posterior p(θ | x) is modelled; use sample() or log_prob()"
+            )
 
     @property
     def device(self) -> torch.device:
@@ -529,6 +602,7 @@ class Posterior:
         Returns:
             Node name → samples (S, *batch) in physical units, for the latent nodes.
         """
+        self._no_encoders("sample_nodes")
         s = self._sample_count(sample_shape)
         given, errors = _flux_quantities(self._by_name, given or {}, errors or {})
         given = {k: _as_array(v, self.diffuse[self._index(k)]) for k, v in (given or {}).items()}
@@ -550,6 +624,8 @@ class Posterior:
         observed: Any = None,
         errors: Any = None,
         upper_limits: Any = None,
+        spectra: Mapping[str, Any] | None = None,
+        domain: Literal["real", "sim"] = "real",
         sampler: SamplerConfig | Mapping[str, Any] | str | None = None,
         steps: int | None = None,
         seed: int | None = None,
@@ -564,12 +640,26 @@ class Posterior:
                 Unobserved observables are marginalised.
             errors: 1σ uncertainties like ``x``.
             upper_limits: Bool flags like ``x``: the value is a limit, not a measurement.
+            spectra: Models with encoders: spectrum node → (fluxes, 1σ errors), each
+                (*batch, L) in the dataset's units (NaN pixels masked; a spectrum not given
+                is an absent modality).
+            domain: Models with encoders: which encoders read x (``real``: the real-side
+                copy where the model has one).
             sampler, steps, seed: Sampler settings and random seed.
 
         Returns:
             (S, *batch, P) samples of :attr:`parameter_names`.
         """
         s = self._sample_count(sample_shape)
+        if self.modalities is not None:
+            return self._sample_encoded(
+                s, x, observed, errors, upper_limits, spectra, domain, sampler, steps, seed
+            )
+        if spectra is not None:
+            raise DataError(
+                "spectra are read by modality encoders; this model has none (train with "
+                "--domain-adapt on a dataset with spectra)"
+            )
         names = self.observable_names
         x, errors = _flux_quantities(self._by_name, x, errors)
         given = self._named(x, names, "x")
@@ -586,6 +676,44 @@ class Posterior:
         idx = [self._index(p) for p in latent]
         return torch.from_numpy(out[..., idx].reshape(s, *batch_shape, len(idx)))
 
+    @torch.no_grad()
+    def _sample_encoded(
+        self,
+        s: int,
+        x: Any,
+        observed: Any,
+        errors: Any,
+        upper_limits: Any,
+        spectra: Mapping[str, Any] | None,
+        domain: Literal["real", "sim"],
+        sampler: SamplerConfig | Mapping[str, Any] | str | None,
+        steps: int | None,
+        seed: int | None,
+    ) -> Tensor:
+        """θ given x through the modality encoders (the Simformer models θ only)."""
+        assert self.modalities is not None
+        batch_shape, ctx, ctx_ok = self.modalities.context(
+            x, observed, errors, upper_limits, spectra, domain
+        )
+        b, p = ctx.shape[0], len(self.parameter_names)
+        cfg = self._resolve_sampler(sampler, steps)
+        theta_inputs = ModelInputs(
+            torch.zeros(b, p),
+            torch.zeros(b, p),
+            torch.zeros(b, p, dtype=torch.bool),
+            torch.zeros(b, p, dtype=torch.bool),
+            np.full((b, p), np.nan, np.float32),
+        )
+        state = np.full((b, p), LATENT, dtype=np.int64)
+        gen = torch.Generator().manual_seed(
+            int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, (1,)))
+        )
+        y = self._sample_model_space(
+            s, theta_inputs, state, np.zeros((b, p), bool), cfg, gen, ctx, ctx_ok
+        )
+        phys = self.standardizer.inverse(y).astype(np.float32)
+        return torch.from_numpy(phys.reshape(s, *batch_shape, p))
+
     def log_prob(
         self,
         theta: Any,
@@ -594,6 +722,8 @@ class Posterior:
         observed: Any = None,
         errors: Any = None,
         upper_limits: Any = None,
+        spectra: Mapping[str, Any] | None = None,
+        domain: Literal["real", "sim"] = "real",
         steps: int = 64,
         exact_trace: bool | None = None,
         probes: int = 8,
@@ -613,8 +743,8 @@ class Posterior:
 
         Args:
             theta: (*batch, P) or (S, *batch, P) in the order of :attr:`parameter_names`.
-            x, observed, errors, upper_limits: The observation, as for :meth:`sample`
-                (upper limits need a model trained with limit tokens).
+            x, observed, errors, upper_limits, spectra, domain: The observation, as for
+                :meth:`sample` (upper limits need a model trained with limit tokens).
             steps: Heun steps of the ODE (error about 0.04 nats at 64 on a 3-D Gaussian).
             exact_trace: Exact divergence (default: P ≤ 12) or Hutchinson's.
             probes: Rademacher vectors of Hutchinson's estimator.
@@ -626,26 +756,38 @@ class Posterior:
         """
         from .samplers import ode_log_prob
 
-        names = self.observable_names
-        x, errors = _flux_quantities(self._by_name, x, errors)
-        given = self._named(x, names, "x")
-        obs = self._named(observed, names, "observed")
-        for name, mask in obs.items():
-            given[name] = np.where(np.asarray(mask, bool), given.get(name, np.nan), np.nan)
-        errs = self._named(errors, names, "errors")
-        lims = {
-            k: np.asarray(v, bool)
-            for k, v in self._named(upper_limits, names, "upper_limits").items()
-        }
-        if any(v.any() for v in lims.values()) and self.limit_mode != "tokens":
-            raise DataError(
-                "log_prob with upper limits needs a model trained on upper limits (limit "
-                "tokens); this model handles limits only by sampling guidance"
+        ctx_all = ctx_ok_all = None
+        if self.modalities is not None:
+            batch_shape, ctx_all, ctx_ok_all = self.modalities.context(
+                x, observed, errors, upper_limits, spectra, domain
             )
-        latent = self.parameter_names
-        batch_shape, values, errs_a, state, limit = self._query(
-            given, errs, lims, latent, limit_tokens=True
-        )
+            nb_, np_ = ctx_all.shape[0], len(self.parameter_names)
+            values = np.full((nb_, np_), np.nan)
+            errs_a = np.zeros((nb_, np_))
+            state = np.full((nb_, np_), LATENT, dtype=np.int64)
+            limit = np.zeros((nb_, np_), bool)
+            latent = self.parameter_names
+        else:
+            names = self.observable_names
+            x, errors = _flux_quantities(self._by_name, x, errors)
+            given = self._named(x, names, "x")
+            obs = self._named(observed, names, "observed")
+            for name, mask in obs.items():
+                given[name] = np.where(np.asarray(mask, bool), given.get(name, np.nan), np.nan)
+            errs = self._named(errors, names, "errors")
+            lims = {
+                k: np.asarray(v, bool)
+                for k, v in self._named(upper_limits, names, "upper_limits").items()
+            }
+            if any(v.any() for v in lims.values()) and self.limit_mode != "tokens":
+                raise DataError(
+                    "log_prob with upper limits needs a model trained on upper limits (limit "
+                    "tokens); this model handles limits only by sampling guidance"
+                )
+            latent = self.parameter_names
+            batch_shape, values, errs_a, state, limit = self._query(
+                given, errs, lims, latent, limit_tokens=True
+            )
         th = np.asarray(theta.detach().cpu() if isinstance(theta, Tensor) else theta, float)
         p = len(latent)
         nb = len(batch_shape)
@@ -705,6 +847,8 @@ class Posterior:
                     inputs.errors[lo:hi].to(dev),
                     st,
                     self.graph(st >= OBSERVED),
+                    None if ctx_all is None else ctx_all[lo:hi].to(dev),
+                    None if ctx_ok_all is None else ctx_ok_all[lo:hi].to(dev),
                 )
                 big = cache.expand(s, shared=True)
             # rows object-major: (object, θ value)
@@ -776,6 +920,13 @@ class Posterior:
 
     # -- persistence ---------------------------------------------------------------------
     def model_meta(self) -> dict[str, Any]:
+        if self.modalities is not None:
+            return {
+                "kind": "simformer-da",
+                **self.modalities.meta(),
+                **{k: v for k, v in self.meta.items() if k not in ("nodes", "encoder")},
+                "sampler": to_dict(self.sampler),
+            }
         return {
             "kind": "simformer",
             "nodes": json.loads(self.nodes.to_json()),
@@ -792,14 +943,18 @@ class Posterior:
         ``config`` is the training config as YAML text (``dasbi.config.dumps``); without
         it ``config.yaml`` says that none was given (the network, SDE and sampler settings
         are in ``meta.json`` either way)."""
-        weights = {k: v for k, v in self.net.state_dict().items()}
         return save_checkpoint(
-            path, tensors={"best": weights}, config=config_text(config), meta=self.model_meta()
+            path,
+            tensors={"best": self.state_dict()},
+            config=config_text(config),
+            meta=self.model_meta(),
         )
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any]) -> Posterior:
         """An untrained model with the architecture recorded in ``meta``."""
+        if meta.get("kind") == "simformer-da":
+            return cls._from_meta_encoded(meta)
         try:
             nodes = NodeSet(Node.from_dict(d) for d in meta["nodes"])
             net_cfg = from_dict(NetworkConfig, meta["network"], path="network")
@@ -832,6 +987,27 @@ class Posterior:
         )
 
     @classmethod
+    def _from_meta_encoded(cls, meta: Mapping[str, Any]) -> Posterior:
+        from .encoding import ModalityEncoders
+
+        try:
+            net_cfg = from_dict(NetworkConfig, meta["network"], path="network")
+            sde_cfg = from_dict(SDEConfig, meta["sde"], path="sde")
+            sampler = from_dict(SamplerConfig, meta.get("sampler", {}), path="sampler")
+        except KeyError as err:
+            raise CheckpointError(f"checkpoint metadata lacks {err}") from None
+        mod = ModalityEncoders.from_meta(meta)
+        x_std = mod.x_standardizer
+        theta = NodeSet(n for n in mod.all_nodes.diffuse if n.kind == "parameter")
+        p = len(theta)
+        t_std = Standardizer(list(theta), x_std.mean[:p], x_std.std[:p])
+        net = Simformer(p, torch.zeros(p, dtype=torch.bool), net_cfg, context_dim=mod.config.dim)
+        extra = {
+            k: meta[k] for k in ("network", "sde", "encoder", "align", "training") if k in meta
+        }
+        return cls(net, build_sde(sde_cfg), t_std, theta, (), "dense", sampler, extra, mod)
+
+    @classmethod
     def load(
         cls,
         path: str | os.PathLike,
@@ -840,17 +1016,14 @@ class Posterior:
     ) -> Posterior:
         """Load a checkpoint folder (``best`` weights if present, else ``ema``)."""
         ck = load_checkpoint(path)
-        if ck.meta.get("kind") != "simformer":
+        if ck.meta.get("kind") not in ("simformer", "simformer-da"):
             raise CheckpointError(f"{str(path)!r} does not hold a Simformer model")
         post = cls.from_meta(ck.meta)
         order = [weights] if weights else ["best", "ema", "weights"]
         for name in order:
             if name in ck.tensors:
-                sd = dict(ck.tensors[name])
-                # checkpoints from before limit tokens: the (unused) limit vector is zero
-                sd.setdefault("limit_emb", torch.zeros_like(post.net.limit_emb))
                 try:
-                    post.net.load_state_dict(sd)
+                    post.load_state_dict(ck.tensors[name])
                 except RuntimeError as err:
                     raise CheckpointError(
                         f"weights in {str(path)!r} do not fit the recorded architecture: "
@@ -861,8 +1034,8 @@ class Posterior:
             raise CheckpointError(
                 f"{str(path)!r} has none of the weights {order}; it holds {sorted(ck.tensors)}"
             )
-        post.net.to(device)
-        post.net.eval()
+        for m in post.modules().values():
+            m.to(device).eval()
         return post
 
     def __repr__(self) -> str:

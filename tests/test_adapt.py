@@ -201,8 +201,16 @@ def test_domain_adaptation_end_to_end_through_the_cli(domains, tmp_path):
     # what the adapted model cannot do is said, not silently wrong
     with pytest.raises(DataError, match="encoder context, not Simformer nodes"):
         post.sample_nodes((10,), given={"theta_1": 0.1})
-    with pytest.raises(DataError, match="log_prob is not available yet"):
-        post.log_prob(th[0], x=x)
+    # log p(θ | x) through the encoders: finite, and lower far from the posterior
+    err = np.full((2, 2), np.sqrt(0.1))
+    lp = post.log_prob(th[:20], x=x, errors=err, steps=16).numpy()
+    assert lp.shape == (20, 2) and np.isfinite(lp).all()
+    far = post.log_prob(th[:20] + 3.0, x=x, errors=err, steps=16).numpy()
+    assert np.median(far) < np.median(lp) - 5
+    with pytest.raises(DataError, match="embed needs modality encoders"):
+        from dasbi.posterior import Posterior as _P
+
+        _P(post.net, post.sde, post.standardizer, post.nodes).embed(s)
     th_map = post.sample((50,), x={"x_1": x[:, 0], "x_2": x[:, 1]}, errors=np.full((2, 2), 0.3))
     assert th_map.shape == (50, 2, 2)
     # dasbi infer runs on a real catalogue with the adapted model (its real-side encoders)

@@ -229,7 +229,7 @@ def _write(path: Path, nodes: Any, theta: np.ndarray, x: dict[str, Any]) -> Path
 
 
 def observations(ds_path: Path) -> tuple[np.ndarray | None, dict[str, dict[str, np.ndarray]]]:
-    """θ and the x/errors/upper_limits mappings of a dataset, for AdaptedPosterior.sample."""
+    """θ and the x/errors/upper_limits mappings of a dataset, for Posterior.sample."""
     from ..dataset import Dataset
     from ..nodes import THETA
 
