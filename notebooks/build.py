@@ -271,7 +271,7 @@ NB3 = [
         "from dasbi.adapt import train_domain_adapt\n"
         "from dasbi.bench.domain_adapt import (\n"
         "    DomainAdaptBenchConfig,\n"
-        "    _observations,\n"
+        "    observations,\n"
         "    default_train,\n"
         "    make_domains,\n"
         "    variant_config,\n"
@@ -283,8 +283,8 @@ NB3 = [
         "code",
         "cfg = from_dict(DomainAdaptBenchConfig, SIZES)\n"
         "made = make_domains(cfg, OUT)\n"
-        "_, sim_obs = _observations(made['test_sim'])\n"
-        "_, real_obs = _observations(made['test_real'])\n"
+        "_, sim_obs = observations(made['test_sim'])\n"
+        "_, real_obs = observations(made['test_real'])\n"
         "fig = plots.plot_cmd(sim_obs['x'], real_obs['x'])\n"
         "fig.axes[0].set_title('the same test stars, simulated and \"real\"')\n"
         "fig = plots.plot_colour_colour(sim_obs['x'], real_obs['x'])",
@@ -428,7 +428,7 @@ NB4 = [
         "code",
         "icfg = from_dict(InferConfig, {'model': f'{OUT}/model', 'catalogue': "
         "f'{OUT}/members.fits', 'survey': 'luhman2016', 'num_samples': NUM_SAMPLES, "
-        "'sampler': 'dpm2m', 'steps': 15})\n"
+        "'sampler': 'dpm2m', 'sampler_steps': 15})\n"
         "post_path = run_infer(icfg, f'{OUT}/post.h5', overwrite=True, progress=False)\n"
         "summary, attrs = read_posteriors(post_path)\n"
         "summary['id'] = np.char.strip(np.asarray(summary['id'], str))\n"

@@ -118,9 +118,9 @@ TEFF = np.array([2400.0, 2800.0, 3000.0, 3300.0, 3600.0, 4000.0, 5000.0, 6000.0,
 
 
 def _band_means(wave, flux, names):
-    from simulators.bandpasses import _merged_weights, get_filter
+    from simulators.bandpasses import get_filter, merged_weights
 
-    w = np.stack([_merged_weights(wave, get_filter(b)) for b in names], axis=1)
+    w = np.stack([merged_weights(wave, get_filter(b)) for b in names], axis=1)
     return flux.astype(np.float64) @ (w / w.sum(0))
 
 
