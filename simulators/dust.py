@@ -9,8 +9,11 @@ Curves come from dust_extinction and are tabulated once on the spectral grid:
   interpolated linearly.
 * Average curves (``G21_MWAvg``) have no R(V) dependence.
 
-Each law declares its wavelength and R(V) ranges (taken from dust_extinction); a grid or an
-R(V) outside them raises :class:`ExtinctionRangeError`.
+Each law declares its wavelength and R(V) ranges (taken from dust_extinction). Outside its
+wavelength range a curve follows one documented policy (:class:`ExtinctionCurve`: λ^-1.8
+beyond a far-infrared red edge, from Weingartner & Draine 2001; constant below the Lyman
+limit; an error elsewhere); an R(V) outside the law's range raises
+:class:`ExtinctionRangeError`.
 
 References:
     Gordon, K. D. et al. (2023). ApJ 950, 86 (G23, 0.0912-32 µm).
@@ -24,7 +27,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["LAWS", "ExtinctionCurve", "ExtinctionRangeError", "dust_opacity"]
+__all__ = [
+    "LAWS",
+    "FAR_IR_UM",
+    "LONG_WAVELENGTH_SLOPE",
+    "LYMAN_UM",
+    "ExtinctionCurve",
+    "ExtinctionRangeError",
+    "dust_opacity",
+    "extension_factor",
+]
 
 # law -> (module, linear in 1/R_V?)
 LAWS: dict[str, tuple[str, bool | None]] = {
@@ -51,45 +63,95 @@ def _law_class(name: str) -> type:
     return getattr(module, name)
 
 
+#: power-law index β of A(λ) ∝ λ^-β beyond a law's long-wavelength edge: the slope of the
+#: Weingartner & Draine (2001) R(V) = 5.5 grain model between 32 and 100 µm (1.77, as
+#: tabulated in dust_extinction's ``WD01``; tests/test_dust.py). WD01 steepens beyond
+#: (2.09 fitted over 32-1000 µm), so at 300 µm this continuation lies 1.9× above WD01's
+#: relative decline; no band of dasbi's surveys reaches past 30 µm, only the Planck means of
+#: dust colder than ~30 K in the YSO model feel it
+LONG_WAVELENGTH_SLOPE = 1.8
+#: a law is continued as λ^-β only from its red edge on if that edge is at least this [µm]
+#: (the far infrared; between 3 and 20 µm the silicate features and the mid-infrared plateau
+#: make any power law wrong), and held constant blueward only if its blue edge is below
+#: LYMAN_UM [µm]
+FAR_IR_UM = 20.0
+LYMAN_UM = 0.1
+
+
+def extension_factor(wave_aa: np.ndarray, edge_aa: float) -> np.ndarray:
+    """(λ / edge)^-β beyond the long-wavelength edge, 1 inside (:data:`LONG_WAVELENGTH_SLOPE`)."""
+    w = np.asarray(wave_aa, np.float64)
+    return np.where(w > edge_aa, (np.maximum(w, edge_aa) / edge_aa) ** -LONG_WAVELENGTH_SLOPE, 1.0)
+
+
 class ExtinctionCurve:
     """A(λ)/A(V) of a law on ``wave_aa``, for any per-star R(V).
+
+    One policy outside a law's wavelength range, for the field stars and the YSO model alike
+    (``outside="extend"``, the default): beyond the law's long-wavelength edge, if that edge
+    is in the far infrared (≥ :data:`FAR_IR_UM`; G23 ends at 32 µm), A(λ) falls as λ^-β from
+    its value at the edge (:data:`LONG_WAVELENGTH_SLOPE`, from Weingartner & Draine 2001);
+    blueward of a short edge below :data:`LYMAN_UM` it keeps the value at that edge (only
+    the dust re-emission tables of the YSO model reach there). A grid beyond any other edge
+    raises, as every grid outside the range does with ``outside="raise"``.
 
     Args:
         law: Name in :data:`LAWS`.
         wave_aa: (W,) wavelengths in Å.
+        outside: ``extend`` or ``raise`` (see above).
 
     Raises:
-        ExtinctionRangeError: If ``wave_aa`` leaves the law's valid range.
+        ExtinctionRangeError: With ``outside="raise"``, if ``wave_aa`` leaves the law's
+            valid range.
     """
 
-    def __init__(self, law: str, wave_aa: np.ndarray) -> None:
+    def __init__(self, law: str, wave_aa: np.ndarray, outside: str = "extend") -> None:
         import astropy.units as u
 
+        if outside not in ("extend", "raise"):
+            raise ValueError(f"outside must be 'extend' or 'raise', got {outside!r}")
         cls = _law_class(law)
         self.law = law
         self.wave_aa = np.asarray(wave_aa, np.float64)
         x = 1e4 / self.wave_aa  # 1/µm
         lo, hi = cls.x_range
-        if x.min() < lo * (1 - 1e-9) or x.max() > hi * (1 + 1e-9):
+        red = x.min() < lo * (1 - 1e-9)
+        blue = x.max() > hi * (1 + 1e-9)
+        # the λ^-β continuation holds in the far infrared, and the constant only below the
+        # Lyman limit: a law that stops short of them is not continued
+        if (red and (outside == "raise" or 1 / lo < FAR_IR_UM)) or (
+            blue and (outside == "raise" or 1 / hi > LYMAN_UM)
+        ):
+            why = (
+                ""
+                if outside == "raise"
+                else f" (dasbi continues a law as λ^-{LONG_WAVELENGTH_SLOPE:g} only from "
+                f"{FAR_IR_UM:g} µm on, and holds it constant only below {LYMAN_UM:g} µm)"
+            )
             raise ExtinctionRangeError(
                 f"{law} is valid for {1e4 / hi:.0f}-{1e4 / lo:.0f} Å, but the grid spans "
-                f"{self.wave_aa.min():.0f}-{self.wave_aa.max():.0f} Å; restrict the "
-                "wavelength range or choose another law"
+                f"{self.wave_aa.min():.0f}-{self.wave_aa.max():.0f} Å{why}; restrict the "
+                "wavelength range or choose another law (G23 reaches 0.0912-32 µm)"
             )
+        self.range_aa = (1e4 / hi, 1e4 / lo)
+        x = np.clip(x, lo * (1 + 1e-9), hi * (1 - 1e-9))
+        factor = extension_factor(self.wave_aa, 1e4 / lo)
         self.rv_range = tuple(getattr(cls, "Rv_range", (3.1, 3.1)))
         xq = x / u.micron
         self.linear = LAWS[law][1]
         if self.linear is None:
-            self.base = np.asarray(cls()(xq), np.float64)
+            self.base = np.asarray(cls()(xq), np.float64) * factor
             self.slope = np.zeros_like(self.base)
         elif self.linear:
             r1, r2 = 3.1, self.rv_range[0]
-            self.base = np.asarray(cls(Rv=r1)(xq), np.float64)
-            other = np.asarray(cls(Rv=r2)(xq), np.float64)
+            self.base = np.asarray(cls(Rv=r1)(xq), np.float64) * factor
+            other = np.asarray(cls(Rv=r2)(xq), np.float64) * factor
             self.slope = (other - self.base) / (1 / r2 - 1 / r1)
         else:
             self.rv_grid = np.arange(self.rv_range[0], self.rv_range[1] + 1e-9, 0.05)
-            self.table = np.stack([np.asarray(cls(Rv=r)(xq), np.float64) for r in self.rv_grid])
+            self.table = np.stack(
+                [np.asarray(cls(Rv=r)(xq), np.float64) * factor for r in self.rv_grid]
+            )
         self._t_base = torch.from_numpy(getattr(self, "base", np.zeros(1))).float()
         self._t_slope = torch.from_numpy(getattr(self, "slope", np.zeros(1))).float()
 
@@ -131,14 +193,7 @@ class ExtinctionCurve:
 
 
 def dust_opacity(wave_aa: np.ndarray, rv: float = 5.5) -> np.ndarray:
-    """κ_λ / κ_V of the YSO model's dust: G23 at R(V) (5.5, dense-cloud grains, by
-    default) inside 0.0912-32 µm, held constant below and continued as λ^-1.8 beyond 32 µm
-    (the YSO model's and the YSO grids' extinction; :mod:`simulators.yso`)."""
-    import astropy.units as u
-    from dust_extinction.parameter_averages import G23
-
-    lo, hi = 0.0912e4 * 1.0001, 32e4 * 0.9999
-    w = np.clip(wave_aa, lo, hi)
-    law = G23(Rv=rv)
-    k = np.asarray(law(w / 1e4 * u.micron), np.float64)
-    return np.where(wave_aa > hi, k * (wave_aa / hi) ** -1.8, k)
+    """κ_λ / κ_V of the YSO model's dust: G23 at R(V) (5.5, dense-cloud grains, by default),
+    outside 0.0912-32 µm by the policy of :class:`ExtinctionCurve` (λ^-β beyond, constant
+    blueward); the YSO model's and the YSO grids' extinction (:mod:`simulators.yso`)."""
+    return np.ravel(ExtinctionCurve("G23", np.asarray(wave_aa, np.float64)).a_over_av(rv))

@@ -20,7 +20,8 @@ semi-analytic pieces, vectorised over objects (torch, float32 spectra):
 * **Dust.** Extinction opacity κ_λ = κ_V · A(λ)/A(V) from dust_extinction's G23 curve at
   R(V) = 5.5 (dense-cloud grains, as in the R17 dust model; Weingartner & Draine 2001),
   with κ_V = 2.2×10⁴ cm² per gram of dust (A_V/N_H = 5.3×10⁻²² mag cm², gas-to-dust 100).
-  Beyond 32 µm (G23's edge) κ ∝ λ^-1.8, below 0.0912 µm it is held constant. Scattering is
+  Beyond 32 µm (G23's edge) κ ∝ λ^-1.8, below 0.0912 µm it is held constant: the one
+  policy of :class:`simulators.dust.ExtinctionCurve`, which the field stars share. Scattering is
   treated as absorption (no scattered light).
 * **Passive flared disc** (Chiang & Goldreich 1997, CG97). Surface density Σ ∝ R^p between
   R_in and R_out holding the dust mass M_disc; pressure scale height h = H/R =

@@ -41,7 +41,10 @@ def test_average_law_and_ranges():
     with pytest.raises(ExtinctionRangeError, match="F99 is valid for"):
         ExtinctionCurve("F99", WAVE)  # stops at 3.3 µm
     with pytest.raises(ExtinctionRangeError, match="G23 is valid for"):
-        ExtinctionCurve("G23", np.array([500.0, 5000.0]))
+        ExtinctionCurve("G23", np.array([500.0, 5000.0]), outside="raise")
+    # F99 stops at 3.3 µm, short of the far infrared: not continued, and the error says so
+    with pytest.raises(ExtinctionRangeError, match=r"only from 20 µm on"):
+        ExtinctionCurve("F99", np.array([5000.0, 45_000.0]))
     curve = ExtinctionCurve("G23", WAVE)
     with pytest.raises(ExtinctionRangeError, match=r"R\(V\) in \[2.3, 5.6\]"):
         curve.a_lambda(np.array([1.0]), np.array([7.0]))
@@ -65,3 +68,38 @@ def test_extinction_reddens_photometry():
     ebr = (m[1, 0] - m[1, 1]) - (m[0, 0] - m[0, 1])
     assert 0.3 < ebr < 0.6  # E(BP-RP)/A_V ≈ 0.42 for G-type stars
     assert 0.05 < m[1, 2] - m[0, 2] < 0.15  # A_Ks/A_V ≈ 0.08-0.12
+
+
+def test_one_policy_beyond_a_law_follows_the_published_far_infrared_slope():
+    """Beyond G23's 32 µm edge A(λ) falls as λ^-1.8 from its value at the edge, for the
+    field-star curves and the YSO dust alike; that slope is the Weingartner & Draine (2001)
+    R(V) = 5.5 grain model's between 32 and 100 µm (as tabulated in dust_extinction) to 0.1,
+    and below the Lyman limit the curve holds its edge value."""
+    import astropy.units as u
+    from dust_extinction.grain_models import WD01
+
+    from simulators.dust import LONG_WAVELENGTH_SLOPE, dust_opacity
+
+    wave = np.geomspace(800.0, 3.0e6, 400)  # 0.08 µm to 300 µm
+    curve = ExtinctionCurve("G23", wave)
+    a = curve.a_over_av([5.5])[0]
+    far = wave > 32.5e4
+    slope = -np.polyfit(np.log(wave[far]), np.log(a[far]), 1)[0]
+    assert slope == pytest.approx(LONG_WAVELENGTH_SLOPE, abs=1e-6)
+    wd = WD01("MWRV55")
+    lam = np.geomspace(32.0, 100.0, 20)
+    k = np.asarray(wd(lam * u.micron))
+    wd_slope = -np.polyfit(np.log(lam), np.log(k), 1)[0]
+    assert abs(wd_slope - LONG_WAVELENGTH_SLOPE) < 0.1, wd_slope
+    # beyond 100 µm WD01 steepens (documented): at 300 µm the continuation lies 1.9× above
+    # WD01's relative decline, and no more than 2.2×
+    k300 = float(np.asarray(wd(300.0 * u.micron))) / float(np.asarray(wd(32.0 * u.micron)))
+    ours = (300.0 / 32.0) ** -LONG_WAVELENGTH_SLOPE
+    assert 1.5 < ours / k300 < 2.2
+    np.testing.assert_allclose(dust_opacity(wave, 5.5), a, rtol=1e-6)  # the YSO model's dust
+    edge = np.argmin(np.abs(wave - 912.0 * 1.001))
+    assert np.allclose(a[wave < 912.0], a[edge], rtol=1e-3)  # constant below the edge
+    # inside the range the law itself, unchanged
+    inside = (wave > 1000.0) & (wave < 31e4)
+    raw = ExtinctionCurve("G23", wave[inside], outside="raise").a_over_av([5.5])[0]
+    np.testing.assert_allclose(a[inside], raw, rtol=1e-9)
