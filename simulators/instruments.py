@@ -149,7 +149,7 @@ SPECTROGRAPHS: dict[str, SpectrographSpec] = {
         15.0,
         12.0,
     ),
-    "lamost": SpectrographSpec(370.0, 910.0, 1800.0, "log", 1e-4, 50.0, 15.0, 10.0),
+    "lamost_lrs": SpectrographSpec(370.0, 910.0, 1800.0, "log", 1e-4, 50.0, 15.0, 10.0),
     "boss": SpectrographSpec(360.0, 1040.0, 2000.0, "log", 1e-4, 40.0, 17.0, 12.0),
     "apogee": SpectrographSpec(1514.0, 1694.0, 22500.0, "log", 6e-6, 100.0, 11.0, 7.0),
 }
@@ -171,6 +171,7 @@ class Spectrograph:
             if name not in SPECTROGRAPHS:
                 raise ValueError(
                     f"unknown spectrograph {name!r}; presets are: {', '.join(SPECTROGRAPHS)}"
+                    + (" (lamost is now lamost_lrs, as its survey)" if name == "lamost" else "")
                 )
             spec = SPECTROGRAPHS[name]
         self.name, self.spec = name, spec

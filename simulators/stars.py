@@ -145,7 +145,7 @@ class FieldStarsConfig:
     )
     spectrographs: list[str] = field(
         default_factory=list,
-        metadata={"help": "more spectra as context nodes: lamost, boss, apogee"},
+        metadata={"help": "more spectra as context nodes: lamost_lrs, boss, apogee"},
     )
     missing_prob: float = field(default=0.0, metadata={"ge": 0.0, "le": 0.95})
 
@@ -331,9 +331,12 @@ class FieldStars(Simulator):
         self.sed = StellarSED(
             lib, self.bands, c.extinction_law, "gaia_xp" if c.xp else None, specs.get("gaia_xp")
         )
-        unknown = [n for n in c.spectrographs if n not in ("lamost", "boss", "apogee")]
+        unknown = [n for n in c.spectrographs if n not in ("lamost_lrs", "boss", "apogee")]
         if unknown:
-            raise ValueError(f"unknown spectrographs {unknown}; valid: lamost, boss, apogee")
+            hint = " (lamost is now lamost_lrs, as its survey)" if "lamost" in unknown else ""
+            raise ValueError(
+                f"unknown spectrographs {unknown}; valid: lamost_lrs, boss, apogee{hint}"
+            )
         # these warn when the library is coarser than the instrument (CK04 always is)
         self.spectrographs = {
             n: Spectrograph(n, lib.wave_aa, specs.get(n)) for n in c.spectrographs

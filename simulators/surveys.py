@@ -155,6 +155,7 @@ def load_survey(name_or_path: str | os.PathLike[str]) -> Survey:
             raise ValueError(
                 f"{where}: unknown spectrograph {inst!r} in simulation.spectra; presets are: "
                 f"{', '.join(SPECTROGRAPHS)}"
+                + (" (lamost is now lamost_lrs, as its survey)" if inst == "lamost" else "")
             )
         over = over or {}
         _check_keys(f"{where}: simulation.spectra.{inst}", over, _SPEC_KEYS)

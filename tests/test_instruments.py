@@ -47,7 +47,7 @@ def test_parallax_errors_follow_gaia_scaling():
 def test_spectrographs_conserve_a_flat_spectrum_and_warn_on_coarse_libraries():
     wave_aa = np.arange(3000.0, 20000.0, 5.0)
     flat = np.ones((2, len(wave_aa)))
-    for name in ("gaia_xp", "lamost", "boss"):
+    for name in ("gaia_xp", "lamost_lrs", "boss"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             sg = Spectrograph(name, wave_aa)
@@ -61,12 +61,14 @@ def test_spectrographs_conserve_a_flat_spectrum_and_warn_on_coarse_libraries():
         Spectrograph("hires", wave_aa)
     xp = Spectrograph("gaia_xp", wave_aa)
     assert len(xp.wave_nm) == 343 and xp.wave_nm[0] == 336 and xp.wave_nm[-1] == 1020
-    assert set(SPECTROGRAPHS) == {"gaia_xp", "lamost", "boss", "apogee"}
+    assert set(SPECTROGRAPHS) == {"gaia_xp", "lamost_lrs", "boss", "apogee"}
+    with pytest.raises(ValueError, match="lamost is now lamost_lrs"):
+        Spectrograph("lamost", np.geomspace(3000.0, 20000.0, 500))
 
 
 def test_lsf_width_matches_resolution():
     wave_aa = np.arange(3000.0, 11000.0, 1.0)
-    sg = Spectrograph("lamost", wave_aa)
+    sg = Spectrograph("lamost_lrs", wave_aa)
     line = np.zeros((1, len(wave_aa)))
     line[0, np.searchsorted(wave_aa, 6000.0)] = 1.0
     prof = sg.convolve(line).numpy()[0]

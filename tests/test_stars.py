@@ -86,14 +86,14 @@ def test_survey_spectrographs_add_context_nodes(rng):
             {
                 "library": "planck",
                 "mag_limit": 14.0,
-                "spectrographs": ["lamost"],
+                "spectrographs": ["lamost_lrs"],
                 "bands": {"gaia_G": {}},
             }
         )
     out = sim(20, rng)
-    node = [n for n in sim.nodes() if n["name"] == "lamost_spectrum"][0]
-    assert node["role"] == "context" and out.x["lamost"].values.shape == (20, node["size"])
-    assert "wavelength_nm" in sim.group_attrs()["lamost"]
+    node = [n for n in sim.nodes() if n["name"] == "lamost_lrs_spectrum"][0]
+    assert node["role"] == "context" and out.x["lamost_lrs"].values.shape == (20, node["size"])
+    assert "wavelength_nm" in sim.group_attrs()["lamost_lrs"]
     with pytest.raises(ValueError, match="unknown spectrographs"):
         FieldStars({"library": "planck", "spectrographs": ["hires"]})
 

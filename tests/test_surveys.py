@@ -66,11 +66,11 @@ def test_spectrograph_overrides_from_a_survey_file(tmp_path):
     path = tmp_path / "deep_lamost.yaml"
     path.write_text(
         "name: deep_lamost\nreference: test\nsimulation:\n  spectra:\n"
-        "    lamost: {snr_at_ref: 500.0}\n"
+        "    lamost_lrs: {snr_at_ref: 500.0}\n"
     )
     s = load_survey(path)
-    assert s.spectra["lamost"].snr_at_ref == 500.0
-    assert s.spectra["lamost"].wave_min_nm == SPECTROGRAPHS["lamost"].wave_min_nm
+    assert s.spectra["lamost_lrs"].snr_at_ref == 500.0
+    assert s.spectra["lamost_lrs"].wave_min_nm == SPECTROGRAPHS["lamost_lrs"].wave_min_nm
 
 
 @pytest.mark.parametrize(
