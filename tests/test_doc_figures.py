@@ -45,7 +45,24 @@ def _f3(v: float) -> str:
     return f"{v:.3f}"
 
 
+def _row(st: dict) -> str:
+    """A yso-real table row: T_eff bias, σ, coverage, Δlog T bias, A_V bias, σ, coverage."""
+    t, g, a = st["teff_K"], st["log10_teff"], st["av_mag"]
+    cells = [
+        f"{t['bias']:+,.0f} K",
+        f"{t['robust_sigma']:,.0f} K",
+        f"{t['in_p16_p84']:.2f}",
+        f"{g['bias']:+.3f}",
+        f"{a['bias']:+.2f}",
+        f"{a['robust_sigma']:.2f}",
+        f"{a['in_p16_p84']:.2f}",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
 CRA = "docs/bench/yso_real_cra.json"
+CRA4 = "docs/bench/yso_real_cra_logg4.json"
+IC4 = "docs/bench/yso_real_ic348_ngc1333_logg4.json"
 CRA_K56 = ["results", "variant=phoenix/young", "real", "K5-M6"]
 IC = "docs/bench/yso_real_ic348_ngc1333.json"
 IC_K56 = ["results", "variant=phoenix/young", "real", "K5-M6"]
@@ -127,6 +144,51 @@ BINDINGS: list[tuple[str, str, str, list[Any], Any]] = [
         CRA,
         [*CRA_K56, "teff_K_luhman2003", "robust_sigma"],
         _k,
+    ),
+    # docs/benchmarks.md: the other rows of the CrA table, whole
+    (
+        "docs/benchmarks.md",
+        "| planck/r17 | +1,934 K | 1,490 K | 0.53 | +0.201 | +2.25 | 0.97 | 0.10 |",
+        CRA,
+        ["results", "variant=planck/r17", "real", "K5-M6"],
+        _row,
+    ),
+    (
+        "docs/benchmarks.md",
+        "| phoenix/young, log g 4 | +181 K | 113 K | 0.61 | +0.025 | +0.18 | 0.96 | 0.59 |",
+        CRA4,
+        ["results", "variant=phoenix/young", "real", "K5-M6"],
+        _row,
+    ),
+    (
+        "docs/benchmarks.md",
+        "| phoenix/young, simulated test (all 300) "
+        "| +3 K | 213 K | 0.59 | +0.000 | +0.04 | 1.19 | 0.70 |",
+        CRA,
+        ["results", "variant=phoenix/young", "sim_test", "all"],
+        _row,
+    ),
+    # docs/benchmarks.md: yso-real on IC 348 + NGC 1333 at log g 4
+    (
+        "docs/benchmarks.md",
+        "(Δlog T −0.035,\nσ 0.024)",
+        IC4,
+        ["results", 0, "real", "K5-M6", "log10_teff", "bias"],
+        lambda v: f"{v:+.3f}".replace("-", "−"),
+    ),
+    (
+        "docs/benchmarks.md",
+        "A_V −2.66 mag (σ 2.14)",
+        IC4,
+        ["results", 0, "real", "K5-M6", "av_mag", "bias"],
+        _signed2,
+    ),
+    (
+        "docs/benchmarks.md",
+        "A_V −2.66 mag (σ 2.14)",
+        IC4,
+        ["results", 0, "real", "K5-M6", "av_mag", "robust_sigma"],
+        _f2,
     ),
     # docs/benchmarks.md: yso-real on IC 348 + NGC 1333
     (
