@@ -68,6 +68,7 @@ IC = "docs/bench/yso_real_ic348_ngc1333.json"
 IC_K56 = ["results", "variant=phoenix/young", "real", "K5-M6"]
 DA = "docs/bench/domain_adapt.json"
 MEM = "docs/bench/memory.json"
+MEMQ = "docs/bench/memory_quick.json"
 PHOT = "docs/bench/photospheres.json"
 
 #: (document, text before the figure, JSON file, key path, format)
@@ -95,6 +96,28 @@ BINDINGS: list[tuple[str, str, str, list[Any], Any]] = [
         _mb,
     ),
     ("README.md", "samples 4\n  chunks", MEM, ["settings", "infer_chunks"], str),
+    # docs/benchmarks.md: memory at 2×10⁵ rows (--quick)
+    (
+        "docs/benchmarks.md",
+        "gives 298, 577 and 480 MB",
+        MEMQ,
+        ["results", "command=dasbi simulate", "peak_rss_mb"],
+        lambda v: f"{int(v + 0.5)},",
+    ),
+    (
+        "docs/benchmarks.md",
+        "gives 298, 577 and 480 MB",
+        MEMQ,
+        ["results", "command=dasbi train (streamed)", "peak_rss_mb"],
+        lambda v: f" {int(v + 0.5)} and",
+    ),
+    (
+        "docs/benchmarks.md",
+        "gives 298, 577 and 480 MB",
+        MEMQ,
+        ["results", "command=dasbi infer", "peak_rss_mb"],
+        _mb,
+    ),
     # README: domain adaptation (OT alone against OT on the RoPE schedule)
     (
         "README.md",
