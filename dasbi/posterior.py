@@ -307,6 +307,24 @@ class Posterior:
             )
         return {n: arr[..., i] for i, n in enumerate(names)}
 
+    def _observation(
+        self, x: Any, observed: Any, errors: Any, upper_limits: Any
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Values, errors and limit flags by observable name from the arguments of
+        :meth:`sample` (arrays or mappings; flux Quantities of magnitude nodes converted;
+        entries ``observed`` marks False become NaN)."""
+        names = self.observable_names
+        x, errors = _flux_quantities(self._by_name, x, errors)
+        given = self._named(x, names, "x")
+        for name, mask in self._named(observed, names, "observed").items():
+            given[name] = np.where(np.asarray(mask, bool), given.get(name, np.nan), np.nan)
+        errs = self._named(errors, names, "errors")
+        lims = {
+            k: np.asarray(v, bool)
+            for k, v in self._named(upper_limits, names, "upper_limits").items()
+        }
+        return given, errs, lims
+
     def _query(
         self,
         given: Mapping[str, np.ndarray],
@@ -660,17 +678,7 @@ class Posterior:
                 "spectra are read by modality encoders; this model has none (train with "
                 "--domain-adapt on a dataset with spectra)"
             )
-        names = self.observable_names
-        x, errors = _flux_quantities(self._by_name, x, errors)
-        given = self._named(x, names, "x")
-        obs = self._named(observed, names, "observed")
-        for name, mask in obs.items():
-            given[name] = np.where(np.asarray(mask, bool), given.get(name, np.nan), np.nan)
-        errs = self._named(errors, names, "errors")
-        lims = {
-            k: np.asarray(v, bool)
-            for k, v in self._named(upper_limits, names, "upper_limits").items()
-        }
+        given, errs, lims = self._observation(x, observed, errors, upper_limits)
         latent = self.parameter_names
         batch_shape, out = self._run(s, given, errs, lims, latent, sampler, steps, seed)
         idx = [self._index(p) for p in latent]
@@ -768,17 +776,7 @@ class Posterior:
             limit = np.zeros((nb_, np_), bool)
             latent = self.parameter_names
         else:
-            names = self.observable_names
-            x, errors = _flux_quantities(self._by_name, x, errors)
-            given = self._named(x, names, "x")
-            obs = self._named(observed, names, "observed")
-            for name, mask in obs.items():
-                given[name] = np.where(np.asarray(mask, bool), given.get(name, np.nan), np.nan)
-            errs = self._named(errors, names, "errors")
-            lims = {
-                k: np.asarray(v, bool)
-                for k, v in self._named(upper_limits, names, "upper_limits").items()
-            }
+            given, errs, lims = self._observation(x, observed, errors, upper_limits)
             if any(v.any() for v in lims.values()) and self.limit_mode != "tokens":
                 raise DataError(
                     "log_prob with upper limits needs a model trained on upper limits (limit "

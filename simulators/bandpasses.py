@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ import torch
 from .units import C_AA_S
 
 __all__ = [
+    "band_nodes",
     "FILTERS",
     "Filter",
     "Photometry",
@@ -358,6 +360,22 @@ def zero_point_jy(name: str, system: str = "vega") -> float:
     if system == "ab":
         return 3631.0
     raise ValueError(f"unknown magnitude system {system!r}; valid: vega, calspec, ab")
+
+
+def band_nodes(bands: list[str], zero_points_jy: list[float]) -> list[dict[str, Any]]:
+    """Node declarations of magnitudes in ``bands``, with each band's zero point [Jy] and
+    pivot wavelength [µm] (what the model core needs of a band, without the filters)."""
+    return [
+        dict(
+            name=b,
+            kind="observable",
+            modality="photometry",
+            unit="mag",
+            zero_point_jy=float(zp),
+            wavelength_um=pivot_wavelength(b) / 1e4,
+        )
+        for b, zp in zip(bands, zero_points_jy, strict=True)
+    ]
 
 
 @functools.cache

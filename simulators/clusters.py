@@ -145,7 +145,7 @@ class YoungClusterSimulator(Simulator):
 
     # -- declarations ------------------------------------------------------------------
     def nodes(self) -> list[dict[str, Any]]:
-        from .bandpasses import pivot_wavelength
+        from .bandpasses import band_nodes
 
         spec = {
             "member": dict(unit="", low=0.0, high=1.0),
@@ -160,17 +160,7 @@ class YoungClusterSimulator(Simulator):
         out = [
             dict(name=n, kind="parameter", modality="theta", **spec[n]) for n in self.theta_names
         ]
-        out += [
-            dict(
-                name=b,
-                kind="observable",
-                modality="photometry",
-                unit="mag",
-                zero_point_jy=self.phot.zero_point_jy(j),
-                wavelength_um=pivot_wavelength(b) / 1e4,
-            )
-            for j, b in enumerate(self.bands)
-        ]
+        out += band_nodes(self.bands, [self.phot.zero_point_jy(j) for j in range(len(self.bands))])
         if self.parallax:
             out.append(dict(name="parallax", kind="observable", modality="astrometry", unit="mas"))
         return out

@@ -378,22 +378,13 @@ class FieldStars(Simulator):
             "av": dict(unit="mag", low=0.0),
             "rv": dict(unit="", low=2.3, high=5.6),
         }
-        from .bandpasses import pivot_wavelength, zero_point_jy
+        from .bandpasses import band_nodes, zero_point_jy
 
         out = [
             dict(name=n, kind="parameter", modality="theta", **spec[n]) for n in self.theta_names
         ]
-        out += [
-            dict(
-                name=b,
-                kind="observable",
-                modality="photometry",
-                unit="mag",
-                zero_point_jy=zero_point_jy(b, "vega"),  # the system of StellarSED
-                wavelength_um=pivot_wavelength(b) / 1e4,
-            )
-            for b in self.bands
-        ]
+        # StellarSED's magnitudes are on the surveys' Vega zero points
+        out += band_nodes(self.bands, [zero_point_jy(b, "vega") for b in self.bands])
         if self.config.parallax:
             out.append(dict(name="parallax", kind="observable", modality="astrometry", unit="mas"))
         if self.config.xp:

@@ -1226,7 +1226,7 @@ class YSOSimulator(Simulator):
         return [*self.r17_names, "distance", "av"]
 
     def nodes(self) -> list[dict[str, Any]]:
-        from .bandpasses import pivot_wavelength
+        from .bandpasses import band_nodes
 
         out = []
         for n in self.r17_names:
@@ -1241,17 +1241,7 @@ class YSOSimulator(Simulator):
             dict(name="distance", kind="parameter", modality="theta", unit="pc", transform="log10")
         )
         out.append(dict(name="av", kind="parameter", modality="theta", unit="mag", low=0.0))
-        out += [
-            dict(
-                name=b,
-                kind="observable",
-                modality="photometry",
-                unit="mag",
-                zero_point_jy=self.phot.zero_point_jy(j),
-                wavelength_um=pivot_wavelength(b) / 1e4,
-            )
-            for j, b in enumerate(self.bands)
-        ]
+        out += band_nodes(self.bands, [self.phot.zero_point_jy(j) for j in range(len(self.bands))])
         if self.config.parallax:
             out.append(dict(name="parallax", kind="observable", modality="astrometry", unit="mas"))
         return out
