@@ -384,6 +384,70 @@ def _add_info(sub: Any) -> None:
     p.set_defaults(func=_cmd_info)
 
 
+# -- data ------------------------------------------------------------------------------------
+def _cmd_data(args: argparse.Namespace) -> int:
+    from simulators import data
+
+    from .errors import ConfigError, DataError
+
+    reg = data.registry()
+    if args.action in ("path", "fetch") and not args.name:
+        raise ConfigError(f"dasbi data {args.action} needs a NAME; `dasbi data list` shows them")
+    if args.action == "fetch":
+        try:
+            paths = data.fetch(
+                args.name, mirror=args.mirror, force=args.force, progress=not args.quiet
+            )
+        except KeyError as err:
+            raise ConfigError(str(err.args[0])) from None
+        except ValueError as err:
+            raise DataError(str(err)) from None
+        print(f"{len(paths)} file(s) of {args.name} available, e.g. {paths[0]}")
+        return 0
+    if args.action == "path":
+        print(data.find_data(args.name))
+        return 0
+    names = sorted(reg) if not args.name else sorted(f.name for f in data.matching(args.name))
+    if args.name and not names:
+        raise ConfigError(f"{args.name!r} is not a registered data file or folder")
+    rows = [data.describe(reg[n]) for n in names]
+    bad = [r for r in rows if r["state"] != "ok"]
+    if args.action == "verify":
+        for r in bad:
+            print(f"{r['state']:>13}  {r['name']}" + (f"  ({r['path']})" if r["path"] else ""))
+        print(f"{len(rows) - len(bad)} of {len(rows)} files present with the registered SHA-256")
+        return 1 if bad else 0
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault(reg[r["name"]].collection, []).append(r)
+    print(f"{'name':<42} {'files':>5} {'MB':>7}  {'present':>7}  download  source")
+    for coll, rs in by.items():
+        ok = sum(r["state"] == "ok" for r in rs)
+        n_dl = sum(r["download"] for r in rs)
+        dl = "yes" if n_dl == len(rs) else ("no" if not n_dl else f"{n_dl}/{len(rs)}")
+        mb = sum(r["size"] for r in rs) / 1e6
+        print(f"{coll:<42} {len(rs):>5} {mb:>7.1f}  {ok:>7}  {dl:<8}  {rs[0]['source'][:60]}")
+    roots = dict.fromkeys(str(p.resolve()) for p in data.data_roots())
+    print(f"searched, in order: {', '.join(roots)}")
+    return 0
+
+
+def _add_data(sub: Any) -> None:
+    p = sub.add_parser(
+        "data",
+        help="real data and model grids: list, fetch, path, verify",
+        description="The registry of real data files and model grids: each file's public "
+        "source and SHA-256. Data folders (DASBI_DATA, ../shared/data) act as a pre-filled "
+        "cache; downloads go to DASBI_CACHE or the user cache folder.",
+    )
+    _common(p, config=False)
+    p.add_argument("action", choices=["list", "fetch", "path", "verify"])
+    p.add_argument("name", nargs="?", help="a registered file or folder (see `dasbi data list`)")
+    p.add_argument("--mirror", help="base URL of a copy of the data folder's layout")
+    p.add_argument("--force", action="store_true", help="download even where a copy exists")
+    p.set_defaults(func=_cmd_data)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dasbi",
@@ -400,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_evaluate,
         _add_bench,
     )
-    for add in (*adders, _add_info):
+    for add in (*adders, _add_data, _add_info):
         add(sub)
     return parser
 
@@ -434,6 +498,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         msg = " ".join(str(err).split())
         print(f"dasbi {args.command}: error: {msg}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except FileNotFoundError as err:
+        from simulators.data import MissingDataError
+
+        if args.debug or not isinstance(err, MissingDataError):
+            if err.filename is None or args.debug:
+                raise
+            print(f"dasbi {args.command}: error: {_os_error(err)}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        print(f"dasbi {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     except OSError as err:
         # a path the file system refuses (not a folder, permissions, disk full): the

@@ -75,3 +75,21 @@ def test_presets_by_name_run_from_another_folder(installed):
     r = _dasbi(installed, "simulate", "--config", "no_such_preset", "--out", "x.h5")
     assert r.returncode == 2
     assert "neither a file nor a preset" in r.stderr and "field_stars" in r.stderr
+
+
+def test_installed_data_registry_names_the_fetch_command(installed, tmp_path):
+    """Outside the repository (no shared data folder next to it) the registry ships with
+    the wheel and a missing grid's error names the `dasbi data fetch` command."""
+    target, work, env = installed
+    env = {**env, "DASBI_CACHE": str(tmp_path / "cache")}
+    env.pop("DASBI_DATA", None)
+    r = subprocess.run(
+        [sys.executable, "-m", "dasbi.cli", "data", "path", "real/yso/BHAC15_iso.ukidss"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "dasbi data fetch real/yso/BHAC15_iso.ukidss" in r.stderr
+    r = _dasbi(installed, "data", "list")
+    assert r.returncode == 0 and "atmospheres/ck04models" in r.stdout
