@@ -487,6 +487,49 @@ def test_bench_yso_real_quick(tmp_path, shared_data):
         )
 
 
+def test_yso_align_pair_rows_keep_only_the_fold_inside_the_prior():
+    from dasbi.bench.yso_align import _pair_rows
+
+    tr = {
+        "group": np.array(["A", "A", "A", "A", "B", "A"]),
+        "teff": np.array([3000.0, 3000.0, 9000.0, np.nan, 3000.0, 3500.0]),
+        "av": np.array([1.0, 20.0, 1.0, 1.0, 1.0, -0.2]),
+    }
+    rows, outside = _pair_rows(tr, "A", (0.0, 15.0), np.array([2300.0, 7000.0]))
+    assert rows.tolist() == [0, 5] and outside == 2  # A_V 20 and 9000 K have no twin
+
+
+def test_bench_yso_align_quick(tmp_path, shared_data):
+    """Cross-validated pairs: each fold's pairs come from one group and its scores from the
+    others, every labelled member is scored once, and a rerun reuses the partial records."""
+    opts = [f"partial_jsonl={tmp_path / 'p.jsonl'}", "variants=[none,RS@rope]"]
+    path = run_bench(
+        "yso-align", out=tmp_path / "a.json", quick=True, progress=False, overrides=opts
+    )
+    out = json.loads(path.read_text())
+    assert [(r["set"], r["variant"]) for r in out["results"]] == [
+        ("ic348_ngc1333", "none"),
+        ("ic348_ngc1333", "RS@rope"),
+        ("cra", "none"),
+        ("cra", "RS@rope"),
+    ]
+    folds = out["setup"]["ic348_ngc1333"]["folds"]
+    assert folds["IC348"]["scored"] == ["NGC1333"] and folds["NGC1333"]["scored"] == ["IC348"]
+    assert folds["IC348"]["n_pairs"] > 300 and folds["NGC1333"]["n_pairs"] > 100
+    cra = out["setup"]["cra"]["folds"]
+    assert cra["A"]["scored"] == ["B"] and 150 < cra["A"]["n_pairs"] + cra["B"]["n_pairs"] < 170
+    for none, rs in (out["results"][:2], out["results"][2:]):
+        assert [m["pairs_from"] for m in none["models"]] == [None]
+        assert len(rs["models"]) == 2 and all("pair" in m["last_losses"] for m in rs["models"])
+        for split in ("all", "K5-M6"):  # the two folds together score every member once
+            assert rs["real"][split]["teff_K"]["n"] == none["real"][split]["teff_K"]["n"]
+    assert (tmp_path / out["figures"]["cra"]).stat().st_size > 10_000
+    again = run_bench(
+        "yso-align", out=tmp_path / "b.json", quick=True, progress=False, overrides=opts
+    )
+    assert json.loads(again.read_text())["results"] == out["results"]
+
+
 @pytest.mark.parametrize("infer_chunks", [1, 100])
 def test_bench_memory_tiny(tmp_path, infer_chunks):
     """The memory bench runs each command in a child process and reads its peak RSS;

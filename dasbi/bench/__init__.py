@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, BenchFn | str] = {
     "memory": "dasbi.bench.memory",
     "photospheres": "dasbi.bench.photospheres",
     "yso-real": "dasbi.bench.yso_real",
+    "yso-align": "dasbi.bench.yso_align",
 }
 
 

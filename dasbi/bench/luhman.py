@@ -99,10 +99,12 @@ def luhman_members() -> dict[str, np.ndarray]:
 
     from simulators.data import find_data
 
-    t = vstack([Table.read(find_data(f"real/yso/{rel}"), format="ascii.mrt") for rel in TABLES])
+    parts = [Table.read(find_data(f"real/yso/{rel}"), format="ascii.mrt") for rel in TABLES]
+    t = vstack(parts)
     aj = t["Aj"].filled(np.nan) if hasattr(t["Aj"], "filled") else t["Aj"]
     return t, {
         "id": np.char.strip(np.asarray(t["Name"], str)),
+        "cluster": np.repeat([rel.split("/")[0] for rel in TABLES], [len(p) for p in parts]),
         "teff_spt": spectral_type_teff(np.asarray(t["Adopt"], str)),
         "aj": np.asarray(aj, float),
     }

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,14 @@ from . import register_bench
 
 __all__ = [
     "SETS",
+    "SPT_BINS",
+    "check_variant",
+    "member_figure",
+    "member_stats",
+    "score_luhman2003",
+    "simulator_options",
+    "summaries",
+    "unpack_record",
     "YSORealBenchConfig",
     "bench_yso_real",
     "interval_stats",
@@ -185,6 +194,10 @@ def truth_cra() -> tuple[Any, dict[str, np.ndarray]]:
     disc = df["disk_type"].fillna("").astype(str).str.rstrip("?")
     truth = {
         "id": df["name"].astype(str).to_numpy(),
+        # two halves split by a hash of the name (the folds of bench yso-align)
+        "group": np.array(
+            ["A" if zlib.crc32(n.encode()) % 2 == 0 else "B" for n in df["name"].astype(str)]
+        ),
         "teff": df["teff_spt"].to_numpy(float),
         "av": df["a_v"].to_numpy(float),
         "a_k": df["a_k"].to_numpy(float),
@@ -218,6 +231,7 @@ def truth_luhman() -> tuple[Any, dict[str, np.ndarray]]:
     disc = np.where(flag == "yes", "disc", np.where(flag == "no", "III", "unknown"))
     truth = {
         "id": m["id"],
+        "group": m["cluster"],
         "teff": m["teff_spt"],
         "av": m["aj"] / a_j,
         "a_k": np.full(len(spt), np.nan),
@@ -228,7 +242,7 @@ def truth_luhman() -> tuple[Any, dict[str, np.ndarray]]:
     return table, truth
 
 
-def _simulator_options(cfg: YSORealBenchConfig, name: str, variant: str) -> dict[str, Any]:
+def simulator_options(cfg: YSORealBenchConfig, name: str, variant: str) -> dict[str, Any]:
     library, prior = variant.split("/")
     s = SETS[name]
     mean, sigma = s["distance"]
@@ -268,7 +282,7 @@ def _simulator_options(cfg: YSORealBenchConfig, name: str, variant: str) -> dict
     return opts
 
 
-def _check_variant(v: str) -> None:
+def check_variant(v: str) -> None:
     parts = v.split("/")
     if len(parts) != 2 or parts[0] not in ("phoenix", "ck04", "planck") or parts[1] not in PRIORS:
         raise ValueError(
@@ -277,7 +291,7 @@ def _check_variant(v: str) -> None:
         )
 
 
-def _summaries(z: np.ndarray, names: list[str]) -> dict[str, dict[str, np.ndarray]]:
+def summaries(z: np.ndarray, names: list[str]) -> dict[str, dict[str, np.ndarray]]:
     q = np.nanpercentile(z, [50, 16, 84], axis=0)  # (3, N, P)
     return {
         p: {
@@ -289,7 +303,7 @@ def _summaries(z: np.ndarray, names: list[str]) -> dict[str, dict[str, np.ndarra
     }
 
 
-def _stats(
+def member_stats(
     s: dict[str, dict[str, np.ndarray]], teff: np.ndarray, av: np.ndarray, sel: np.ndarray
 ) -> dict[str, Any]:
     t, a = s["star.temperature"], s["av"]
@@ -332,7 +346,7 @@ def bench_yso_real(
         }
     cfg = from_dict(YSORealBenchConfig, options)
     for v in cfg.variants:
-        _check_variant(v)
+        check_variant(v)
     unknown = [s for s in cfg.sets if s not in SETS]
     if unknown:
         raise ValueError(f"sets: unknown {unknown}; valid: {', '.join(SETS)}")
@@ -356,12 +370,12 @@ def bench_yso_real(
                     stars = rec.pop("stars")
                     rejected[set_name] = rec.pop("rejected")
                     rec.pop("settings_stamp", None)
-                    drawn[variant] = _unpack(stars, truth)
-                    _other_scale(rec, *drawn[variant][:2])
+                    drawn[variant] = unpack_record(stars, truth)
+                    score_luhman2003(rec, *drawn[variant][:2])
                     results.append(rec)
                     continue
                 tag = f"{set_name}_{variant.replace('/', '_')}"
-                sim_opts = _simulator_options(cfg, set_name, variant)
+                sim_opts = simulator_options(cfg, set_name, variant)
                 t0 = time.perf_counter()
                 sims = run_simulate(
                     from_dict(
@@ -398,13 +412,13 @@ def bench_yso_real(
                 theta, kw = observations(test)
                 with torch.no_grad():
                     z = post.sample((cfg.num_samples,), **kw, **kw_sampler).numpy()
-                s_sim = _summaries(z, names)
+                s_sim = summaries(z, names)
                 t_true = theta[:, names.index("star.temperature")]
                 a_true = theta[:, names.index("av")]
                 target = (t_true >= 2800.0) & (t_true <= 4400.0)
                 sim_rec = {
-                    "all": _stats(s_sim, t_true, a_true, np.ones(len(t_true), bool)),
-                    "2800-4400K": _stats(s_sim, t_true, a_true, target),
+                    "all": member_stats(s_sim, t_true, a_true, np.ones(len(t_true), bool)),
+                    "2800-4400K": member_stats(s_sim, t_true, a_true, target),
                 }
                 # real members
                 real, report = catalogue_to_dataset(
@@ -421,7 +435,7 @@ def bench_yso_real(
                 with torch.no_grad():
                     z = post.sample((cfg.num_samples,), **kw, **kw_sampler).numpy()
                 sample_s = time.perf_counter() - t2
-                s_real = _summaries(z, names)
+                s_real = summaries(z, names)
                 has = np.isfinite(tr["teff"]) & np.isfinite(tr["av"])
                 spt = tr["spt_num"]
                 splits: dict[str, np.ndarray] = {
@@ -433,7 +447,7 @@ def bench_yso_real(
                 for lab, lo, hi in SPT_BINS:
                     splits[lab] = has & (spt >= lo) & (spt < hi)
                 real_stats = {
-                    k: _stats(s_real, tr["teff"], tr["av"], v) for k, v in splits.items()
+                    k: member_stats(s_real, tr["teff"], tr["av"], v) for k, v in splits.items()
                 }
                 if np.isfinite(tr["a_k"]).any():
                     k56 = splits["K5-M6"]
@@ -456,7 +470,7 @@ def bench_yso_real(
                     "sim_test": sim_rec,
                     "real": real_stats,
                 }
-                _other_scale(rec, s_real, tr)
+                score_luhman2003(rec, s_real, tr)
                 results.append(rec)
                 drawn[variant] = (s_real, tr, splits["all"])
                 if cfg.partial_jsonl:
@@ -472,7 +486,7 @@ def bench_yso_real(
                     }
                     with open(cfg.partial_jsonl, "a") as fh:
                         fh.write(json.dumps(line) + "\n")
-            figures[set_name] = _figure(drawn, SETS[set_name]["title"])
+            figures[set_name] = member_figure(drawn, SETS[set_name]["title"])
     extra = {
         "rejected": rejected,
         "summary_table": _table(results),
@@ -481,7 +495,7 @@ def bench_yso_real(
     return to_dict(cfg), results, extra
 
 
-def _other_scale(rec: dict[str, Any], s: dict[str, Any], tr: dict[str, np.ndarray]) -> None:
+def score_luhman2003(rec: dict[str, Any], s: dict[str, Any], tr: dict[str, np.ndarray]) -> None:
     """Score T_eff of the K5-M6 members also against the Luhman (2003) scale (M1-M9 only),
     where the set has it: young M-star T_eff scales differ by 100-150 K, as much as the
     targets, so the bias is shown on both."""
@@ -495,7 +509,7 @@ def _other_scale(rec: dict[str, Any], s: dict[str, Any], tr: dict[str, np.ndarra
     )
 
 
-def _unpack(stars: dict[str, list], truth: dict[str, np.ndarray]) -> tuple[Any, ...]:
+def unpack_record(stars: dict[str, list], truth: dict[str, np.ndarray]) -> tuple[Any, ...]:
     """The (summaries, truths, selection) of a stored record, for the figure."""
     index = {k: i for i, k in enumerate(truth["id"])}
     rows = np.array([index[i] for i in stars["id"]])
@@ -528,7 +542,7 @@ def _table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _figure(drawn: dict[str, Any], title: str) -> bytes:
+def member_figure(drawn: dict[str, Any], title: str) -> bytes:
     import io
 
     import matplotlib
