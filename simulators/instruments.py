@@ -44,6 +44,7 @@ __all__ = [
     "BandSpec",
     "SPECTROGRAPHS",
     "Spectrograph",
+    "gaiaxpy_sampling",
     "observe_photometry",
     "parallax_error_mas",
     "photometric_error",
@@ -176,7 +177,7 @@ class Spectrograph:
             spec = SPECTROGRAPHS[name]
         self.name, self.spec = name, spec
         if name == "gaia_xp":
-            self.wave_nm = _gaiaxpy_sampling()
+            self.wave_nm = gaiaxpy_sampling()
         elif spec.sampling == "linear":
             self.wave_nm = np.arange(spec.wave_min_nm, spec.wave_max_nm + 1e-9, spec.step)
         else:
@@ -253,7 +254,7 @@ def _lsf_matrix(lib_nm: np.ndarray, out_nm: np.ndarray, fwhm: np.ndarray) -> tor
     ).coalesce()
 
 
-def _gaiaxpy_sampling() -> np.ndarray:
+def gaiaxpy_sampling() -> np.ndarray:
     """gaiaxpy's default XP sampling grid in nm (336-1020 nm, 343 points)."""
     import matplotlib
 

@@ -1,0 +1,161 @@
+"""Real Gaia XP: the archive's coefficients → sampled spectra with GaiaXPy, checked input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dasbi.catalogue.xp import (
+    N_COEF,
+    XPNoiseModel,
+    concat_xp,
+    pack_correlation,
+    read_xp,
+    sample_xp,
+    unpack_correlation,
+)
+from dasbi.errors import DataError
+
+XP = "real/gaia_xp/gaiaxpy_tests"
+
+
+@pytest.fixture
+def xp_dir(shared_data):
+    return shared_data / XP
+
+
+def test_correlations_unpack_as_gaiaxpy_reads_them():
+    from gaiaxpy.core.generic_functions import array_to_symmetric_matrix
+
+    rng = np.random.default_rng(0)
+    packed = rng.uniform(-0.5, 0.5, N_COEF * (N_COEF - 1) // 2)
+    ours = unpack_correlation(packed)
+    assert np.array_equal(ours, array_to_symmetric_matrix(packed, N_COEF))
+    assert np.array_equal(pack_correlation(ours), packed)
+    with pytest.raises(ValueError, match="expected 1485"):
+        unpack_correlation(packed[:-1])
+
+
+def test_archive_csv_and_fits_read_the_same_and_sample_as_gaiaxpy(xp_dir):
+    import gaiaxpy
+
+    csv = read_xp(xp_dir / "xp_continuous/XP_CONTINUOUS_RAW.csv")
+    fits = read_xp(xp_dir / "xp_continuous/XP_CONTINUOUS_RAW.fits")
+    assert (
+        list(csv.source_id)
+        == list(fits.source_id)
+        == ["5853498713190525696", "5762406957886626816"]
+    )
+    for b in ("bp", "rp"):
+        np.testing.assert_allclose(csv.coef[b], fits.coef[b], rtol=1e-6)
+        np.testing.assert_allclose(csv.corr[b], fits.corr[b], atol=1e-6)
+        assert np.all(np.linalg.eigvalsh(csv.covariance(b)) > 0)
+    wave, flux, err, corr = sample_xp(csv, with_correlation=True)
+    ref, sampling = gaiaxpy.calibrate(
+        str(xp_dir / "xp_continuous/XP_CONTINUOUS_RAW.csv"), save_file=False
+    )
+    assert wave.shape == (343,) and wave[0] == 336.0 and wave[-1] == 1020.0
+    scale = np.abs(flux).max(axis=1, keepdims=True)
+    np.testing.assert_allclose(flux / scale, np.stack(ref["flux"]) / scale, atol=1e-9)
+    np.testing.assert_array_equal(wave, sampling)
+    from simulators.instruments import gaiaxpy_sampling
+
+    np.testing.assert_array_equal(wave, gaiaxpy_sampling())  # the simulated XP grid
+    np.testing.assert_allclose(err, np.stack(ref["flux_error"]), rtol=2e-3)
+    assert corr.shape == (2, 343, 343) and np.allclose(np.diagonal(corr, axis1=1, axis2=2), 1)
+    # neighbouring samples of a real XP spectrum are strongly correlated
+    assert np.median(np.abs(np.diagonal(corr[0], 1))) > 0.5
+
+
+def test_a_missing_band_is_missing_not_an_error(xp_dir):
+    xp = read_xp(xp_dir / "xp_continuous/XP_CONTINUOUS_RAW_with_missing_BP.csv")
+    assert xp.has("bp").tolist() == [True, False, True] and xp.has("rp").all()
+    assert xp.report.counts() == {}
+    wave, flux, _, _ = sample_xp(xp)
+    assert np.isfinite(flux[0]).all() and np.isfinite(flux[1][wave > 700]).all()
+
+
+def _archive_rows(xp_dir) -> pd.DataFrame:
+    return pd.read_csv(
+        xp_dir / "xp_continuous/XP_CONTINUOUS_RAW_colour_eq_dr3int6.csv", dtype={"source_id": str}
+    )
+
+
+def _fmt(a) -> str:
+    return "(" + ", ".join(repr(float(v)) for v in a) + ")"
+
+
+def test_bad_coefficients_are_reported_by_row_and_reason(xp_dir, tmp_path):
+    df = _archive_rows(xp_dir)
+    coef = np.array(df["bp_coefficients"][0].strip("()").split(","), float)
+    df.loc[0, "bp_coefficients"] = _fmt(coef[:54])  # wrong count
+    rp = np.array(df["rp_coefficients"][1].strip("()").split(","), float)
+    rp[3] = np.nan
+    df.loc[1, "rp_coefficients"] = _fmt(rp)  # NaN
+    bad = np.full(N_COEF * (N_COEF - 1) // 2, 0.9)
+    bad[:60] = -0.9
+    df.loc[1, "bp_coefficient_correlations"] = _fmt(bad)  # |ρ| ≤ 1 but not positive definite
+    df.loc[2, "rp_coefficient_errors"] = df["rp_coefficient_errors"][2].replace("(", "(-", 1)
+    path = tmp_path / "bad.csv"
+    df.to_csv(path, index=False)
+    xp = read_xp(path)
+    rep = xp.report.table()
+    reasons = {(int(r["row"]), r["column"]): r["reason"] for r in rep}
+    assert "54 coefficients" in reasons[(0, "bp_coefficients")]
+    assert "NaN" in reasons[(1, "rp_coefficients")]
+    assert "not positive definite" in reasons[(1, "bp_coefficients")]
+    assert "non-positive" in reasons[(2, "rp_coefficients")]
+    # row 1 lost both bands: rejected; rows 0 and 2 keep one band each
+    assert (1, "xp") in reasons and list(xp.source_id) == [df["source_id"][0], df["source_id"][2]]
+    assert xp.has("rp").tolist() == [True, False] and xp.has("bp").tolist() == [False, True]
+
+
+def test_unusable_files_get_clear_errors(tmp_path, xp_dir):
+    df = _archive_rows(xp_dir).drop(columns=["rp_coefficient_errors"])
+    df.to_csv(tmp_path / "no_err.csv", index=False)
+    with pytest.raises(DataError, match=r"missing columns \['rp_coefficient_errors'\]"):
+        read_xp(tmp_path / "no_err.csv")
+    (tmp_path / "junk.fits").write_bytes(b"SIMPLE  = not a fits file")
+    with pytest.raises(DataError, match="cannot read it"):
+        read_xp(tmp_path / "junk.fits")
+    np.savez(tmp_path / "x.npz", X=np.zeros((3, 100)), source_id=np.arange(3))
+    with pytest.raises(DataError, match=r"expected \(N, 110\)"):
+        read_xp(tmp_path / "x.npz")
+    with pytest.raises(DataError, match="does not exist"):
+        read_xp(tmp_path / "none.csv")
+
+
+def test_noise_model_predicts_published_errors_leave_one_out(xp_dir):
+    parts = [
+        read_xp(xp_dir / f)
+        for f in (
+            "xp_continuous/XP_CONTINUOUS_RAW.csv",
+            "xp_continuous/XP_CONTINUOUS_RAW_colour_eq_dr3int6.csv",
+            "cholesky_solution/18Sco-XP-spectra.csv",
+        )
+    ]
+    ref = concat_xp(parts)
+    assert len(ref) == 6
+    for i in range(len(ref)):
+        rest = ref.take(np.flatnonzero(np.arange(len(ref)) != i))
+        nm = XPNoiseModel.fit(rest)
+        for b in ("bp", "rp"):
+            r = np.log(nm.errors(b, ref.coef[b][i : i + 1])[0] / ref.error[b][i])
+            assert abs(np.median(r)) < np.log(2.5), (i, b, np.median(r))
+    # photon noise alone (no knee) misses the brightest source (18 Sco, G = 5.3) by > 20×
+    nm = XPNoiseModel.fit(ref.take(np.arange(5)))
+    nm.c_knee = {b: np.inf for b in nm.c_knee}
+    r = np.log(nm.errors("bp", ref.coef["bp"][5:6])[0] / ref.error["bp"][5])
+    assert np.median(r) < -np.log(20)
+    assert np.all(np.linalg.eigvalsh(XPNoiseModel.fit(ref).corr["rp"]) > 0)
+
+
+def test_npz_sources_get_modelled_errors_and_a_flag(shared_data):
+    xp = read_xp(shared_data / "real/gaia_xp/GaiaXP_Spectra_Analysis/gaia_dr3_xp_c110_binary.npz")
+    assert len(xp) == 2815 and xp.errors_modelled.all()
+    assert np.all(xp.error["bp"] > 0) and xp.has("bp").all() and xp.has("rp").all()
+    wave, flux, err, _ = sample_xp(xp.take(np.arange(20)))
+    assert np.isfinite(flux).all() and np.all(err > 0)
+    # S/N along the spectrum is the order of magnitude of real XP (tens, not thousands)
+    assert 3 < np.median(np.abs(flux) / err) < 1000
