@@ -223,9 +223,21 @@ def _add_infer(sub: Any) -> None:
 # -- ingest ----------------------------------------------------------------------------------
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from .catalogue import catalogue_to_dataset
+    from .errors import ConfigError
 
+    spectra = {}
+    for item in args.spectra or []:
+        node, sep, file = item.partition("=")
+        if not sep or not node or not file:
+            raise ConfigError(f"--spectra {item!r}: expected NODE=FILE, e.g. xp_spectrum=xp.csv")
+        spectra[node] = file
     path, report = catalogue_to_dataset(
-        args.catalogue, args.survey, args.like, args.out, overwrite=args.overwrite
+        args.catalogue,
+        args.survey,
+        args.like,
+        args.out,
+        overwrite=args.overwrite,
+        spectra=spectra or None,
     )
     counts = report.counts()
     rejected = sum(v for k, v in counts.items() if k.startswith("row rejected"))
@@ -248,6 +260,14 @@ def _add_ingest(sub: Any) -> None:
     p.add_argument("--survey", required=True, help="survey column map (configs/surveys/*.yaml)")
     p.add_argument("--like", required=True, help="simulated dataset (.h5) or model folder")
     p.add_argument("--out", required=True, help="output dataset (.h5)")
+    p.add_argument(
+        "--spectra",
+        action="append",
+        metavar="NODE=FILE",
+        help="spectra of a spectrum node, e.g. xp_spectrum=xp.csv: Gaia XP coefficients in "
+        "the archive's layout (CSV, FITS, ECSV, VOTable) or an .npz with source_id and X, "
+        "matched to the catalogue by its id (overrides the column map's spectra:)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing output")
     p.set_defaults(func=_cmd_ingest)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from dasbi.catalogue.xp import (
     N_COEF,
@@ -159,3 +160,89 @@ def test_npz_sources_get_modelled_errors_and_a_flag(shared_data):
     assert np.isfinite(flux).all() and np.all(err > 0)
     # S/N along the spectrum is the order of magnitude of real XP (tens, not thousands)
     assert 3 < np.median(np.abs(flux) / err) < 1000
+
+
+@pytest.fixture
+def xp_sims(tmp_path_factory, shared_data):
+    from dasbi.config import from_dict
+    from dasbi.simulate import SimulateConfig, run_simulate
+
+    opts = {"name": "field_stars", "bands": {"gaia_G": {}, "gaia_BP": {}}, "xp": True}
+    return run_simulate(
+        from_dict(SimulateConfig, {"num": 50, "seed": 0, "simulator": {**opts, "mag_limit": 15}}),
+        tmp_path_factory.mktemp("xp") / "sim.h5",
+        progress=False,
+    )
+
+
+def test_ingest_puts_real_xp_on_the_rows_that_have_it(xp_sims, xp_dir, tmp_path):
+    """A catalogue whose XP spectra come from the archive file: matched by source_id, some
+    rows without XP, one spectrum for a source not in the catalogue, one bad spectrum."""
+    from dasbi.catalogue import catalogue_to_dataset
+    from dasbi.dataset import Dataset
+    from dasbi.inputs import context_tensors
+
+    df = pd.read_csv(
+        xp_dir / "xp_continuous/XP_CONTINUOUS_RAW_with_missing_BP.csv", dtype={"source_id": str}
+    )
+    bad = df.iloc[[2]].copy()
+    bad["source_id"] = "42"
+    bad["rp_coefficient_errors"] = bad["rp_coefficient_errors"].str.replace("(", "(-", n=1)
+    bad["bp_coefficients"] = "(1.0, 2.0)"
+    pd.concat([df, bad]).to_csv(tmp_path / "xp.csv", index=False)
+    ids = [df["source_id"][0], df["source_id"][1], "7", "42", "99"]
+    pd.DataFrame({"source_id": ids, "G": [12.0, 13.0, 14.0, 12.5, 13.5], "G_err": 0.01}).to_csv(
+        tmp_path / "cat.csv", index=False
+    )
+    (tmp_path / "map.yaml").write_text(
+        "catalogue:\n  id: source_id\n  columns:\n    gaia_G: {value: G, error: G_err}\n"
+        "  spectra:\n    xp_spectrum: {kind: gaia_xp, file: xp.csv}\n"
+    )
+    out, report = catalogue_to_dataset(
+        tmp_path / "cat.csv", tmp_path / "map.yaml", xp_sims, tmp_path / "real.h5"
+    )
+    with Dataset(out) as ds:
+        assert "xp_spectrum" in [n.name for n in ds.nodes]
+        wave = np.asarray(ds.group_attrs("xp")["wavelength_nm"])
+        with Dataset(xp_sims) as sim:
+            np.testing.assert_array_equal(wave, sim.group_attrs("xp")["wavelength_nm"])
+        flux, err, ok = context_tensors(ds.read(), ds.nodes)["xp_spectrum"]
+    has = ok.any(dim=1).tolist()
+    assert has == [True, True, False, False, False]  # 42's spectrum is bad in both bands
+    assert not ok[1][torch.as_tensor(wave < 600)].all()  # source 1 has no BP
+    assert (1e-19 < flux[0][ok[0]].abs().median() < 1e-14) and (err[ok] > 0).all()
+    rows = {(r["id"], r["column"], r["reason"].split()[0]) for r in report.table()}
+    assert ("42", "xp_spectrum:xp", "no") in rows  # row rejected: no usable BP or RP
+    assert any(i == df["source_id"][2] and c == "xp_spectrum" for i, c, _ in rows)  # not here
+    # a map naming a spectrum node the model does not have
+    (tmp_path / "map2.yaml").write_text(
+        "catalogue:\n  id: source_id\n  columns:\n    gaia_G: {value: G, error: G_err}\n"
+        "  spectra:\n    lamost_spectrum: {kind: gaia_xp, file: xp.csv}\n"
+    )
+    with pytest.raises(DataError, match="no such spectrum node"):
+        catalogue_to_dataset(
+            tmp_path / "cat.csv", tmp_path / "map2.yaml", xp_sims, tmp_path / "r2.h5"
+        )
+    # the CLI: spectra given on the command line to a map without a spectra: section
+    from dasbi.cli import main
+
+    (tmp_path / "map3.yaml").write_text(
+        "catalogue:\n  id: source_id\n  columns:\n    gaia_G: {value: G, error: G_err}\n"
+    )
+    args = [
+        "ingest",
+        "--catalogue",
+        str(tmp_path / "cat.csv"),
+        "--survey",
+        str(tmp_path / "map3.yaml"),
+        "--like",
+        str(xp_sims),
+        "--out",
+    ]
+    assert (
+        main([*args, str(tmp_path / "r3.h5"), "--spectra", f"xp_spectrum={tmp_path / 'xp.csv'}"])
+        == 0
+    )
+    with Dataset(tmp_path / "r3.h5") as ds:
+        assert context_tensors(ds.read(), ds.nodes)["xp_spectrum"][2].any(dim=1).sum() == 2
+    assert main([*args, str(tmp_path / "r4.h5"), "--spectra", "xp.csv"]) == 2

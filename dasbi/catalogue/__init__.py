@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -102,8 +103,16 @@ def catalogue_to_dataset(
     *,
     fmt: str | None = None,
     overwrite: bool = False,
+    spectra: dict[str, str | os.PathLike[str]] | None = None,
 ) -> tuple[Path, Report]:
     """A real catalogue as a dasbi dataset of observables (``--real`` of domain adaptation).
+
+    Spectra: a spectrum node of ``like`` (``xp_spectrum``) is filled where the column map's
+    ``spectra:`` section (or ``spectra``, node → file, which takes precedence) names a
+    source: Gaia XP coefficients in the archive's layout (:mod:`dasbi.catalogue.xp`),
+    matched to the catalogue's rows by identifier and sampled with GaiaXPy. Rows without a
+    spectrum keep it missing; spectra of sources not in the catalogue, and bad ones, are
+    reported.
 
     The column map converts each mapped column (units, fluxes → Vega magnitudes, limit
     flags, sentinels; :func:`map_catalogue`); the dataset carries every diffuse observable
@@ -167,6 +176,25 @@ def catalogue_to_dataset(
                 lims[:, j] = m.upper_limits[nd.name]
         seen = np.isfinite(vals)
         blocks[group] = Block(np.where(seen, vals, np.nan), errs, seen, lims & seen)
+    group_attrs: dict[str, dict[str, Any]] = {}
+    sources = {k: ("gaia_xp", str(v)) for k, v in (spectra or {}).items()}
+    sources = {**cmap.spectra, **sources}
+    context = [n for n in ref if n.role == "context" and n.kind == "observable"]
+    unknown = sorted(set(sources) - {n.name for n in context})
+    if unknown:
+        raise DataError(
+            f"spectra for {unknown}, but {like} has no such spectrum node; it has "
+            f"{[n.name for n in context] or 'none'}"
+        )
+    for node in context:
+        if node.name not in sources:
+            continue
+        kind, file = sources[node.name]
+        path = _spectrum_file(file, catalogue, cmap)
+        block, attrs = _xp_block(path, m.ids, node, m.report)
+        blocks[node.modality] = block
+        group_attrs[node.modality] = attrs
+        nodes = NodeSet([*nodes, node])
     out.parent.mkdir(parents=True, exist_ok=True)
     # the report first, then the dataset with its ids in one atomic replacement: a crash
     # leaves either no dataset or a complete one
@@ -177,7 +205,68 @@ def catalogue_to_dataset(
             nodes,
             blocks,
             attrs={"catalogue": str(catalogue), "survey": str(survey), "like": str(like)},
+            group_attrs=group_attrs,
         )
         with h5py.File(tmp, "a") as f:
             f.create_dataset("source_id", data=np.char.encode(m.ids.astype(str), "utf-8"))
     return out, m.report
+
+
+def _spectrum_file(file: str, catalogue: str | os.PathLike[str], cmap: ColumnMap) -> Path:
+    """A column map's spectrum file: the catalogue itself, an absolute path, or a path
+    relative to the column map's folder (then to the current folder)."""
+    if file == "catalogue":
+        return Path(catalogue)
+    p = Path(file)
+    if p.is_absolute() or not cmap.source:
+        return p
+    near = Path(cmap.source).parent / p
+    return near if near.exists() else p
+
+
+def _xp_block(path: Path, ids: np.ndarray, node: Any, report: Report) -> tuple[Any, dict]:
+    """The (rows, pixels) block of a spectrum node from Gaia XP coefficients."""
+    from ..dataset import Block
+    from .xp import read_xp, sample_xp
+
+    xp = read_xp(path, report=Report())
+    wave, flux, err, _ = sample_xp(xp)
+    if node.size and node.size != len(wave):
+        raise DataError(
+            f"{node.name} has {node.size} samples in the model, Gaia XP from {path} has "
+            f"{len(wave)} (GaiaXPy's default sampling): simulate XP with the gaia_xp "
+            "spectrograph preset"
+        )
+    keys = np.asarray(ids).astype(str)
+    index = {k: i for i, k in enumerate(keys)}
+    # problems with a spectrum are reported on its catalogue row (-1: not in the catalogue)
+    for sid, col, act, why in zip(
+        xp.report.ids, xp.report.columns, xp.report.actions, xp.report.reasons, strict=True
+    ):
+        row = index.get(str(sid), -1)
+        report.add(np.array([0]), np.array([sid]), f"{node.name}:{col}", act, why, offset=row)
+    vals = np.full((len(keys), len(wave)), np.nan)
+    errs = np.zeros_like(vals)
+    where = np.array([index.get(s, -1) for s in xp.source_id.astype(str)])
+    extra = np.flatnonzero(where < 0)
+    if len(extra):
+        report.add(
+            extra,
+            xp.source_id,
+            node.name,
+            "ignored",
+            "source_id not among the catalogue's kept rows",
+        )
+    hit = where >= 0
+    vals[where[hit]] = flux[hit]
+    errs[where[hit]] = err[hit]
+    seen = np.isfinite(vals) & np.isfinite(errs) & (errs > 0)
+    block = Block(
+        np.where(seen, vals, np.nan), np.where(seen, errs, 0.0), seen, np.zeros_like(seen)
+    )
+    attrs = {
+        "wavelength_nm": wave,
+        "source": str(path),
+        "errors_modelled": int(xp.errors_modelled.sum()),
+    }
+    return block, attrs

@@ -16,7 +16,9 @@ from .readers import table_column
 from .report import Report
 
 _COLUMN_KEYS = {"value", "error", "limit", "unit", "zero_point", "error_floor"}
-_MAP_KEYS = {"id", "sentinels", "columns"}
+_MAP_KEYS = {"id", "sentinels", "columns", "spectra"}
+#: spectrum sources of a column map: kind → reader (dasbi.catalogue.xp for gaia_xp)
+SPECTRUM_KINDS = ("gaia_xp",)
 MAG_RANGE = (-5.0, 35.0)
 
 
@@ -38,6 +40,9 @@ class ColumnMap:
     id: str | None = None
     sentinels: list[float] = field(default_factory=list)
     source: str = ""
+    #: spectrum node → (kind, file); file ``catalogue`` means the catalogue itself, a
+    #: relative path is taken from the column map's folder
+    spectra: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def load_column_map(path: str | os.PathLike[str]) -> ColumnMap:
@@ -98,7 +103,26 @@ def load_column_map(path: str | os.PathLike[str]) -> ColumnMap:
             float(floor),
         )
     sentinels = [float(s) for s in (cat.get("sentinels") or [])]
-    return ColumnMap(specs, None if cat.get("id") is None else str(cat["id"]), sentinels, str(p))
+    spectra = {}
+    for node, spec in (cat.get("spectra") or {}).items():
+        if (
+            not isinstance(spec, dict)
+            or spec.get("kind") not in SPECTRUM_KINDS
+            or set(spec)
+            - {
+                "kind",
+                "file",
+            }
+        ):
+            raise ConfigError(
+                f"{p}: catalogue.spectra.{node} must be {{kind: gaia_xp, file: FILE}} (file: "
+                "the archive's XP coefficients, or 'catalogue' where the catalogue holds them)"
+            )
+        spectra[str(node)] = (str(spec["kind"]), str(spec.get("file", "catalogue")))
+    cid = None if cat.get("id") is None else str(cat["id"])
+    if spectra and cid is None:
+        raise ConfigError(f"{p}: catalogue.spectra needs catalogue.id to match spectra to rows")
+    return ColumnMap(specs, cid, sentinels, str(p), spectra)
 
 
 def required_columns(cmap: ColumnMap) -> list[str]:
