@@ -215,6 +215,13 @@ def _add_infer(sub: Any) -> None:
     p.add_argument("--num-samples", type=int, help="posterior samples per object")
     p.add_argument("--sampler-steps", type=int, help="sampler (solver) steps")
     p.add_argument("--device", help="torch device of the model (cpu, cuda, cuda:1, mps)")
+    p.add_argument(
+        "--spectra",
+        action="append",
+        metavar="NODE=FILE",
+        help="spectra of a spectrum node, e.g. xp_spectrum=xp.csv (Gaia XP coefficients, "
+        "matched to the catalogue by id; models trained with --domain-adapt on spectra)",
+    )
     p.add_argument("--backend", choices=["local", "ray"], help="execution backend")
     p.add_argument("--overwrite", action="store_true", help="replace existing output")
     p.set_defaults(func=_cmd_infer)

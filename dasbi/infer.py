@@ -92,6 +92,11 @@ class InferConfig:
     device: str = param(
         "cpu", help="torch device of the model: cpu, cuda, cuda:1, mps (local backend)"
     )
+    spectra: dict[str, str] = param(
+        default_factory=dict,
+        help="spectrum node → Gaia XP coefficients (archive layout or .npz), matched to the "
+        "catalogue by id; adds to the column map's spectra: (models with encoders only)",
+    )
     save_samples: bool = param(False, help="store the (N, S, P) samples in /samples")
     samples_dtype: Literal["float32", "float16"] = param("float32", help="dtype of /samples")
     fits: bool = param(True, help="also write the summary as <out stem>.fits")
@@ -123,6 +128,7 @@ def _infer_chunk(
     errors: dict[str, np.ndarray],
     limits: dict[str, np.ndarray],
     opts: dict[str, Any],
+    spectra: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Summaries (and samples) of one chunk; top level so Ray can ship it."""
     import torch
@@ -141,7 +147,13 @@ def _infer_chunk(
     kw = {"sampler": sampler} if sampler else {}
     with torch.no_grad():  # not inference_mode: limit guidance re-enables gradients
         s = post.sample(
-            (opts["num_samples"],), x=given, errors=errors, upper_limits=limits, seed=seed, **kw
+            (opts["num_samples"],),
+            x=given,
+            errors=errors,
+            upper_limits=limits,
+            seed=seed,
+            **({"spectra": spectra} if spectra else {}),
+            **kw,
         ).numpy()  # (S, B, P)
     finite = np.all(np.isfinite(s), axis=(0, 2))
     # numpy's nan-aware percentile loops over every (object, parameter) in Python: use it
@@ -238,6 +250,7 @@ def run_infer(
     first = catalogue_ids(head, cmap) if cmap.id else None
     map_catalogue(head, cmap, observables, ids=first, id_status=np.array([""] * len(head), object))
     params = post.parameter_names
+    spectra = _load_spectra(post, cmap, cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
     recover(out)  # a killed run's temporary copies
     fp = fingerprint(
@@ -250,6 +263,7 @@ def run_infer(
             "model": model_sha,
             "catalogue": _file_stamp(Path(cfg.catalogue)),
             "map": Path(cmap.source).read_text() if cmap.source else "",
+            "spectra": {k: _file_stamp(v.path) for k, v in spectra.items()},
         }
     )
     if out.exists() and not overwrite:
@@ -298,9 +312,15 @@ def run_infer(
         block = table[a:b]
         ids = catalogue_ids(block, cmap) if cmap.id else None
         status = index.status(a, b, ids if ids is not None else index.ids(a, b))
-        return map_catalogue(
+        m = map_catalogue(
             block, cmap, observables, ids=ids, id_status=status, offset=a, needs_errors=needs
         )
+        for sp in spectra.values():
+            sp.report_into(m)
+        return m
+
+    def chunk_spectra(m: Any) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+        return {k: sp.rows(m.ids) for k, sp in spectra.items()} or None
 
     def finish(i: int, m: Any, res: dict[str, np.ndarray] | None) -> None:
         if res is None:  # no accepted row in this chunk
@@ -320,7 +340,18 @@ def run_infer(
                 for i in todo:
                     m = pending[i] = mapped_chunk(i)
                     if len(m):
-                        yield i, (str(model), i, m.values, m.errors, m.upper_limits, opts)
+                        yield (
+                            i,
+                            (
+                                str(model),
+                                i,
+                                m.values,
+                                m.errors,
+                                m.upper_limits,
+                                opts,
+                                chunk_spectra(m),
+                            ),
+                        )
                     else:
                         finish(i, pending.pop(i), None)
 
@@ -336,12 +367,94 @@ def run_infer(
             for i in todo:
                 m = mapped_chunk(i)
                 res = (
-                    _infer_chunk(str(model), i, m.values, m.errors, m.upper_limits, opts)
+                    _infer_chunk(
+                        str(model), i, m.values, m.errors, m.upper_limits, opts, chunk_spectra(m)
+                    )
                     if len(m)
                     else None
                 )
                 finish(i, m, res)
     return _assemble(cfg, out, parts, len(starts), n_input, index.width, params, model_sha, fp)
+
+
+@dataclass
+class _Spectra:
+    """One spectrum node's spectra, sampled once, looked up by catalogue id per chunk."""
+
+    path: Path
+    flux: np.ndarray  # (M, L) float32
+    error: np.ndarray  # (M, L) float32
+    index: dict[str, int]
+    problems: list[tuple[str, str, str, str]]  # (id, column, action, reason)
+    node: str
+
+    def rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, L) flux and errors of the catalogue rows ``ids``; NaN where none."""
+        k = np.array([self.index.get(str(i), -1) for i in ids])
+        flux = np.full((len(k), self.flux.shape[1]), np.nan, np.float32)
+        err = np.full_like(flux, np.nan)
+        flux[k >= 0], err[k >= 0] = self.flux[k[k >= 0]], self.error[k[k >= 0]]
+        return flux, err
+
+    def report_into(self, m: Any) -> None:
+        """Add this file's problems with the chunk's sources to the chunk's report."""
+        if not self.problems:
+            return
+        where = {str(i): r for i, r in zip(m.ids, m.rows, strict=True)}
+        for sid, col, act, why in self.problems:
+            if sid in where:
+                m.report.add(
+                    np.array([0]),
+                    np.array([sid]),
+                    f"{self.node}:{col}",
+                    act,
+                    why,
+                    offset=int(where[sid]),
+                )
+
+
+def _load_spectra(post: Any, cmap: Any, cfg: InferConfig) -> dict[str, _Spectra]:
+    """The spectra of the column map's ``spectra:`` and ``cfg.spectra`` (read whole)."""
+    from .catalogue import spectrum_file
+    from .catalogue.report import Report
+    from .catalogue.xp import read_xp, sample_xp
+
+    sources = {
+        k: spectrum_file(f, cfg.catalogue or "", cmap) for k, (_, f) in cmap.spectra.items()
+    }
+    sources.update({k: Path(v) for k, v in cfg.spectra.items()})
+    if not sources:
+        return {}
+    nodes = {
+        n
+        for sp in (getattr(post, "specs", None) or [])
+        if sp["kind"] == "spectrum"
+        for n in sp["nodes"]
+    }
+    unknown = sorted(set(sources) - nodes)
+    if unknown:
+        raise ConfigError(
+            f"spectra for {unknown}, but the model reads "
+            + (
+                f"the spectrum nodes {sorted(nodes)}"
+                if nodes
+                else "no spectra (train with --domain-adapt on a dataset with spectra)"
+            )
+        )
+    out = {}
+    for node, path in sources.items():
+        xp = read_xp(path, report=Report())
+        _, flux, err, _ = sample_xp(xp)
+        r = xp.report
+        out[node] = _Spectra(
+            path,
+            flux.astype(np.float32),
+            err.astype(np.float32),
+            {str(s): i for i, s in enumerate(xp.source_id)},
+            list(zip(r.ids, r.columns, r.actions, r.reasons, strict=True)),
+            node,
+        )
+    return out
 
 
 def _run_fingerprint(path: Path) -> str | None:
@@ -538,6 +651,11 @@ def run_infer_cli(args: argparse.Namespace) -> int:
         data["sampler_steps"] = args.sampler_steps
     if getattr(args, "device", None) is not None:
         data["device"] = args.device
+    for item in getattr(args, "spectra", None) or []:
+        node, sep, file = item.partition("=")
+        if not sep or not node or not file:
+            raise ConfigError(f"--spectra {item!r}: expected NODE=FILE, e.g. xp_spectrum=xp.csv")
+        data.setdefault("spectra", {})[node] = file
     _renamed(data)
     cfg = from_dict(InferConfig, data)
     path = run_infer(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet)

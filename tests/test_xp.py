@@ -246,3 +246,56 @@ def test_ingest_puts_real_xp_on_the_rows_that_have_it(xp_sims, xp_dir, tmp_path)
     with Dataset(tmp_path / "r3.h5") as ds:
         assert context_tensors(ds.read(), ds.nodes)["xp_spectrum"][2].any(dim=1).sum() == 2
     assert main([*args, str(tmp_path / "r4.h5"), "--spectra", "xp.csv"]) == 2
+
+
+def test_infer_reads_xp_for_the_rows_that_have_it(xp_sims, xp_dir, tmp_path):
+    """dasbi infer with spectra: a model with encoders reads each row's XP; rows without XP
+    get the same posterior as without any spectra file, rows with XP a different one."""
+    from dasbi.adapt import DomainAdaptConfig, train_domain_adapt
+    from dasbi.cli import main
+    from dasbi.config import from_dict
+    from dasbi.infer import read_posteriors
+
+    cfg = from_dict(
+        DomainAdaptConfig,
+        {
+            "max_steps": 3,
+            "batch_size": 16,
+            "real_batch_size": 8,
+            "val_every": 3,
+            "network": {"dim": 16, "depth": 1, "heads": 2},
+            "encoder": {"dim": 16, "depth": 1, "heads": 2, "tokens": 2, "patch": 16},
+            "align": {"contrastive": 0.0, "ot": 0.0, "pair": 0.0},
+        },
+    )
+    train_domain_adapt(xp_sims, xp_sims, cfg, out=tmp_path / "model", progress=False)
+    df = pd.read_csv(xp_dir / "xp_continuous/XP_CONTINUOUS_RAW.csv", dtype={"source_id": str})
+    ids = [df["source_id"][0], "7", df["source_id"][1]]
+    pd.DataFrame({"source_id": ids, "G": [12.0, 13.0, 14.0], "G_err": 0.01}).to_csv(
+        tmp_path / "cat.csv", index=False
+    )
+    (tmp_path / "map.yaml").write_text(
+        "catalogue:\n  id: source_id\n  columns:\n    gaia_G: {value: G, error: G_err}\n"
+    )
+    base = [
+        "infer",
+        "--model",
+        str(tmp_path / "model"),
+        "--catalogue",
+        str(tmp_path / "cat.csv"),
+        "--survey",
+        str(tmp_path / "map.yaml"),
+        "--num-samples",
+        "20",
+        "--quiet",
+        "--out",
+    ]
+    xp = str(xp_dir / "xp_continuous/XP_CONTINUOUS_RAW.csv")
+    assert main([*base, str(tmp_path / "with.h5"), "--spectra", f"xp_spectrum={xp}"]) == 0
+    assert main([*base, str(tmp_path / "without.h5")]) == 0
+    with_, _ = read_posteriors(tmp_path / "with.h5")
+    without, _ = read_posteriors(tmp_path / "without.h5")
+    med = [n for n in with_.colnames if n.endswith("_median")]
+    same = [all(with_[c][r] == without[c][r] for c in med) for r in range(3)]
+    assert same == [False, True, False]
+    assert main([*base, str(tmp_path / "x.h5"), "--spectra", f"lamost_spectrum={xp}"]) == 2

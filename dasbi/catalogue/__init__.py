@@ -92,6 +92,7 @@ __all__ = [
     "open_catalogue",
     "read_catalogue",
     "required_columns",
+    "spectrum_file",
 ]
 
 
@@ -190,7 +191,7 @@ def catalogue_to_dataset(
         if node.name not in sources:
             continue
         kind, file = sources[node.name]
-        path = _spectrum_file(file, catalogue, cmap)
+        path = spectrum_file(file, catalogue, cmap)
         block, attrs = _xp_block(path, m.ids, node, m.report)
         blocks[node.modality] = block
         group_attrs[node.modality] = attrs
@@ -212,7 +213,7 @@ def catalogue_to_dataset(
     return out, m.report
 
 
-def _spectrum_file(file: str, catalogue: str | os.PathLike[str], cmap: ColumnMap) -> Path:
+def spectrum_file(file: str, catalogue: str | os.PathLike[str], cmap: ColumnMap) -> Path:
     """A column map's spectrum file: the catalogue itself, an absolute path, or a path
     relative to the column map's folder (then to the current folder)."""
     if file == "catalogue":
