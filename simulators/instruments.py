@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -137,6 +137,9 @@ class SpectrographSpec:
     snr_at_ref: float = 100.0  # per-pixel S/N of a source of magnitude ref_mag
     ref_mag: float = 15.0
     snr_floor_mag: float = 0.0  # brightest magnitude at which S/N saturates
+    #: ``pixels``: independent noise of S/N ``snr_at_ref`` at ``ref_mag``; ``xp_coefficients``
+    #: (Gaia XP): correlated noise of the published coefficients (simulators.gaia_xp)
+    noise: Literal["pixels", "xp_coefficients"] = "pixels"
 
 
 SPECTROGRAPHS: dict[str, SpectrographSpec] = {
@@ -149,6 +152,7 @@ SPECTROGRAPHS: dict[str, SpectrographSpec] = {
         100.0,
         15.0,
         12.0,
+        "xp_coefficients",
     ),
     "lamost_lrs": SpectrographSpec(370.0, 910.0, 1800.0, "log", 1e-4, 50.0, 15.0, 10.0),
     "boss": SpectrographSpec(360.0, 1040.0, 2000.0, "log", 1e-4, 40.0, 17.0, 12.0),
@@ -176,6 +180,7 @@ class Spectrograph:
                 )
             spec = SPECTROGRAPHS[name]
         self.name, self.spec = name, spec
+        self._xp_noise: Any = None
         if name == "gaia_xp":
             self.wave_nm = gaiaxpy_sampling()
         elif spec.sampling == "linear":
@@ -221,8 +226,22 @@ class Spectrograph:
     def observe(
         self, flam: torch.Tensor | np.ndarray, mag: np.ndarray, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Noisy spectra (N, P) and 1σ errors for sources of magnitude ``mag`` (N,)."""
+        """Noisy spectra (N, P) and 1σ errors for sources of magnitude ``mag`` (N,).
+
+        With ``noise: xp_coefficients`` the spectrum becomes XP coefficients, gets their
+        correlated noise and is sampled back, as real XP spectra are (:mod:`simulators.gaia_xp`;
+        the noise follows each source's flux, so ``mag`` is not used)."""
         clean = self.convolve(flam).numpy().astype(np.float64)
+        if self.spec.noise == "xp_coefficients":
+            if self._xp_noise is None:
+                from .gaia_xp import XPCoefficientNoise
+
+                self._xp_noise = XPCoefficientNoise()
+                if not np.array_equal(self._xp_noise.wave_nm, self.wave_nm):
+                    raise ValueError(
+                        f"{self.name}: xp_coefficients noise needs GaiaXPy's default sampling"
+                    )
+            return self._xp_noise.observe(clean, rng)
         m = np.maximum(np.asarray(mag, np.float64), self.spec.snr_floor_mag)
         snr = self.spec.snr_at_ref * 10 ** (-0.2 * (m - self.spec.ref_mag))  # photon noise
         err = np.abs(clean) / snr[:, None] + 1e-30

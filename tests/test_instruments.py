@@ -80,10 +80,17 @@ def test_lsf_width_matches_resolution():
 
 
 def test_noise_level(rng):
+    """Pixel noise (noise: pixels) has the preset's S/N at ref_mag (XP's own coefficient
+    noise is tested in test_xp.py)."""
+    import dataclasses
+
+    from simulators.instruments import SPECTROGRAPHS
+
     wave_aa = np.arange(3000.0, 11000.0, 10.0)
+    spec = dataclasses.replace(SPECTROGRAPHS["gaia_xp"], noise="pixels")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sg = Spectrograph("gaia_xp", wave_aa)
+        sg = Spectrograph("gaia_xp", wave_aa, spec)
     flux = np.ones((500, len(wave_aa)))
     spec, err = sg.observe(flux, np.full(500, 15.0), rng)
     resid = (spec - 1e-2) / err

@@ -9,8 +9,8 @@ import torch
 
 from dasbi.catalogue.xp import (
     N_COEF,
-    XPNoiseModel,
     concat_xp,
+    fit_noise,
     pack_correlation,
     read_xp,
     sample_xp,
@@ -140,16 +140,16 @@ def test_noise_model_predicts_published_errors_leave_one_out(xp_dir):
     assert len(ref) == 6
     for i in range(len(ref)):
         rest = ref.take(np.flatnonzero(np.arange(len(ref)) != i))
-        nm = XPNoiseModel.fit(rest)
+        nm = fit_noise(rest)
         for b in ("bp", "rp"):
             r = np.log(nm.errors(b, ref.coef[b][i : i + 1])[0] / ref.error[b][i])
             assert abs(np.median(r)) < np.log(2.5), (i, b, np.median(r))
     # photon noise alone (no knee) misses the brightest source (18 Sco, G = 5.3) by > 20×
-    nm = XPNoiseModel.fit(ref.take(np.arange(5)))
+    nm = fit_noise(ref.take(np.arange(5)))
     nm.c_knee = {b: np.inf for b in nm.c_knee}
     r = np.log(nm.errors("bp", ref.coef["bp"][5:6])[0] / ref.error["bp"][5])
     assert np.median(r) < -np.log(20)
-    assert np.all(np.linalg.eigvalsh(XPNoiseModel.fit(ref).corr["rp"]) > 0)
+    assert np.all(np.linalg.eigvalsh(fit_noise(ref).corr["rp"]) > 0)
 
 
 def test_npz_sources_get_modelled_errors_and_a_flag(shared_data):
@@ -299,3 +299,113 @@ def test_infer_reads_xp_for_the_rows_that_have_it(xp_sims, xp_dir, tmp_path):
     same = [all(with_[c][r] == without[c][r] for c in med) for r in range(3)]
     assert same == [False, True, False]
     assert main([*base, str(tmp_path / "x.h5"), "--spectra", f"lamost_spectrum={xp}"]) == 2
+
+
+def test_simulated_xp_goes_through_gaiaxpy_s_own_calibration(xp_dir):
+    """The coefficient → sample map is GaiaXPy's, the projection inverts it, and a
+    simulated spectrum's errors are GaiaXPy's propagation of the modelled covariance."""
+    from dasbi.catalogue.xp import XPCoefficients
+    from simulators.gaia_xp import XPCoefficientNoise, XPNoiseModel, project, xp_design
+
+    xp = read_xp(xp_dir / "xp_continuous/XP_CONTINUOUS_RAW.csv")
+    _, flux, _, _ = sample_xp(xp)
+    wave, m = xp_design()
+    c = np.concatenate([xp.coef["bp"], xp.coef["rp"]], axis=1)
+    np.testing.assert_allclose(c @ m, flux, rtol=0, atol=1e-12 * np.abs(flux).max())
+    np.testing.assert_allclose(project(flux), c, rtol=1e-8, atol=1e-8 * np.abs(c).max())
+    nm = XPNoiseModel.load()
+    sim = XPCoefficientNoise(nm)
+    _, err = sim.observe(flux, np.random.default_rng(0))
+    modelled = XPCoefficients(
+        xp.source_id,
+        xp.coef,
+        {b: nm.errors(b, xp.coef[b]) for b in ("bp", "rp")},
+        {b: np.repeat(nm.corr[b][None], 2, 0) for b in ("bp", "rp")},
+        {b: np.ones(2) for b in ("bp", "rp")},
+        np.ones(2, bool),
+    )
+    _, _, err_gx, _ = sample_xp(modelled)
+    np.testing.assert_allclose(err, err_gx, rtol=1e-8)
+    # the draws have that spread, and are correlated between neighbouring samples as real XP
+    draws = np.stack([sim.observe(flux[:1], np.random.default_rng(i))[0][0] for i in range(800)])
+    assert abs(np.median(draws.std(0) / err[0]) - 1) < 0.08
+    resid = (draws - draws.mean(0)) / draws.std(0)
+    rho = np.mean(resid[:, :-1] * resid[:, 1:], axis=0)
+    assert np.median(rho) > 0.5
+
+
+def test_shipped_noise_model_is_the_fit_on_the_archive_sources(xp_dir):
+    from simulators.gaia_xp import XPNoiseModel
+
+    ref = concat_xp(
+        [
+            read_xp(xp_dir / f)
+            for f in (
+                "xp_continuous/XP_CONTINUOUS_RAW.csv",
+                "xp_continuous/XP_CONTINUOUS_RAW_colour_eq_dr3int6.csv",
+                "cholesky_solution/18Sco-XP-spectra.csv",
+            )
+        ]
+    )
+    fitted, shipped = fit_noise(ref), XPNoiseModel.load()
+    for b in ("bp", "rp"):
+        np.testing.assert_allclose(shipped.log_profile[b], fitted.log_profile[b], atol=1e-12)
+        assert shipped.c_knee[b] == pytest.approx(fitted.c_knee[b])
+        np.testing.assert_allclose(shipped.corr[b], fitted.corr[b], atol=1e-6)  # float32
+
+
+def test_modelled_sample_correlations_match_a_real_source(xp_dir):
+    """Sampled-spectrum correlations of the model against GaiaXPy's for a real source with
+    published correlations (neighbour and 5-sample lags)."""
+    from dasbi.catalogue.xp import XPCoefficients
+    from simulators.gaia_xp import XPNoiseModel
+
+    xp = read_xp(xp_dir / "xp_continuous/XP_CONTINUOUS_RAW_colour_eq_dr3int6.csv")
+    nm = XPNoiseModel.load()
+    n = len(xp)
+    modelled = XPCoefficients(
+        xp.source_id,
+        xp.coef,
+        {b: nm.errors(b, xp.coef[b]) for b in ("bp", "rp")},
+        {b: np.repeat(nm.corr[b][None], n, 0) for b in ("bp", "rp")},
+        {b: np.ones(n) for b in ("bp", "rp")},
+        np.ones(n, bool),
+    )
+    _, _, _, real = sample_xp(xp, with_correlation=True)
+    _, _, _, model = sample_xp(modelled, with_correlation=True)
+    for lag in (1, 5):
+        r = np.diagonal(real, lag, axis1=1, axis2=2)
+        m = np.diagonal(model, lag, axis1=1, axis2=2)
+        assert np.median(np.abs(r - m)) < 0.15, lag
+
+
+def test_the_gaia_xp_spectrograph_uses_coefficient_noise(shared_data):
+    """The gaia_xp preset observes with coefficient noise; noise: pixels keeps the old
+    independent pixels; field stars with xp get it."""
+    import dataclasses
+
+    from simulators.instruments import SPECTROGRAPHS, Spectrograph
+    from simulators.stars import FieldStars
+
+    wave_aa = np.arange(3000.0, 11000.0, 2.0)
+    teff = np.array([3500.0, 5800.0, 9000.0])[:, None]
+    lam_cm = wave_aa[None] * 1e-8
+    flam = 1e-3 / lam_cm**5 / np.expm1(1.4388 / (lam_cm * teff))  # B_λ shapes
+    flam = flam / flam.max(axis=1, keepdims=True) * 1e-13
+    mag = np.array([12.0, 12.0, 12.0])
+    assert SPECTROGRAPHS["gaia_xp"].noise == "xp_coefficients"
+    xp = Spectrograph("gaia_xp", wave_aa)
+    pix = Spectrograph(
+        "gaia_xp", wave_aa, dataclasses.replace(SPECTROGRAPHS["gaia_xp"], noise="pixels")
+    )
+    v, e = xp.observe(flam, mag, np.random.default_rng(0))
+    vp, ep = pix.observe(flam, mag, np.random.default_rng(0))
+    assert v.shape == vp.shape == (3, 343) and np.all(e > 0)
+    # pixel noise: |f|/σ is the same at every sample of a star; XP noise: it is not
+    spread = lambda f, s: np.median(np.std(np.abs(f) / s, 1) / np.mean(np.abs(f) / s, 1))  # noqa: E731
+    clean = xp.convolve(flam).numpy()
+    assert spread(clean, ep) < 1e-6 < 0.1 < spread(clean, e)
+    sim = FieldStars({"bands": {"gaia_G": {}}, "xp": True, "mag_limit": 15})
+    rng = np.random.default_rng(0)
+    b = sim.simulate(sim.sample_prior(40, rng), rng)["xp"]
+    assert np.asarray(b.values).shape == (40, 343) and np.all(np.asarray(b.errors) > 0)

@@ -13,8 +13,8 @@ GaiaXPy divides it out and multiplies it back when it samples).
   strings, FITS, ECSV or VOTable with array columns; rows without BP or RP keep that band as
   missing;
 * an ``.npz`` with ``source_id`` and ``X`` (N, 110): 55 BP then 55 RP coefficients, no
-  errors. Such rows get errors and correlations from an :class:`XPNoiseModel` and are flagged
-  ``errors_modelled``.
+  errors. Such rows get errors and correlations from an
+  :class:`~simulators.gaia_xp.XPNoiseModel` and are flagged ``errors_modelled``.
 
 Every row is checked (coefficient count, finite values, positive errors, correlations in
 [-1, 1], a positive-definite covariance); a bad band is dropped and a row without a usable
@@ -35,6 +35,14 @@ from typing import Any
 
 import numpy as np
 
+from simulators.gaia_xp import (
+    BANDS,
+    N_COEF,
+    XPNoiseModel,
+    pack_correlation,
+    unpack_correlation,
+)
+
 from ..errors import DataError
 from .report import Report
 
@@ -44,38 +52,12 @@ __all__ = [
     "XPCoefficients",
     "XPNoiseModel",
     "concat_xp",
+    "fit_noise",
     "pack_correlation",
     "read_xp",
     "sample_xp",
     "unpack_correlation",
 ]
-
-N_COEF = 55
-BANDS = ("bp", "rp")
-
-
-def unpack_correlation(packed: np.ndarray, n: int = N_COEF) -> np.ndarray:
-    """(…, n(n−1)/2) archive correlations → (…, n, n) symmetric matrices, unit diagonal.
-
-    The archive stores the elements below the diagonal in row order of the lower triangle
-    (column order of the upper one)."""
-    packed = np.asarray(packed, np.float64)
-    m = n * (n - 1) // 2
-    if packed.shape[-1] != m:
-        raise ValueError(f"{packed.shape[-1]} correlations, expected {m} for {n} coefficients")
-    out = np.zeros((*packed.shape[:-1], n, n))
-    i, j = np.tril_indices(n, -1)
-    out[..., i, j] = packed
-    out[..., j, i] = packed
-    out[..., np.arange(n), np.arange(n)] = 1.0
-    return out
-
-
-def pack_correlation(corr: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`unpack_correlation`."""
-    n = corr.shape[-1]
-    i, j = np.tril_indices(n, -1)
-    return np.asarray(corr)[..., i, j]
 
 
 @dataclass
@@ -165,7 +147,8 @@ def read_xp(
 
     Args:
         path: A file in the archive's layout, or an ``.npz`` with ``source_id`` and ``X``.
-        noise: Errors for files without them (default: :meth:`XPNoiseModel.reference`).
+        noise: Errors for files without them (default: the shipped reference,
+            :meth:`~simulators.gaia_xp.XPNoiseModel.load`).
 
     Raises:
         DataError: Unreadable file, missing columns, or no usable row.
@@ -286,7 +269,7 @@ def _read_npz(path: Path, noise: XPNoiseModel | None, report: Report) -> XPCoeff
         raise DataError(f"{path}: X has shape {x.shape}, expected (N, {2 * N_COEF}): BP then RP")
     ids = np.asarray(z["source_id"]).astype(str)
     out = _empty(ids)
-    noise = noise or XPNoiseModel.reference()
+    noise = noise or XPNoiseModel.load()
     for k, b in enumerate(BANDS):
         c = x[:, k * N_COEF : (k + 1) * N_COEF]
         fine = np.all(np.isfinite(c), axis=1)
@@ -306,79 +289,17 @@ def _read_npz(path: Path, noise: XPNoiseModel | None, report: Report) -> XPCoeff
 
 
 # -- noise model --------------------------------------------------------------------------------
-@dataclass
-class XPNoiseModel:
-    """Coefficient errors and correlations for XP spectra that come without them.
-
-    Per band, ``log e_i = p_i + ½ log c_0 + ½ log(1 + c_0 / c_k)``, with ``c_0`` the first
-    coefficient (proportional to the band's flux): photon noise (``e ∝ √c_0``) for faint
-    sources, errors proportional to the flux above ``c_k`` (calibration-limited bright
-    sources). ``c_k`` (on a grid) and the profile ``p`` along the basis are fitted on
-    sources with published errors (median absolute log residual), and the correlations are
-    their median correlation matrix, made positive definite. Leave-one-out on the six
-    archive sources of GaiaXPy's test files (G ≈ 5-18) this predicts the errors to within a
-    factor 1.1-2.3 (median over coefficients); √c_0 alone is 50× too small for the brightest
-    (tests/test_xp.py). It has no colour term and no dependence on the number of transits.
-    """
-
-    log_profile: dict[str, np.ndarray]  # band → (55,)
-    c_knee: dict[str, float]  # band → c_0 above which errors grow as c_0
-    corr: dict[str, np.ndarray]  # band → (55, 55)
-    n_sources: int
-
-    @classmethod
-    def fit(cls, ref: XPCoefficients) -> XPNoiseModel:
-        prof, knee, corr = {}, {}, {}
-        grid = 10 ** np.linspace(1.0, 8.0, 141)
-        for b in BANDS:
-            has = ref.has(b) & ~ref.errors_modelled
-            if has.sum() < 2:
-                raise DataError(f"the XP noise model needs 2 sources with published {b} errors")
-            c0 = np.abs(ref.coef[b][has, 0])
-            le = np.log(ref.error[b][has])
-            best = (np.inf, 0.0, np.zeros(N_COEF))
-            for ck in grid:
-                base = 0.5 * np.log(c0) + 0.5 * np.log1p(c0 / ck)
-                p = np.median(le - base[:, None], axis=0)
-                cost = float(np.sum(np.median(np.abs(le - base[:, None] - p), axis=1)))
-                if cost < best[0]:
-                    best = (cost, float(ck), p)
-            knee[b], prof[b] = best[1], best[2]
-            m = np.median(ref.corr[b][has], axis=0)
-            w, v = np.linalg.eigh((m + m.T) / 2)
-            m = (v * np.maximum(w, 1e-6)) @ v.T
-            d = np.sqrt(np.diag(m))
-            corr[b] = m / d[:, None] / d[None, :]
-        return cls(prof, knee, corr, int(len(ref)))
-
-    @classmethod
-    def reference(cls) -> XPNoiseModel:
-        """Fitted on the archive sources of GaiaXPy's test files (``dasbi data fetch
-        real/gaia_xp/gaiaxpy_tests``), cached per process."""
-        global _REFERENCE
-        if _REFERENCE is None:
-            from simulators.data import find_data
-
-            root = find_data("real/gaia_xp/gaiaxpy_tests")
-            parts = [
-                read_xp(root / f)
-                for f in (
-                    "xp_continuous/XP_CONTINUOUS_RAW.csv",
-                    "xp_continuous/XP_CONTINUOUS_RAW_colour_eq_dr3int6.csv",
-                    "cholesky_solution/18Sco-XP-spectra.csv",
-                )
-            ]
-            _REFERENCE = cls.fit(concat_xp(parts))
-        return _REFERENCE
-
-    def errors(self, band: str, coef: np.ndarray) -> np.ndarray:
-        """(N, 55) modelled errors of coefficients (N, 55)."""
-        c0 = np.maximum(np.abs(np.asarray(coef, np.float64)[:, :1]), 1e-30)
-        scale = np.sqrt(c0 * (1.0 + c0 / self.c_knee[band]))
-        return scale * np.exp(self.log_profile[band])[None, :]
-
-
-_REFERENCE: XPNoiseModel | None = None
+def fit_noise(ref: XPCoefficients) -> XPNoiseModel:
+    """An :class:`~simulators.gaia_xp.XPNoiseModel` fitted on sources with published errors."""
+    keep = ~ref.errors_modelled
+    try:
+        return XPNoiseModel.fit(
+            {b: ref.coef[b][keep] for b in BANDS},
+            {b: ref.error[b][keep] for b in BANDS},
+            {b: ref.corr[b][keep] for b in BANDS},
+        )
+    except ValueError as err:
+        raise DataError(str(err)) from None
 
 
 def concat_xp(parts: list[XPCoefficients]) -> XPCoefficients:
