@@ -520,6 +520,8 @@ def test_bench_yso_align_quick(tmp_path, shared_data):
     assert cra["A"]["scored"] == ["B"] and 150 < cra["A"]["n_pairs"] + cra["B"]["n_pairs"] < 170
     for none, rs in (out["results"][:2], out["results"][2:]):
         assert [m["pairs_from"] for m in none["models"]] == [None]
+        assert none["models"][0]["sim_test_real_encoders_2800-4400K"] is None  # shared
+        assert all(m["sim_test_real_encoders_2800-4400K"] for m in rs["models"])
         assert len(rs["models"]) == 2 and all("pair" in m["last_losses"] for m in rs["models"])
         for split in ("all", "K5-M6"):  # the two folds together score every member once
             assert rs["real"][split]["teff_K"]["n"] == none["real"][split]["teff_K"]["n"]

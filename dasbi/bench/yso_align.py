@@ -313,8 +313,21 @@ def bench_yso_align(
                     )
                     train_s = time.perf_counter() - t1
                     names = post.parameter_names
+                    separate = (
+                        post.modalities is not None and post.modalities.real_encoders is not None
+                    )
                     with torch.no_grad():
-                        z_sim = post.sample((cfg.num_samples,), **kw_test, **kw_sampler).numpy()
+                        z_sim = post.sample(
+                            (cfg.num_samples,), **kw_test, domain="sim", **kw_sampler
+                        ).numpy()
+                        # the real-side encoders on simulated stars: what they still know
+                        z_sim_r = (
+                            post.sample(
+                                (cfg.num_samples,), **kw_test, domain="real", **kw_sampler
+                            ).numpy()
+                            if separate
+                            else None
+                        )
                         z = post.sample(
                             (cfg.num_samples,), **kw_real, domain="real", **kw_sampler
                         ).numpy()
@@ -333,6 +346,9 @@ def bench_yso_align(
                             "train_s": round(train_s, 1),
                             "train_steps": int(post.meta["training"].get("steps", 0) or 0),
                             "sim_test_2800-4400K": member_stats(s_sim, t_true, a_true, target),
+                            "sim_test_real_encoders_2800-4400K": None
+                            if z_sim_r is None
+                            else member_stats(summaries(z_sim_r, names), t_true, a_true, target),
                             "last_losses": {
                                 k: round(float(v), 4)
                                 for k, v in hist[-1].items()
@@ -410,6 +426,8 @@ def _table(results: list[dict[str, Any]]) -> str:
         for m in r["models"]:
             what = "sim test" + (f" (pairs {m['pairs_from']})" if m["pairs_from"] else "")
             row(r, what + " 2800-4400K", m["sim_test_2800-4400K"])
+            if m.get("sim_test_real_encoders_2800-4400K"):
+                row(r, what + ", real-side encoders", m["sim_test_real_encoders_2800-4400K"])
         for split in ("all", "K5-M6", "K5-M6 III", "K5-M6 disc"):
             row(r, split, r["real"][split])
     return "\n".join(lines)
