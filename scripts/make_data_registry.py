@@ -45,7 +45,7 @@ COLLECTIONS = [
     {
         "name": "real/yso/NGC1333",
         "source": "Luhman, Esplin & Loutrel (2016), ApJ 827, 52; Rebull et al. (2015), AJ 150, "
-        "175 (VizieR J/AJ/150/175); Scholz et al. (2012), ApJ 744, 6 and 756, 24 (VizieR)",
+        "17 (VizieR J/AJ/150/17); Scholz et al. (2012), ApJ 744, 6 and 756, 24 (VizieR)",
         "url": None,
     },
     {

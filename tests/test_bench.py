@@ -464,8 +464,10 @@ def test_bench_yso_real_quick(tmp_path, shared_data):
     assert [(r["set"], r["variant"]) for r in out["results"]] == [
         ("cra", "phoenix/young"),
         ("ic348_ngc1333", "phoenix/young"),
+        ("ngc1333_rebull", "phoenix/young"),
     ]
-    cra, lu = out["results"]
+    cra, lu, ngc = out["results"]
+    assert ngc["members_ingested"] == 203 and out["rejected"]["ngc1333_rebull"] == {}
     assert cra["members_ingested"] == 193 and out["rejected"]["cra"] == {}
     assert lu["members_ingested"] == 658  # 23 rows of the 681 have no photometry
     assert out["rejected"]["ic348_ngc1333"] == {"row rejected: no usable value": 23}
@@ -475,7 +477,7 @@ def test_bench_yso_real_quick(tmp_path, shared_data):
         assert k["teff_K"]["n"] > 100 and 0 <= k["av_mag"]["in_p16_p84"] <= 1
         assert r["sim_test"]["all"]["teff_K"]["n"] == 40
     assert cra["real"]["K5-M6"]["a_k_from_av_0.112"]["n"] > 100
-    for key in ("cra", "ic348_ngc1333"):
+    for key in ("cra", "ic348_ngc1333", "ngc1333_rebull"):
         assert (tmp_path / out["figures"][key]).stat().st_size > 10_000
     with pytest.raises(ValueError, match="library/prior"):
         run_bench(
@@ -485,6 +487,19 @@ def test_bench_yso_real_quick(tmp_path, shared_data):
             progress=False,
             overrides=["variants=[phoenix/imf]"],
         )
+
+
+def test_ngc1333_members_get_rebull_s_irac_and_mips_with_limits(shared_data):
+    from dasbi.bench.yso_real import ngc1333_rebull
+
+    t, truth = ngc1333_rebull()
+    assert len(t) == len(truth["id"]) == 203 and set(truth["group"]) == {"NGC1333"}
+    matched = ~t["r_match_arcsec"].mask
+    assert matched.sum() == 201 and np.max(t["r_match_arcsec"][matched]) < 1.0
+    assert (~t["r___3_6_"].mask).sum() == 197
+    lim = np.char.strip(np.asarray(t["r_l__24_"], str)) == ">"  # fainter than
+    assert lim.sum() == 42 and np.all(~t["r___24_"].mask[lim])  # a limit has its value
+    assert not np.any(lim & ~matched)
 
 
 def test_yso_align_pair_rows_keep_only_the_fold_inside_the_prior():

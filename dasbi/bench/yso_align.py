@@ -50,10 +50,9 @@ from .yso_real import (
     member_figure,
     member_stats,
     score_luhman2003,
+    set_truth,
     simulator_options,
     summaries,
-    truth_cra,
-    truth_luhman,
     unpack_record,
 )
 
@@ -203,7 +202,7 @@ def bench_yso_align(
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         for set_name in cfg.sets:
-            table, truth = truth_cra() if set_name == "cra" else truth_luhman()
+            table, truth = set_truth(set_name)
             todo = [v for v in cfg.variants if (set_name, v) not in done]
             drawn: dict[str, Any] = {}
             for v in cfg.variants:

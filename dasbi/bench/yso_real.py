@@ -11,6 +11,9 @@ Labelled development sets (``sets``):
 * ``ic348_ngc1333``: the IC 348 and NGC 1333 members of Luhman, Esplin & Loutrel (2016) in
   J, H, Ks (``configs/surveys/luhman2016.yaml``); truth: T_eff from the spectral type and
   A_V = A_J / (A_J/A_V of G23 at R(V) = 3.1).
+* ``ngc1333_rebull``: the NGC 1333 members of that table cross-matched within 1" with Rebull
+  et al. (2015) for IRAC 3.6-8.0 µm and MIPS 24 µm with their upper limits
+  (:func:`ngc1333_rebull`, ``configs/surveys/luhman2016_rebull2015_ngc1333.yaml``).
 
 For each set and each ``variant`` (a photosphere ``library`` and a ``prior``), one run
 
@@ -52,12 +55,14 @@ __all__ = [
     "member_figure",
     "member_stats",
     "score_luhman2003",
+    "set_truth",
     "simulator_options",
     "summaries",
     "unpack_record",
     "YSORealBenchConfig",
     "bench_yso_real",
     "interval_stats",
+    "ngc1333_rebull",
     "truth_cra",
     "truth_luhman",
 ]
@@ -78,6 +83,22 @@ SETS: dict[str, dict[str, Any]] = {
         "title": "IC 348 + NGC 1333 (Luhman et al. 2016): J, H, Ks",
     },
 }
+SETS["ngc1333_rebull"] = {
+    "survey": "luhman2016_rebull2015_ngc1333",
+    "surveys": [],
+    "bands": [
+        "2mass_J",
+        "2mass_H",
+        "2mass_Ks",
+        "irac_1",
+        "irac_2",
+        "irac_3",
+        "irac_4",
+        "mips_24",
+    ],
+    "distance": (300.0, 30.0),
+    "title": "NGC 1333 (Luhman et al. 2016 × Rebull et al. 2015): J, H, Ks, IRAC, MIPS 24",
+}
 PRIORS = ("r17", "young", "wide")
 #: spectral-type ranges of the split (spt_num: M0 = 0, K5 = -5)
 SPT_BINS = (("K5-M0", -5.0, 0.0), ("M0-M3", 0.0, 3.0), ("M3-M6", 3.0, 6.0), ("M6-M9", 6.0, 9.5))
@@ -87,7 +108,9 @@ SPT_BINS = (("K5-M0", -5.0, 0.0), ("M0-M3", 0.0, 3.0), ("M3-M6", 3.0, 6.0), ("M6
 class YSORealBenchConfig:
     """Settings of the real-YSO benchmark."""
 
-    sets: list[str] = param(default_factory=lambda: ["cra", "ic348_ngc1333"], help="see SETS")
+    sets: list[str] = param(
+        default_factory=lambda: ["cra", "ic348_ngc1333", "ngc1333_rebull"], help="see SETS"
+    )
     variants: list[str] = param(
         default_factory=lambda: ["phoenix/young"],
         help="library/prior: library phoenix|ck04|planck, prior r17|young|wide",
@@ -183,6 +206,15 @@ def interval_stats(
     }
 
 
+def set_truth(name: str) -> tuple[Any, dict[str, np.ndarray]]:
+    """The table and the members' truths of a development set."""
+    if name == "cra":
+        return truth_cra()
+    if name == "ngc1333_rebull":
+        return ngc1333_rebull()
+    return truth_luhman()
+
+
 def truth_cra() -> tuple[Any, dict[str, np.ndarray]]:
     """The CrA development table and its members' truths (T_eff, A_V, A_K, disc, type)."""
     import pandas as pd
@@ -240,6 +272,44 @@ def truth_luhman() -> tuple[Any, dict[str, np.ndarray]]:
         "disc": disc,
     }
     return table, truth
+
+
+def ngc1333_rebull(radius_arcsec: float = 1.0) -> tuple[Any, dict[str, np.ndarray]]:
+    """The NGC 1333 members of Luhman et al. (2016) with the IRAC and MIPS 24 photometry (and
+    limits) of Rebull et al. (2015), matched by position within ``radius_arcsec`` (Rebull's
+    columns prefixed ``r_``; members without a match keep them empty), and their truths."""
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+    from astropy.table import MaskedColumn, Table
+
+    from simulators.data import find_data
+
+    table, truth = truth_luhman()
+    sel = truth["group"] == "NGC1333"
+    t = table[sel]
+    ra = 15 * (
+        np.asarray(t["RAh"], float)
+        + np.asarray(t["RAm"], float) / 60
+        + np.asarray(t["RAs"], float) / 3600
+    )
+    sign = np.where(np.char.strip(np.asarray(t["DE-"], str)) == "-", -1.0, 1.0)
+    dec = sign * (
+        np.asarray(t["DEd"], float)
+        + np.asarray(t["DEm"], float) / 60
+        + np.asarray(t["DEs"], float) / 3600
+    )
+    r = Table.read(find_data("real/yso/NGC1333/Rebull_2015AJ_150_17R_table1.fit"), hdu=1)
+    idx, d2d, _ = SkyCoord(ra * u.deg, dec * u.deg).match_to_catalog_sky(
+        SkyCoord(np.asarray(r["RAJ2000"], float) * u.deg, np.asarray(r["DEJ2000"], float) * u.deg)
+    )
+    hit = d2d.to_value(u.arcsec) <= radius_arcsec
+    for col in ("__3_6_", "__4_5_", "__5_8_", "__8_0_", "__24_"):
+        v = np.ma.filled(np.ma.asarray(r[col][idx], dtype=float), np.nan)
+        t[f"r_{col}"] = MaskedColumn(v, mask=~hit | ~np.isfinite(v))
+        flag = np.char.strip(np.ma.filled(np.ma.asarray(r[f"l{col}"][idx]).astype(str), ""))
+        t[f"r_l{col}"] = np.where(hit, flag, "")
+    t["r_match_arcsec"] = MaskedColumn(d2d.to_value(u.arcsec), mask=~hit)
+    return t, {k: v[sel] for k, v in truth.items()}
 
 
 def simulator_options(cfg: YSORealBenchConfig, name: str, variant: str) -> dict[str, Any]:
@@ -360,7 +430,7 @@ def bench_yso_real(
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         for set_name in cfg.sets:
-            table, truth = truth_cra() if set_name == "cra" else truth_luhman()
+            table, truth = set_truth(set_name)
             cat = d / f"{set_name}.fits"
             table.write(cat, overwrite=True)
             drawn: dict[str, Any] = {}
