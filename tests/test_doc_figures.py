@@ -72,6 +72,7 @@ MEMQ = "docs/bench/memory_quick.json"
 PHOT = "docs/bench/photospheres.json"
 
 AL = "docs/bench/yso_align_ic348_ngc1333.json"
+ALC = "docs/bench/yso_align_cra.json"
 MATCHED = "docs/bench/yso_real_matched.json"
 
 
@@ -91,6 +92,27 @@ BINDINGS: list[tuple[str, str, str, list[Any], Any]] = [
             ("OT@rope", "| -210 K | 225 K | 0.47 | -0.029 | +3.69 | 3.00 | 0.18"),
         )
     ],
+    *[
+        ("docs/benchmarks.md", f"| {v} {row} |", ALC, _al(v), _row)
+        for v, row in (
+            ("none", "| +203 K | 168 K | 0.51 | +0.025 | +0.48 | 0.35 | 0.33"),
+            ("RS@rope", "| +21 K | 252 K | 0.55 | +0.003 | +0.81 | 1.21 | 0.17"),
+        )
+    ],
+    (
+        "docs/benchmarks.md",
+        "and T_eff is +203 K (+76 K on the Luhman 2003",
+        ALC,
+        _al("none", "teff_K_luhman2003", "bias"),
+        _signed_k,
+    ),
+    (
+        "docs/benchmarks.md",
+        "| 0.33 | 1.03 |",
+        ALC,
+        ["results", "variant=none", "models", 0, "sim_test_2800-4400K", "av_mag", "robust_sigma"],
+        _f2,
+    ),
     (
         "docs/benchmarks.md",
         "| 0.39 | 0.79 |",
@@ -160,6 +182,8 @@ BINDINGS: list[tuple[str, str, str, list[Any], Any]] = [
         _f2,
     ),
     ("README.md", "and OT to 3.00 mag", AL, _al("OT@rope", "av_mag", "robust_sigma"), _f2),
+    ("README.md", "from 0.35 to 1.21 mag", ALC, _al("none", "av_mag", "robust_sigma"), _f2),
+    ("README.md", "from 0.35 to 1.21 mag", ALC, _al("RS@rope", "av_mag", "robust_sigma"), _f2),
     (
         "README.md",
         "A_V scatter of 2.29 mag and T_eff −361 K",
