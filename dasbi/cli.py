@@ -229,15 +229,9 @@ def _add_infer(sub: Any) -> None:
 
 # -- ingest ----------------------------------------------------------------------------------
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    from .catalogue import catalogue_to_dataset
-    from .errors import ConfigError
+    from .catalogue import catalogue_to_dataset, parse_spectra
 
-    spectra = {}
-    for item in args.spectra or []:
-        node, sep, file = item.partition("=")
-        if not sep or not node or not file:
-            raise ConfigError(f"--spectra {item!r}: expected NODE=FILE, e.g. xp_spectrum=xp.csv")
-        spectra[node] = file
+    spectra = parse_spectra(args.spectra)
     path, report = catalogue_to_dataset(
         args.catalogue,
         args.survey,

@@ -316,7 +316,7 @@ def run_infer(
             block, cmap, observables, ids=ids, id_status=status, offset=a, needs_errors=needs
         )
         for sp in spectra.values():
-            sp.report_into(m)
+            sp.report_into(m.report, m.ids, m.rows)
         return m
 
     def chunk_spectra(m: Any) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
@@ -377,47 +377,10 @@ def run_infer(
     return _assemble(cfg, out, parts, len(starts), n_input, index.width, params, model_sha, fp)
 
 
-@dataclass
-class _Spectra:
-    """One spectrum node's spectra, sampled once, looked up by catalogue id per chunk."""
-
-    path: Path
-    flux: np.ndarray  # (M, L) float32
-    error: np.ndarray  # (M, L) float32
-    index: dict[str, int]
-    problems: list[tuple[str, str, str, str]]  # (id, column, action, reason)
-    node: str
-
-    def rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(B, L) flux and errors of the catalogue rows ``ids``; NaN where none."""
-        k = np.array([self.index.get(str(i), -1) for i in ids])
-        flux = np.full((len(k), self.flux.shape[1]), np.nan, np.float32)
-        err = np.full_like(flux, np.nan)
-        flux[k >= 0], err[k >= 0] = self.flux[k[k >= 0]], self.error[k[k >= 0]]
-        return flux, err
-
-    def report_into(self, m: Any) -> None:
-        """Add this file's problems with the chunk's sources to the chunk's report."""
-        if not self.problems:
-            return
-        where = {str(i): r for i, r in zip(m.ids, m.rows, strict=True)}
-        for sid, col, act, why in self.problems:
-            if sid in where:
-                m.report.add(
-                    np.array([0]),
-                    np.array([sid]),
-                    f"{self.node}:{col}",
-                    act,
-                    why,
-                    offset=int(where[sid]),
-                )
-
-
-def _load_spectra(post: Any, cmap: Any, cfg: InferConfig) -> dict[str, _Spectra]:
+def _load_spectra(post: Any, cmap: Any, cfg: InferConfig) -> dict[str, Any]:
     """The spectra of the column map's ``spectra:`` and ``cfg.spectra`` (read whole)."""
     from .catalogue import spectrum_file
-    from .catalogue.report import Report
-    from .catalogue.xp import read_xp, sample_xp
+    from .catalogue.xp import SampledXP
 
     sources = {
         k: spectrum_file(f, cfg.catalogue or "", cmap) for k, (_, f) in cmap.spectra.items()
@@ -441,20 +404,7 @@ def _load_spectra(post: Any, cmap: Any, cfg: InferConfig) -> dict[str, _Spectra]
                 else "no spectra (train with --domain-adapt on a dataset with spectra)"
             )
         )
-    out = {}
-    for node, path in sources.items():
-        xp = read_xp(path, report=Report())
-        _, flux, err, _ = sample_xp(xp)
-        r = xp.report
-        out[node] = _Spectra(
-            path,
-            flux.astype(np.float32),
-            err.astype(np.float32),
-            {str(s): i for i, s in enumerate(xp.source_id)},
-            list(zip(r.ids, r.columns, r.actions, r.reasons, strict=True)),
-            node,
-        )
-    return out
+    return {node: SampledXP.load(path, node) for node, path in sources.items()}
 
 
 def _run_fingerprint(path: Path) -> str | None:
@@ -651,11 +601,11 @@ def run_infer_cli(args: argparse.Namespace) -> int:
         data["sampler_steps"] = args.sampler_steps
     if getattr(args, "device", None) is not None:
         data["device"] = args.device
-    for item in getattr(args, "spectra", None) or []:
-        node, sep, file = item.partition("=")
-        if not sep or not node or not file:
-            raise ConfigError(f"--spectra {item!r}: expected NODE=FILE, e.g. xp_spectrum=xp.csv")
-        data.setdefault("spectra", {})[node] = file
+    from .catalogue import parse_spectra
+
+    spectra = parse_spectra(getattr(args, "spectra", None))
+    if spectra:
+        data["spectra"] = {**data.get("spectra", {}), **spectra}
     _renamed(data)
     cfg = from_dict(InferConfig, data)
     path = run_infer(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet)

@@ -10,10 +10,11 @@ a journal page that needs a browser): ``dasbi data fetch`` then says where it co
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
+
+from simulators.data import sha256
 
 GAIAXPY = "https://raw.githubusercontent.com/gaia-dpci/GaiaXPy"
 
@@ -102,14 +103,6 @@ COLLECTIONS = [
         },
     },
 ]
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def main(root: Path) -> None:

@@ -26,6 +26,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +35,8 @@ __all__ = [
     "N_COEF",
     "XPCoefficientNoise",
     "XPNoiseModel",
+    "archive_frame",
+    "calibrate",
     "pack_correlation",
     "project",
     "unpack_correlation",
@@ -136,58 +139,85 @@ class XPNoiseModel:
                 int(z["n_sources"]),
             )
 
+    def scale(self, band: str, coef: np.ndarray) -> np.ndarray:
+        """(N,) per-source error scale ``sqrt(c_0 (1 + c_0 / c_k))`` of coefficients (N, 55)."""
+        c0 = np.maximum(np.abs(np.asarray(coef, np.float64)[:, 0]), 1e-30)
+        return np.sqrt(c0 * (1.0 + c0 / self.c_knee[band]))
+
     def errors(self, band: str, coef: np.ndarray) -> np.ndarray:
-        """(N, 55) modelled errors of coefficients (N, 55)."""
-        c0 = np.maximum(np.abs(np.asarray(coef, np.float64)[:, :1]), 1e-30)
-        scale = np.sqrt(c0 * (1.0 + c0 / self.c_knee[band]))
-        return scale * np.exp(self.log_profile[band])[None, :]
+        """(N, 55) modelled errors of coefficients (N, 55): scale × exp(profile)."""
+        return self.scale(band, coef)[:, None] * np.exp(self.log_profile[band])[None, :]
+
+
+def archive_frame(
+    coef: dict[str, np.ndarray],
+    error: dict[str, np.ndarray],
+    corr: dict[str, np.ndarray],
+    std: dict[str, np.ndarray],
+) -> Any:
+    """Sources as GaiaXPy reads them, in the archive's layout: per band (N, 55) coefficients
+    and errors, (N, 55, 55) correlations and (N,) standard deviations; a band whose
+    coefficients are not all finite is missing for that source."""
+    import pandas as pd
+
+    n = len(next(iter(coef.values())))
+    rows: dict[str, list[Any]] = {"source_id": list(range(n))}
+    for b in BANDS:
+        has = np.all(np.isfinite(coef[b]), axis=1)
+        packed = pack_correlation(corr[b])
+
+        def col(a: np.ndarray, has: np.ndarray = has) -> list[Any]:
+            return [v if h else np.nan for v, h in zip(a, has, strict=True)]
+
+        rows[f"{b}_n_parameters"] = col(np.full(n, N_COEF))
+        rows[f"{b}_coefficients"] = col(coef[b])
+        rows[f"{b}_coefficient_errors"] = col(error[b])
+        rows[f"{b}_coefficient_correlations"] = col(packed)
+        rows[f"{b}_standard_deviation"] = col(std[b])
+    return pd.DataFrame(rows)
+
+
+def calibrate(frame: Any, *, with_correlation: bool = False, quiet: bool = False) -> tuple:
+    """``gaiaxpy.calibrate`` on its default sampling (GaiaXPy's precomputed design
+    matrices), without files; restores matplotlib's ``text.usetex``, which GaiaXPy turns on.
+    ``quiet`` also silences its progress bar (written to the stdout it imported)."""
+    import contextlib
+    import io
+    import sys
+    import warnings
+
+    import matplotlib
+
+    usetex = matplotlib.rcParams["text.usetex"]  # before the import: importing GaiaXPy sets it
+    import gaiaxpy
+
+    cal = sys.modules.get("gaiaxpy.calibrator.calibrator") if quiet else None
+    out_stream = getattr(cal, "stdout", None)
+    if cal is not None and out_stream is not None:
+        cal.stdout = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            return gaiaxpy.calibrate(frame, save_file=False, with_correlation=with_correlation)
+    finally:
+        matplotlib.rcParams["text.usetex"] = usetex
+        if cal is not None and out_stream is not None:
+            cal.stdout = out_stream
 
 
 @lru_cache(maxsize=1)
 def xp_design() -> tuple[np.ndarray, np.ndarray]:
     """GaiaXPy's default sampling [nm] (343,) and the linear map (110, 343) from BP then RP
     coefficients to its absolute flux [W m⁻² nm⁻¹], measured by calibrating unit vectors."""
-    import contextlib
-    import io
-    import sys
-    import warnings
-
-    import gaiaxpy
-    import matplotlib
-    import pandas as pd
-
-    rows: dict[str, list] = {"source_id": list(range(2 * N_COEF))}
-    corr = np.zeros(N_COEF * (N_COEF - 1) // 2)
-    for k, b in enumerate(BANDS):
-        unit = [
-            np.eye(N_COEF)[i - k * N_COEF]
-            if k * N_COEF <= i < (k + 1) * N_COEF
-            else np.zeros(N_COEF)
-            for i in range(2 * N_COEF)
-        ]
-        rows[f"{b}_n_parameters"] = [N_COEF] * (2 * N_COEF)
-        rows[f"{b}_coefficients"] = unit
-        rows[f"{b}_coefficient_errors"] = [np.ones(N_COEF)] * (2 * N_COEF)
-        rows[f"{b}_coefficient_correlations"] = [corr] * (2 * N_COEF)
-        rows[f"{b}_standard_deviation"] = [1.0] * (2 * N_COEF)
-    usetex = matplotlib.rcParams["text.usetex"]
-    # GaiaXPy's progress bar writes to the stdout it imported; quiet it for this one-off
-    cal = sys.modules.get("gaiaxpy.calibrator.calibrator")
-    out_stream = getattr(cal, "stdout", None)
-    if cal is not None and out_stream is not None:
-        cal.stdout = io.StringIO()
-    try:
-        with (
-            warnings.catch_warnings(),
-            contextlib.redirect_stderr(io.StringIO()),
-            contextlib.redirect_stdout(io.StringIO()),
-        ):
-            warnings.simplefilter("ignore")
-            out, sampling = gaiaxpy.calibrate(pd.DataFrame(rows), save_file=False)
-    finally:
-        matplotlib.rcParams["text.usetex"] = usetex  # gaiaxpy turns LaTeX on
-        if cal is not None and out_stream is not None:
-            cal.stdout = out_stream
+    n = 2 * N_COEF
+    unit = np.eye(n)
+    frame = archive_frame(
+        {b: unit[:, k * N_COEF : (k + 1) * N_COEF] for k, b in enumerate(BANDS)},
+        {b: np.ones((n, N_COEF)) for b in BANDS},
+        {b: np.broadcast_to(np.eye(N_COEF), (n, N_COEF, N_COEF)) for b in BANDS},
+        {b: np.ones(n) for b in BANDS},
+    )
+    out, sampling = calibrate(frame, quiet=True)
     m = np.stack([np.asarray(v, np.float64) for v in out["flux"]])
     return np.asarray(sampling, np.float64), m
 
@@ -232,10 +262,10 @@ class XPCoefficientNoise:
         var = np.zeros(np.shape(clean))
         for k, b in enumerate(BANDS):
             sl = slice(k * N_COEF, (k + 1) * N_COEF)
-            e = self.noise.errors(b, c[:, sl])  # (N, 55) = s q
+            scale = self.noise.scale(b, c[:, sl])  # (N,) s; the errors are s q
+            e = scale[:, None] * np.exp(self.noise.log_profile[b])[None, :]
             z = rng.standard_normal((len(c), N_COEF))
             noisy[:, sl] += e * (z @ self._chol[b].T)
-            s2 = (e[:, 0] / np.exp(self.noise.log_profile[b][0])) ** 2
-            var += s2[:, None] * self._unit_var[b][None, :]
+            var += (scale**2)[:, None] * self._unit_var[b][None, :]
         # real XP spectra are always in the basis: so are the simulated ones
         return noisy @ self.m, np.sqrt(var)

@@ -21,6 +21,15 @@ from dasbi.errors import DataError
 XP = "real/gaia_xp/gaiaxpy_tests"
 
 
+@pytest.fixture(autouse=True)
+def _no_latex_leak():
+    """Importing GaiaXPy switches matplotlib to LaTeX text; keep that out of later tests."""
+    import matplotlib
+
+    with matplotlib.rc_context():
+        yield
+
+
 @pytest.fixture
 def xp_dir(shared_data):
     return shared_data / XP

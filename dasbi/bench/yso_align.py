@@ -30,7 +30,6 @@ is reported.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from dataclasses import dataclass
@@ -44,10 +43,12 @@ from . import register_bench
 from .domain_adapt import default_train, observations, variant_config, variant_weights
 from .yso_real import (
     SETS,
-    SPT_BINS,
     YSORealBenchConfig,
+    append_partial,
     check_variant,
+    load_partial,
     member_figure,
+    member_splits,
     member_stats,
     score_luhman2003,
     set_truth,
@@ -57,12 +58,6 @@ from .yso_real import (
 )
 
 __all__ = ["YSOAlignBenchConfig", "bench_yso_align"]
-
-
-def _train_default() -> dict[str, Any]:
-    t = default_train()
-    t["max_steps"] = 3000
-    return t
 
 
 @dataclass
@@ -83,7 +78,7 @@ class YSOAlignBenchConfig:
                 "encoders": "separate",
                 "detach_sim": True,
                 "level": "tokens",
-                "start_step": 1500,
+                "start_step": 1000,
             }
         },
         help="align settings of a variant 'terms@mode'",
@@ -99,7 +94,7 @@ class YSOAlignBenchConfig:
     )
     pool: int = param(50, ge=1, help="prior draws per pair for the twins' other parameters")
     train: dict[str, Any] = param(
-        default_factory=_train_default, help="DomainAdaptConfig settings of every variant"
+        default_factory=default_train, help="DomainAdaptConfig settings of every variant"
     )
     sampler: dict[str, Any] = param(
         default_factory=lambda: {"method": "dpm2m", "steps": 15}, help="posterior sampler"
@@ -111,29 +106,6 @@ class YSOAlignBenchConfig:
         help="append every (set, variant) record, with its members' posterior summaries, to "
         "this JSON-lines file; a rerun with the same file and settings reuses them",
     )
-
-
-def _stamp(cfg: YSOAlignBenchConfig) -> str:
-    d = to_dict(cfg)
-    return json.dumps(
-        {k: v for k, v in d.items() if k not in ("sets", "variants", "partial_jsonl", "threads")},
-        sort_keys=True,
-    )
-
-
-def _load_partial(cfg: YSOAlignBenchConfig) -> dict[tuple[str, str], dict[str, Any]]:
-    done: dict[tuple[str, str], dict[str, Any]] = {}
-    if not cfg.partial_jsonl or not Path(cfg.partial_jsonl).exists():
-        return done
-    stamp = _stamp(cfg)
-    for line in Path(cfg.partial_jsonl).read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a crash
-        if rec.get("settings_stamp") == stamp:
-            done[(rec["set"], rec["variant"])] = rec
-    return done
 
 
 def _pair_rows(
@@ -198,7 +170,7 @@ def bench_yso_align(
     results: list[dict[str, Any]] = []
     figures: dict[str, bytes] = {}
     setup: dict[str, Any] = {}
-    done = _load_partial(cfg)
+    done = load_partial(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         for set_name in cfg.sets:
@@ -359,16 +331,7 @@ def bench_yso_align(
                     )
                 assert z_real is not None
                 s_real = summaries(z_real, names)
-                has = np.isfinite(tr["teff"]) & np.isfinite(tr["av"])
-                spt = tr["spt_num"]
-                splits: dict[str, np.ndarray] = {
-                    "all": has,
-                    "K5-M6": has & (spt >= -5) & (spt <= 6),
-                }
-                for lab in ("III", "disc"):
-                    splits[f"K5-M6 {lab}"] = splits["K5-M6"] & (tr["disc"] == lab)
-                for lab, lo, hi in SPT_BINS:
-                    splits[lab] = has & (spt >= lo) & (spt < hi)
+                splits = member_splits(tr)
                 rec = {
                     "set": set_name,
                     "variant": variant,
@@ -380,20 +343,8 @@ def bench_yso_align(
                 }
                 score_luhman2003(rec, s_real, tr)
                 results.append(rec)
-                drawn[variant] = (s_real, tr, has)
-                if cfg.partial_jsonl:
-                    stars = {"id": [str(i) for i in tr["id"]]}
-                    for p, val in s_real.items():
-                        for q, arr in val.items():
-                            stars[f"{p}_{q}"] = [round(float(x), 4) for x in arr]
-                    line = {
-                        **rec,
-                        "setup": setup[set_name],
-                        "stars": stars,
-                        "settings_stamp": _stamp(cfg),
-                    }
-                    with open(cfg.partial_jsonl, "a") as fh:
-                        fh.write(json.dumps(line) + "\n")
+                drawn[variant] = (s_real, tr, splits["all"])
+                append_partial(cfg, rec, tr["id"], s_real, setup=setup[set_name])
             order = {v: i for i, v in enumerate(cfg.variants)}
             drawn = dict(sorted(drawn.items(), key=lambda kv: order[kv[0]]))
             figures[set_name] = member_figure(

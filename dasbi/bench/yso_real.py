@@ -51,6 +51,10 @@ from . import register_bench
 __all__ = [
     "SETS",
     "SPT_BINS",
+    "append_partial",
+    "load_partial",
+    "member_splits",
+    "settings_stamp",
     "check_variant",
     "member_figure",
     "member_stats",
@@ -155,14 +159,29 @@ class YSORealBenchConfig:
     )
 
 
-def _load_partial(cfg: YSORealBenchConfig) -> dict[tuple[str, str], dict[str, Any]]:
-    """Records of an earlier, interrupted run with the same settings, by (set, variant)."""
+def settings_stamp(cfg: Any) -> str:
+    """What a partial record depends on: every setting of a bench config but the lists of
+    sets and variants, the partial file and the threads."""
+    import hashlib
+    import json
+
+    keep = {
+        k: v
+        for k, v in to_dict(cfg).items()
+        if k not in ("sets", "variants", "partial_jsonl", "threads")
+    }
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_partial(cfg: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    """Records of an earlier, interrupted run with the same settings (``cfg.partial_jsonl``),
+    by (set, variant)."""
     import json
 
     done: dict[tuple[str, str], dict[str, Any]] = {}
     if not cfg.partial_jsonl or not Path(cfg.partial_jsonl).exists():
         return done
-    stamp = _stamp(cfg)
+    stamp = settings_stamp(cfg)
     with open(cfg.partial_jsonl) as fh:
         for line in fh:
             try:
@@ -174,17 +193,35 @@ def _load_partial(cfg: YSORealBenchConfig) -> dict[tuple[str, str], dict[str, An
     return done
 
 
-def _stamp(cfg: YSORealBenchConfig) -> str:
-    """What a record depends on: every setting but the lists of sets and variants."""
-    import hashlib
+def append_partial(
+    cfg: Any, rec: dict[str, Any], ids: np.ndarray, s_real: dict[str, Any], **extra: Any
+) -> None:
+    """Append a (set, variant) record with its members' (``ids``) posterior summaries to
+    ``cfg.partial_jsonl`` (read back by :func:`load_partial` and :func:`unpack_record`)."""
     import json
 
-    keep = {
-        k: v
-        for k, v in to_dict(cfg).items()
-        if k not in ("sets", "variants", "partial_jsonl", "threads")
-    }
-    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+    if not cfg.partial_jsonl:
+        return
+    stars: dict[str, list] = {"id": [str(i) for i in ids]}
+    for p, v in s_real.items():
+        for q, arr in v.items():
+            stars[f"{p}_{q}"] = [round(float(x), 4) for x in arr]
+    line = {**rec, **extra, "stars": stars, "settings_stamp": settings_stamp(cfg)}
+    with open(cfg.partial_jsonl, "a") as fh:
+        fh.write(json.dumps(line) + "\n")
+
+
+def member_splits(tr: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The member selections every real figure is given for: all members with a truth, the
+    target range K5-M6, its class III and disc members, and the spectral-type bins."""
+    has = np.isfinite(tr["teff"]) & np.isfinite(tr["av"])
+    spt = tr["spt_num"]
+    splits: dict[str, np.ndarray] = {"all": has, "K5-M6": has & (spt >= -5) & (spt <= 6)}
+    for lab in ("III", "disc"):
+        splits[f"K5-M6 {lab}"] = splits["K5-M6"] & (tr["disc"] == lab)
+    for lab, lo, hi in SPT_BINS:
+        splits[lab] = has & (spt >= lo) & (spt < hi)
+    return splits
 
 
 def interval_stats(
@@ -421,12 +458,10 @@ def bench_yso_real(
     if unknown:
         raise ValueError(f"sets: unknown {unknown}; valid: {', '.join(SETS)}")
     torch.set_num_threads(cfg.threads)
-    import json
-
     results: list[dict[str, Any]] = []
     figures: dict[str, bytes] = {}
     rejected: dict[str, Any] = {}
-    done = _load_partial(cfg)
+    done = load_partial(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         for set_name in cfg.sets:
@@ -506,16 +541,7 @@ def bench_yso_real(
                     z = post.sample((cfg.num_samples,), **kw, **kw_sampler).numpy()
                 sample_s = time.perf_counter() - t2
                 s_real = summaries(z, names)
-                has = np.isfinite(tr["teff"]) & np.isfinite(tr["av"])
-                spt = tr["spt_num"]
-                splits: dict[str, np.ndarray] = {
-                    "all": has,
-                    "K5-M6": has & (spt >= -5) & (spt <= 6),
-                }
-                for lab in ("III", "disc"):
-                    splits[f"K5-M6 {lab}"] = splits["K5-M6"] & (tr["disc"] == lab)
-                for lab, lo, hi in SPT_BINS:
-                    splits[lab] = has & (spt >= lo) & (spt < hi)
+                splits = member_splits(tr)
                 real_stats = {
                     k: member_stats(s_real, tr["teff"], tr["av"], v) for k, v in splits.items()
                 }
@@ -543,19 +569,7 @@ def bench_yso_real(
                 score_luhman2003(rec, s_real, tr)
                 results.append(rec)
                 drawn[variant] = (s_real, tr, splits["all"])
-                if cfg.partial_jsonl:
-                    stars = {"id": [str(i) for i in tr["id"]]}
-                    for p, v in s_real.items():
-                        for q, arr in v.items():
-                            stars[f"{p}_{q}"] = [round(float(x), 4) for x in arr]
-                    line = {
-                        **rec,
-                        "rejected": rejected[set_name],
-                        "stars": stars,
-                        "settings_stamp": _stamp(cfg),
-                    }
-                    with open(cfg.partial_jsonl, "a") as fh:
-                        fh.write(json.dumps(line) + "\n")
+                append_partial(cfg, rec, tr["id"], s_real, rejected=rejected[set_name])
             figures[set_name] = member_figure(drawn, SETS[set_name]["title"])
     extra = {
         "rejected": rejected,

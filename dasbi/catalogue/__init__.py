@@ -90,6 +90,7 @@ __all__ = [
     "load_column_map",
     "map_catalogue",
     "open_catalogue",
+    "parse_spectra",
     "read_catalogue",
     "required_columns",
     "spectrum_file",
@@ -213,6 +214,19 @@ def catalogue_to_dataset(
     return out, m.report
 
 
+def parse_spectra(items: list[str] | None) -> dict[str, str]:
+    """``--spectra NODE=FILE`` arguments → {node: file}."""
+    from ..errors import ConfigError
+
+    out = {}
+    for item in items or []:
+        node, sep, file = item.partition("=")
+        if not sep or not node or not file:
+            raise ConfigError(f"--spectra {item!r}: expected NODE=FILE, e.g. xp_spectrum=xp.csv")
+        out[node] = file
+    return out
+
+
 def spectrum_file(file: str, catalogue: str | os.PathLike[str], cmap: ColumnMap) -> Path:
     """A column map's spectrum file: the catalogue itself, an absolute path, or a path
     relative to the column map's folder (then to the current folder)."""
@@ -228,46 +242,28 @@ def spectrum_file(file: str, catalogue: str | os.PathLike[str], cmap: ColumnMap)
 def _xp_block(path: Path, ids: np.ndarray, node: Any, report: Report) -> tuple[Any, dict]:
     """The (rows, pixels) block of a spectrum node from Gaia XP coefficients."""
     from ..dataset import Block
-    from .xp import read_xp, sample_xp
+    from .xp import SampledXP
 
-    xp = read_xp(path, report=Report())
-    wave, flux, err, _ = sample_xp(xp)
-    if node.size and node.size != len(wave):
+    sp = SampledXP.load(path, node.name)
+    if node.size and node.size != len(sp.wave):
         raise DataError(
             f"{node.name} has {node.size} samples in the model, Gaia XP from {path} has "
-            f"{len(wave)} (GaiaXPy's default sampling): simulate XP with the gaia_xp "
+            f"{len(sp.wave)} (GaiaXPy's default sampling): simulate XP with the gaia_xp "
             "spectrograph preset"
         )
     keys = np.asarray(ids).astype(str)
-    index = {k: i for i, k in enumerate(keys)}
     # problems with a spectrum are reported on its catalogue row (-1: not in the catalogue)
-    for sid, col, act, why in zip(
-        xp.report.ids, xp.report.columns, xp.report.actions, xp.report.reasons, strict=True
-    ):
-        row = index.get(str(sid), -1)
-        report.add(np.array([0]), np.array([sid]), f"{node.name}:{col}", act, why, offset=row)
-    vals = np.full((len(keys), len(wave)), np.nan)
-    errs = np.zeros_like(vals)
-    where = np.array([index.get(s, -1) for s in xp.source_id.astype(str)])
-    extra = np.flatnonzero(where < 0)
-    if len(extra):
-        report.add(
-            extra,
-            xp.source_id,
-            node.name,
-            "ignored",
-            "source_id not among the catalogue's kept rows",
+    sp.report_into(report, keys, np.arange(len(keys)), unmatched_row=-1)
+    known = set(keys)
+    extra = [s for s in sp.index if s not in known]
+    for s in extra:
+        report.add_row(
+            -1, s, node.name, "ignored", "source_id not among the catalogue's kept rows"
         )
-    hit = where >= 0
-    vals[where[hit]] = flux[hit]
-    errs[where[hit]] = err[hit]
+    vals, errs = sp.rows(keys)
     seen = np.isfinite(vals) & np.isfinite(errs) & (errs > 0)
     block = Block(
         np.where(seen, vals, np.nan), np.where(seen, errs, 0.0), seen, np.zeros_like(seen)
     )
-    attrs = {
-        "wavelength_nm": wave,
-        "source": str(path),
-        "errors_modelled": int(xp.errors_modelled.sum()),
-    }
+    attrs = {"wavelength_nm": sp.wave, "source": str(path), "errors_modelled": sp.errors_modelled}
     return block, attrs

@@ -38,6 +38,10 @@ class Report:
             self.actions.append(action)
             self.reasons.append(reason)
 
+    def add_row(self, row: int, id_: str, column: str, action: str, reason: str) -> None:
+        """Record one input row."""
+        self.add(np.array([0]), np.array([id_]), column, action, reason, offset=int(row))
+
     def table(self) -> Any:
         from astropy.table import Table
 

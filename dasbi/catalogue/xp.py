@@ -39,6 +39,8 @@ from simulators.gaia_xp import (
     BANDS,
     N_COEF,
     XPNoiseModel,
+    archive_frame,
+    calibrate,
     pack_correlation,
     unpack_correlation,
 )
@@ -49,6 +51,7 @@ from .report import Report
 __all__ = [
     "BANDS",
     "N_COEF",
+    "SampledXP",
     "XPCoefficients",
     "XPNoiseModel",
     "concat_xp",
@@ -326,26 +329,8 @@ def sample_xp(
         the band that covers a sample is missing), and, with ``with_correlation``, the (N, P,
         P) correlation between samples (else None).
     """
-    import pandas as pd
-
-    rows: dict[str, list[Any]] = {"source_id": list(range(len(xp)))}
-    for b in BANDS:
-        has = xp.has(b)
-        rows[f"{b}_n_parameters"] = [N_COEF if h else np.nan for h in has]
-        rows[f"{b}_coefficients"] = [
-            c if h else np.nan for c, h in zip(xp.coef[b], has, strict=True)
-        ]
-        rows[f"{b}_coefficient_errors"] = [
-            e if h else np.nan for e, h in zip(xp.error[b], has, strict=True)
-        ]
-        rows[f"{b}_coefficient_correlations"] = [
-            pack_correlation(k) if h else np.nan for k, h in zip(xp.corr[b], has, strict=True)
-        ]
-        rows[f"{b}_standard_deviation"] = [
-            s if h else np.nan for s, h in zip(xp.std[b], has, strict=True)
-        ]
-    df = pd.DataFrame(rows)
-    out, sampling = _calibrate(df, with_correlation)
+    frame = archive_frame(xp.coef, xp.error, xp.corr, xp.std)
+    out, sampling = calibrate(frame, with_correlation=with_correlation)
     flux = np.stack([np.asarray(v, np.float64) for v in out["flux"]])
     err = np.stack([np.asarray(v, np.float64) for v in out["flux_error"]])
     corr = None
@@ -355,25 +340,6 @@ def sample_xp(
     return np.asarray(sampling, np.float64), flux, err, corr
 
 
-def _calibrate(df: Any, with_correlation: bool) -> tuple[Any, np.ndarray]:
-    """gaiaxpy.calibrate on its default sampling (the grid of :func:`gaiaxpy_sampling`, with
-    GaiaXPy's precomputed design matrices), quietly."""
-    import contextlib
-    import io
-    import warnings
-
-    import gaiaxpy
-    import matplotlib
-
-    usetex = matplotlib.rcParams["text.usetex"]
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            return gaiaxpy.calibrate(df, save_file=False, with_correlation=with_correlation)
-    finally:
-        matplotlib.rcParams["text.usetex"] = usetex  # gaiaxpy turns LaTeX on
-
-
 def _corr_matrix(v: Any, p: int) -> np.ndarray:
     a = np.asarray(v, np.float64)
     if a.ndim == 2:
@@ -381,3 +347,53 @@ def _corr_matrix(v: Any, p: int) -> np.ndarray:
     if a.size == p * (p - 1) // 2:
         return unpack_correlation(a, p)
     return np.full((p, p), np.nan)
+
+
+@dataclass
+class SampledXP:
+    """The Gaia XP spectra of one file, sampled once (:func:`sample_xp`) and looked up by
+    source id: what ``dasbi ingest`` and ``dasbi infer`` give a spectrum node."""
+
+    path: Path
+    node: str
+    wave: np.ndarray  # (L,) nm
+    flux: np.ndarray  # (M, L) float32
+    error: np.ndarray  # (M, L) float32
+    index: dict[str, int]  # source id → row
+    report: Report  # the file's problems, by source id
+    errors_modelled: int
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], node: str) -> SampledXP:
+        xp = read_xp(path, report=Report())
+        wave, flux, err, _ = sample_xp(xp)
+        return cls(
+            Path(path),
+            node,
+            wave,
+            flux.astype(np.float32),
+            err.astype(np.float32),
+            {str(s): i for i, s in enumerate(xp.source_id)},
+            xp.report,
+            int(xp.errors_modelled.sum()),
+        )
+
+    def rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, L) flux and errors of the sources ``ids``; NaN where a source has none."""
+        k = np.array([self.index.get(str(i), -1) for i in ids], dtype=np.int64)
+        flux = np.full((len(k), len(self.wave)), np.nan, np.float32)
+        err = np.full_like(flux, np.nan)
+        flux[k >= 0], err[k >= 0] = self.flux[k[k >= 0]], self.error[k[k >= 0]]
+        return flux, err
+
+    def report_into(
+        self, report: Report, ids: np.ndarray, rows: np.ndarray, unmatched_row: int | None = None
+    ) -> None:
+        """Add the file's problems with the sources ``ids`` to ``report`` at their catalogue
+        ``rows``; problems of other sources go to ``unmatched_row``, or are left out."""
+        where = {str(i): int(r) for i, r in zip(ids, rows, strict=True)}
+        r = self.report
+        for sid, col, act, why in zip(r.ids, r.columns, r.actions, r.reasons, strict=True):
+            row = where.get(str(sid), unmatched_row)
+            if row is not None:
+                report.add_row(row, sid, f"{self.node}:{col}", act, why)
