@@ -232,6 +232,8 @@ class DatasetWriter:
             with contextlib.suppress(Exception), h5py.File(self.path, "r") as f:
                 same = f.attrs.get("fingerprint") == self.fingerprint and self.fingerprint
             if same and not overwrite:
+                # a run killed between the final rename and removing its parts left them
+                shutil.rmtree(self.parts, ignore_errors=True)
                 self.already_complete = True
                 return
             if not overwrite:

@@ -268,7 +268,10 @@ def run_infer(
     )
     if out.exists() and not overwrite:
         if _run_fingerprint(out) == fp:
-            return out  # this run has finished: rerunning the command changes nothing
+            # this run has finished: rerunning changes nothing but the parts a run killed
+            # between the final rename and their removal left behind
+            shutil.rmtree(out.with_name(out.name + ".parts"), ignore_errors=True)
+            return out
         raise ResumeError(
             f"{out} exists and was written by another run; pass --overwrite to replace it"
         )

@@ -106,6 +106,11 @@ def test_chunked_writer_resumes_and_matches_single_shot(tmp_path, rng):
         assert_blocks_equal(a.read(), b.read())
     # a rerun with the same fingerprint sees a complete file
     assert DatasetWriter(out, nodes, 100, 30, fingerprint="f").already_complete
+    # a run killed after the final rename but before removing its parts: the rerun cleans up
+    (tmp_path / "out.h5.parts").mkdir()
+    (tmp_path / "out.h5.parts" / "chunk_0000001.h5").write_bytes(b"left over")
+    assert DatasetWriter(out, nodes, 100, 30, fingerprint="f").already_complete
+    assert not (tmp_path / "out.h5.parts").exists()
 
 
 def test_other_arguments_refuse_to_resume(tmp_path, rng):
