@@ -418,7 +418,19 @@ def test_bench_photospheres(tmp_path, shared_data):
         "pivot_extinction",
         "luhman_members",
         "luhman_av_from_jh",
+        "cra_sed_shape",
     }
+    # SED shape: each star is anchored on J/H/Ks, and a hotter model is bluer, so the
+    # observed - model residual of the optical bands rises with the T_eff shift
+    shape = {
+        (r["teff_scale"], r["band"]): r for r in out["results"] if r["check"] == "cra_sed_shape"
+    }
+    assert (
+        abs(shape[("+0 K", "2mass_H")]["median"]) < 0.02 and shape[("+0 K", "2mass_H")]["n"] > 30
+    )
+    for band in ("gaia_BP", "gaia_RP", "gaia_G"):
+        rp = [shape[(f"+{d} K", band)]["median"] for d in (0, 100, 150, 200)]
+        assert all(np.diff(rp) > 0), (band, rp)
     # IC 348 / NGC 1333 class III at their published T_eff and A_V: H-Ks fits within 0.06 mag,
     # and the disc stars show their K excess
     lm = {
@@ -454,6 +466,29 @@ def test_interval_stats_counts_truths_inside_the_interval():
     st = interval_stats(med, med - 0.6, med + 0.6, truth)
     assert st["n"] == 4 and st["bias"] == pytest.approx(np.median([-0.5, 0, 1, -1]))
     assert st["in_p16_p84"] == pytest.approx(0.5)  # 1.5 in [0.4, 1.6] and 2 in [1.4, 2.6]
+
+
+def test_label_censoring_scores_the_labels_above_zero():
+    """Labels published as exactly 0 are counted and left out of the second A_V score."""
+    from dasbi.bench.yso_real import interval_stats, score_label_censoring
+
+    av = np.array([0.0, 0.0, 1.0, 2.0, 3.0, 0.5])
+    med = np.array([0.4, 0.5, 1.2, 2.1, 2.5, 9.0])
+    s = {"av": {"median": med, "p16": med - 0.3, "p84": med + 0.3}}
+    tr = {
+        "teff": np.full(6, 3000.0),
+        "av": av,
+        "spt_num": np.array([0.0, 1.0, 2.0, 3.0, 4.0, 8.0]),  # the last is M8: outside K5-M6
+    }
+    rec = {"real": {"K5-M6": {}}}
+    score_label_censoring(rec, s, tr)
+    k = rec["real"]["K5-M6"]
+    assert k["av_label_zero_fraction"] == pytest.approx(0.4)
+    pos = np.array([False, False, True, True, True, False])
+    assert k["av_mag_label_above_0"] == interval_stats(
+        med[pos], med[pos] - 0.3, med[pos] + 0.3, av[pos]
+    )
+    assert k["av_mag_label_above_0"]["n"] == 3
 
 
 def test_bench_yso_real_quick(tmp_path, shared_data):

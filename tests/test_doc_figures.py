@@ -367,6 +367,74 @@ BINDINGS: list[tuple[str, str, str, list[Any], Any]] = [
         [*IC_K56, "av_mag", "robust_sigma"],
         _f2,
     ),
+    # docs/benchmarks.md: photospheres, the SED shape of the CrA discless members
+    *[
+        (
+            "docs/benchmarks.md",
+            row,
+            PHOT,
+            [
+                "results",
+                "check=cra_sed_shape",
+                f"teff_scale={scale}",
+                f"band={band}",
+                "median",
+            ],
+            lambda v: f"{v:+.3f}".replace("-", "−"),
+        )
+        for scale, row in (
+            (
+                "+0 K",
+                "| spectral type (HH14) | −0.082 | −0.133 | −0.092 | −0.036 | +0.060 | +0.096 |",
+            ),
+            ("+100 K", "| HH14 + 100 K | +0.142 | −0.055 | +0.023 | −0.049 | +0.029 | +0.040 |"),
+            ("+200 K", "| HH14 + 200 K | +0.359 | +0.019 | +0.133 | −0.066 | +0.004 | −0.015 |"),
+            (
+                "luhman2003",
+                "| Luhman 2003 | +0.145 | −0.067 | +0.035 | −0.049 | +0.032 | +0.039 |",
+            ),
+        )
+        for band in (
+            "gaia_BP",
+            "gaia_RP",
+            "gaia_G",
+            "2mass_J",
+            "wise_W1",
+            "wise_W2",
+        )
+    ],
+    (
+        "docs/benchmarks.md",
+        "The SED shape of those members, band by band** (`cra_sed_shape` records): the 53",
+        PHOT,
+        ["results", "check=cra_sed_shape", "teff_scale=+0 K", "band=gaia_BP", "n"],
+        lambda v: f"the {v}",
+    ),
+    # docs/benchmarks.md: the CrA A_V labels clipped to 0
+    (
+        "docs/benchmarks.md",
+        "34% of the published A_V of these 150 members are",
+        ALC,
+        _al("none", "av_label_zero_fraction"),
+        lambda v: f"{v:.0%}",
+    ),
+    *[
+        ("docs/benchmarks.md", text, ALC, _al(v, "av_mag_label_above_0", *k), fmt)
+        for v, text, k, fmt in (
+            ("none", "Over the 99 labels above 0", ["n"], lambda x: f"{x} labels"),
+            ("none", "the bias is +0.33 mag, σ 0.31 mag", ["bias"], lambda x: f"{x:+.2f} mag"),
+            (
+                "none",
+                "the bias is +0.33 mag, σ 0.31 mag",
+                ["robust_sigma"],
+                lambda x: f"σ {x:.2f}",
+            ),
+            ("none", "and 50% of the truths are inside", ["in_p16_p84"], lambda x: f"{x:.0%}"),
+            ("RS@rope", "(RS@rope: +0.61, 1.15, 25%)", ["bias"], lambda x: f"{x:+.2f}"),
+            ("RS@rope", "(RS@rope: +0.61, 1.15, 25%)", ["robust_sigma"], lambda x: f"{x:.2f}"),
+            ("RS@rope", "(RS@rope: +0.61, 1.15, 25%)", ["in_p16_p84"], lambda x: f"{x:.0%}"),
+        )
+    ],
     # docs/benchmarks.md: photospheres, IC 348 / NGC 1333 members
     (
         "docs/benchmarks.md",

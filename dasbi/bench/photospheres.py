@@ -14,6 +14,10 @@ continued below 3500 K by B_λ(T)/B_λ(3500 K) as the YSO model does, ``planck``
    Also the IC 348 and NGC 1333 members of Luhman et al. (2016) in J, H, Ks at their
    spectral-type T_eff, BHAC15 gravity and published A_V, by disc type and A_V range, and the
    A_V that J−H alone gives at the true T_eff against the published one.
+   And the SED shape, band by band from Gaia to WISE, of the discless K5-M6 members with a
+   published A_V above 0 (each star's residuals shifted to a median of 0 over J, H, Ks), at
+   the spectral-type T_eff shifted by ``teff_shifts`` and on the Luhman (2003) scale: which
+   T_eff scale the PHOENIX SEDs of real young M stars agree with.
 3. **Gaia DR3 against DR2 passbands** (the band-flux tables hold DR2): G, BP, RP and BP-RP of
    the ``phoenix`` spectra through both sets of curves, per T_eff.
    Also BP-RP of the ``phoenix`` spectra at log g 3-5 (young late-M stars have log g 3-4).
@@ -83,6 +87,10 @@ class PhotosphereBenchConfig:
         help="T_eff bin edges [K] of the member residuals",
     )
     av_grid: list[float] = param(default_factory=lambda: [1.0, 5.0, 10.0], help="A_V [mag]")
+    teff_shifts: list[float] = param(
+        default_factory=lambda: [0.0, 100.0, 150.0, 200.0],
+        help="T_eff shifts [K] of the SED-shape check (added to the spectral-type T_eff)",
+    )
     member_ages_myr: list[float] = param(
         default_factory=lambda: [1.0, 15.0],
         help="ages of the 'phoenix@bhac15' member models: log g of the BHAC15 star of each "
@@ -169,6 +177,44 @@ def _luhman_residuals(cfg: PhotosphereBenchConfig) -> list[dict[str, Any]]:
             **_robust(d_av),
         }
     )
+    return out
+
+
+def _sed_shape(cfg: PhotosphereBenchConfig, s: Any, obs: np.ndarray, names: list[str]) -> list:
+    """Observed − model per band of the discless K5-M6 members with a published A_V above 0
+    (labels clipped to 0 are limits), each star's residuals shifted so that its J, H, Ks
+    residuals have median 0 (radius and distance drop out): the SED shape, from Gaia to
+    WISE, at the spectral-type T_eff + ``teff_shifts`` and on the Luhman (2003) scale,
+    PHOENIX at BHAC15 gravity reddened by the published A_V through G23."""
+    from simulators.bandpasses import Photometry
+    from simulators.dust import ExtinctionCurve
+    from simulators.priors import isochrone_logg
+
+    spt = s.spt_num.to_numpy(float)
+    keep = (spt >= -5) & (spt <= 6) & (s.a_v.to_numpy(float) > 0)
+    nir = [names.index(b) for b in ("2mass_J", "2mass_H", "2mass_Ks")]
+    av = s.a_v.to_numpy(float)[keep]
+    scales = {f"{d:+.0f} K": s.teff_spt.to_numpy(float)[keep] + d for d in cfg.teff_shifts}
+    scales["luhman2003"] = s.teff_spt_l03.to_numpy(float)[keep]
+    out: list[dict[str, Any]] = []
+    for scale, teff in scales.items():
+        ok = np.isfinite(teff)
+        lg = isochrone_logg(teff[ok], tuple(cfg.member_ages_myr))  # type: ignore[arg-type]
+        wave, f = _library_flux("phoenix", teff[ok], lg)
+        a = np.ravel(ExtinctionCurve("G23", wave).a_over_av(3.1))
+        m = Photometry(names, wave).magnitudes(f * 10 ** (-0.4 * av[ok][:, None] * a))
+        r = obs[keep][ok] - m
+        r -= np.nanmedian(r[:, nir], axis=1, keepdims=True)
+        for j, band in enumerate(names):
+            out.append(
+                {
+                    "check": "cra_sed_shape",
+                    "library": "phoenix@bhac15",
+                    "teff_scale": scale,
+                    "band": band,
+                    **_robust(r[:, j]),
+                }
+            )
     return out
 
 
@@ -264,6 +310,9 @@ def bench_photospheres(
                         **_robust(r[sel]),
                     }
                 )
+    # 2a. the SED shape of the same members, band by band, at shifted T_eff scales
+    if "phoenix" in cfg.libraries:
+        results += _sed_shape(cfg, s, obs, names)
     # 2b. IC 348 / NGC 1333 members (J, H, Ks) at their published T_eff and A_V
     if "phoenix" in cfg.libraries:
         results += _luhman_residuals(cfg)
@@ -341,6 +390,17 @@ def _table(results: list[dict[str, Any]], libraries: list[str], member_models: l
     for (rng, colour), v in rows.items():
         cells = " | ".join(v.get(k, "") for k in member_models)
         lines.append(f"| {rng} | {colour} | {cells} |")
+    shape = [r for r in results if r["check"] == "cra_sed_shape"]
+    if shape:
+        bands = list(dict.fromkeys(r["band"] for r in shape))
+        lines += ["", "SED shape of discless K5-M6 CrA members with A_V > 0 (observed - model,"]
+        lines += ["median over stars, each star's J/H/Ks residuals at median 0; phoenix@bhac15):"]
+        lines += ["", "| T_eff scale | n | " + " | ".join(bands) + " |"]
+        lines += ["|" + "---|" * (2 + len(bands))]
+        for scale in dict.fromkeys(r["teff_scale"] for r in shape):
+            row = {r["band"]: r for r in shape if r["teff_scale"] == scale}
+            cells = " | ".join(f"{row[b]['median']:+.3f}" for b in bands)
+            lines.append(f"| {scale} | {row[bands[0]]['n']} | {cells} |")
     lines += ["", "Dwarf sequence (Pecaut & Mamajek 2013), max |model - reference| [mag]:", ""]
     lines += ["| colour | " + " | ".join(libraries) + " |", "|" + "---|" * (1 + len(libraries))]
     for colour in ("V-Ks", "J-H", "H-Ks", "Ks-W1"):
