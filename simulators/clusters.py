@@ -11,10 +11,16 @@ SEDs come from :class:`simulators.yso.YSOModel` (R17 sets ``s---s-i``, ``sp--s-i
 inclinations and a fixed photometric aperture. Members sit at the cluster distance with a
 Gaussian depth spread of ``size_pc`` and have A_V = A_V,C + an exponential embedding term.
 
-Field contaminants (a ``contaminants`` fraction of the members) come from the analytic Milky
-Way of :mod:`simulators.galaxy` in a cone of radius ``cone_deg`` towards (l, b), through
-:class:`simulators.stars.FieldStars`. Everything is observed with the same surveys (bands,
-depths, non-detections, Gaia parallaxes).
+Field contaminants come from the analytic Milky Way of :mod:`simulators.galaxy`: the stars of
+a cone of radius ``cone_deg`` towards (l, b) between ``field_distance`` × the cluster distance
+(the parallax window of a membership list), their number Poisson about the model's expected
+count in that volume (``contaminants: galaxy``; ``ratio`` draws ``contaminant_ratio`` per
+member instead), with the isochrones, atmospheres and Galactic dust of
+:class:`simulators.stars.FieldStars`; those behind the cluster also sit behind its cloud
+(+ the cluster A_V). Members and contaminants are then observed alike: the same surveys,
+per-band depths, noise, non-detections and Gaia parallaxes, and one catalogue selection, a
+detection (not a limit) in at least ``min_detections`` bands. So which bands a source lacks
+says nothing about membership beyond what its SED says.
 
 The :class:`YoungClusterSimulator` (``yso_cluster``) turns this into rows for
 ``dasbi simulate``: one row per source, with θ = (member, cluster_distance,
@@ -62,11 +68,29 @@ class YoungClusterConfig:
         default_factory=lambda: [50, 400], metadata={"help": "[min, max] members per cluster"}
     )
     size_pc: float = field(default=1.0, metadata={"gt": 0.0, "help": "Gaussian σ of depth"})
-    contaminants: float = field(
-        default=1.0, metadata={"ge": 0.0, "help": "field stars per member in the catalogue"}
+    contaminants: Literal["galaxy", "ratio", "none"] = field(
+        default="galaxy",
+        metadata={
+            "help": "galaxy: the Galactic model's stars in the cone and distance window; "
+            "ratio: contaminant_ratio field stars per member; none"
+        },
+    )
+    contaminant_ratio: float = field(
+        default=1.0, metadata={"ge": 0.0, "help": "field stars per member (contaminants: ratio)"}
     )
     cone_deg: float = field(default=0.5, metadata={"gt": 0.0, "le": 10.0})
-    field_mag_limit: float = field(default=20.0, metadata={"help": "G limit of contaminants"})
+    field_distance: list[float] = field(
+        default_factory=lambda: [0.5, 2.0],
+        metadata={"help": "[min, max] distance of contaminants, × the cluster distance"},
+    )
+    min_detections: int = field(
+        default=1,
+        metadata={"ge": 1, "help": "bands a source must be detected in to enter the catalogue"},
+    )
+    select_bands: list[str] = field(
+        default_factory=list,
+        metadata={"help": "the bands of that selection (default: every band)"},
+    )
     aperture_arcsec: float = field(default=3.0, metadata={"gt": 0.0})
     library: Literal["phoenix", "ck04", "planck"] = "phoenix"
     library_path: str | None = None
@@ -83,6 +107,9 @@ class YoungClusterConfig:
                 raise ValueError(f"{key} must be [min, max] with {lo} <= min <= max, got {v}")
         if self.log_age[1] > 10.0:
             raise ValueError("log_age: BHAC15 stops at log10(age/yr) = 10")
+        f = self.field_distance
+        if len(f) != 2 or not 0.0 <= f[0] < f[1]:
+            raise ValueError(f"field_distance must be [min, max] with 0 <= min < max, got {f}")
 
 
 class YoungClusterSimulator(Simulator):
@@ -125,7 +152,7 @@ class YoungClusterSimulator(Simulator):
         self.phot = Photometry(self.bands, self.models["III"].wave_aa)
         self.iso = IsochroneGrid("bhac15")
         self.field = None
-        if c.contaminants > 0:
+        if c.contaminants != "none":
             self.field = FieldStars(
                 dict(
                     library=c.library,
@@ -133,7 +160,7 @@ class YoungClusterSimulator(Simulator):
                     l=c.l,
                     b=c.b,
                     radius=c.cone_deg,
-                    mag_limit=c.field_mag_limit,
+                    d_max=c.distance[1] * c.field_distance[1],
                     surveys=list(c.surveys),
                     non_detection=c.non_detection,
                     m_min=0.08,
@@ -142,6 +169,14 @@ class YoungClusterSimulator(Simulator):
             if list(self.field.bands) != self.bands:
                 raise ValueError("field stars and YSOs must share the survey bands")
         self._g = self.bands.index("gaia_G") if "gaia_G" in self.bands else None
+        unknown = [b for b in c.select_bands if b not in self.bands]
+        if unknown:
+            raise ValueError(f"select_bands: unknown {unknown}; the bands are {self.bands}")
+        if c.min_detections > len(c.select_bands or self.bands):
+            raise ValueError(
+                f"min_detections={c.min_detections} is more than the "
+                f"{len(c.select_bands or self.bands)} selection bands"
+            )
 
     # -- declarations ------------------------------------------------------------------
     def nodes(self) -> list[dict[str, Any]]:
@@ -219,11 +254,58 @@ class YoungClusterSimulator(Simulator):
             mags[sel] = self.phot.magnitudes(model.sed(p, dist[sel], av[sel]))
         return dict(teff=teff, radius=radius, distance=dist, av=av, yso_class=yso_class, mags=mags)
 
-    def _field(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    def expected_field(self, distance: float) -> float:
+        """Expected number of Galactic stars (≥ 0.08 M_sun) in the cone between
+        ``field_distance`` × ``distance``, before the catalogue selection."""
+        if self.field is None:
+            return 0.0
+        c = self.config
+        lo, hi = (f * distance for f in c.field_distance)
+        gal, m_min = self.field.galaxy, self.field.config.m_min
+
+        def total(d: float) -> float:
+            return sum(gal.expected_counts(c.l, c.b, c.cone_deg, d, m_min).values()) if d else 0.0
+
+        return max(total(hi) - total(lo), 0.0)
+
+    def _field(
+        self, tc: dict[str, float], n_members: int, rng: np.random.Generator
+    ) -> dict[str, np.ndarray]:
+        c = self.config
+        if c.contaminants == "galaxy":
+            n = int(rng.poisson(self.expected_field(tc["distance"])))
+        elif c.contaminants == "ratio":
+            n = int(round(c.contaminant_ratio * n_members))
+        else:
+            n = 0
+        z = np.zeros(0)
+        empty = dict(teff=z, radius=z, distance=z, av=z, mags=np.zeros((0, len(self.bands))))
         if n == 0 or self.field is None:
-            z = np.zeros(0)
-            return dict(teff=z, radius=z, distance=z, av=z, mags=np.zeros((0, len(self.bands))))
-        th, _, mags = self.field._draw(n, rng)
+            return empty
+        lo, hi = (f * tc["distance"] for f in c.field_distance)
+        got: list[dict[str, np.ndarray]] = []
+        have, tries = 0, 0
+        while have < n:
+            tries += 1
+            if tries > 200:
+                raise RuntimeError(
+                    f"yso_cluster: only {have} of {n} field stars between {lo:.0f} and "
+                    f"{hi:.0f} pc fall on the isochrones and the {c.library} library"
+                )
+            th = self.field._candidates(max(4 * (n - have), 256), rng)
+            keep = (th["distance"] >= lo) & (th["distance"] <= hi)
+            th = {k: v[keep] for k, v in th.items()}
+            got.append(th)
+            have += int(keep.sum())
+        th = {k: np.concatenate([g[k] for g in got])[:n] for k in got[0]}
+        # behind the cluster is behind its cloud: the members' A_V distribution on top
+        behind = th["distance"] > tc["distance"]
+        cloud = tc["av"] + (rng.exponential(c.av_embedded, n) if c.av_embedded > 0 else 0.0)
+        th["av"] = th["av"] + np.where(behind, cloud, 0.0)
+        flux = self.field.sed.flux(
+            th["teff"], th["logg"], th["feh"], th["radius"], th["distance"], th["av"], th["rv"]
+        )
+        mags = self.field.sed.magnitudes(flux)
         return dict(
             teff=th["teff"], radius=th["radius"], distance=th["distance"], av=th["av"], mags=mags
         )
@@ -234,7 +316,7 @@ class YoungClusterSimulator(Simulator):
         """True parameters and noiseless magnitudes of one cluster's catalogue (shuffled)."""
         tc = theta_c or self.sample_cluster(rng)
         mem = self._members(tc, rng)
-        fld = self._field(int(round(self.config.contaminants * len(mem["teff"]))), rng)
+        fld = self._field(tc, len(mem["teff"]), rng)
         n_m, n_f = len(mem["teff"]), len(fld["teff"])
         cols = {k: np.concatenate([mem[k], fld[k]]) for k in ("teff", "radius", "distance", "av")}
         cols["mags"] = np.concatenate([mem["mags"], fld["mags"]])
@@ -254,17 +336,29 @@ class YoungClusterSimulator(Simulator):
         out = {"photometry": ObsBlock(values, errors, observed, upper)}
         if self.parallax and self._g is not None:
             g = mags[:, self._g]
-            seen = np.isfinite(g) & (g <= 21.0)
+            # a parallax wherever Gaia detects the source (its G is a detection)
+            seen = observed[:, self._g] & ~upper[:, self._g] & np.isfinite(g)
             err = parallax_error_mas(np.where(seen, g, 21.0), self._plx_factor)
             plx = 1000.0 / distance + err * rng.standard_normal(len(err))
             out["astrometry"] = ObsBlock(
                 np.where(seen, plx, np.nan)[:, None], err[:, None], seen[:, None], False
             )
-        if self.config.missing_prob > 0:
-            for key in list(out):
-                b = out[key]
-                out[key] = b.apply_missing(rng.random(b.values.shape) < self.config.missing_prob)
         return out
+
+    def _selected(self, obs: dict[str, ObsBlock]) -> np.ndarray:
+        """Rows that enter the catalogue: detected (not a limit) in ``min_detections`` bands,
+        members and contaminants alike."""
+        ph = obs["photometry"]
+        det = ph.observed & ~ph.upper_limit
+        if self.config.select_bands:
+            det = det[:, [self.bands.index(b) for b in self.config.select_bands]]
+        return det.sum(axis=1) >= self.config.min_detections
+
+    def _missing(self, obs: dict[str, ObsBlock], rng: np.random.Generator) -> None:
+        if self.config.missing_prob > 0:
+            for key in list(obs):
+                b = obs[key]
+                obs[key] = b.apply_missing(rng.random(b.values.shape) < self.config.missing_prob)
 
     def sample_prior(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return self(n, rng).theta
@@ -277,10 +371,12 @@ class YoungClusterSimulator(Simulator):
 
     def __call__(self, n: int, rng: np.random.Generator) -> SimOutput:
         rows: list[np.ndarray] = []
-        mags: list[np.ndarray] = []
+        blocks: list[dict[str, ObsBlock]] = []
         have = 0
         while have < n:
             cl = self.cluster(rng)
+            obs = self._observe(cl["mags"], cl["distance"], rng)
+            sel = self._selected(obs)
             tc = cl["theta_c"]
             k = len(cl["teff"])
             th = np.stack(
@@ -296,12 +392,20 @@ class YoungClusterSimulator(Simulator):
                 ],
                 1,
             )
-            rows.append(th)
-            mags.append(cl["mags"])
-            have += k
+            rows.append(th[sel])
+            blocks.append({key: _take(b, sel) for key, b in obs.items()})
+            have += int(sel.sum())
         theta = np.concatenate(rows)[:n]
-        m = np.concatenate(mags)[:n]
-        x = self._observe(m, theta[:, 6], rng)
+        x = {
+            key: ObsBlock(
+                *(
+                    np.concatenate([getattr(b[key], f) for b in blocks])[:n]
+                    for f in ("values", "errors", "observed", "upper_limit")
+                )
+            )
+            for key in blocks[0]
+        }
+        self._missing(x, rng)
         return SimOutput(theta=theta.astype(np.float32), x=x)
 
     def catalogue(self, rng: np.random.Generator, theta_c: dict[str, float] | None = None) -> Any:
@@ -310,10 +414,13 @@ class YoungClusterSimulator(Simulator):
 
         cl = self.cluster(rng, theta_c)
         obs = self._observe(cl["mags"], cl["distance"], rng)
+        sel = self._selected(obs)
+        obs = {key: _take(b, sel) for key, b in obs.items()}
+        self._missing(obs, rng)
         t = Table()
-        t["source_id"] = np.arange(len(cl["teff"]))
+        t["source_id"] = np.arange(int(sel.sum()))
         for k in ("member", "yso_class", "teff", "radius", "distance", "av"):
-            t[f"true_{k}"] = cl[k]
+            t[f"true_{k}"] = cl[k][sel]
         ph = obs["photometry"]
         for j, b in enumerate(self.bands):
             t[b] = ph.values[:, j]
@@ -323,4 +430,10 @@ class YoungClusterSimulator(Simulator):
             t["parallax"] = obs["astrometry"].values[:, 0]
             t["parallax_error"] = obs["astrometry"].errors[:, 0]
         t.meta.update({f"cluster_{k}": v for k, v in cl["theta_c"].items()})
+        t.meta["cluster_members_drawn"] = int(cl["member"].sum())
+        t.meta["field_stars_drawn"] = int((cl["member"] == 0).sum())
         return t
+
+
+def _take(b: ObsBlock, rows: np.ndarray) -> ObsBlock:
+    return ObsBlock(b.values[rows], b.errors[rows], b.observed[rows], b.upper_limit[rows])
