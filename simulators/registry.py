@@ -65,10 +65,12 @@ def _lazy() -> None:
     """Register the astronomical simulators (they import heavier packages)."""
     if "field_stars" not in SIMULATORS:
         from .clusters import YoungClusterSimulator
+        from .galaxia import GalaxiaStars
         from .stars import FieldStars
         from .yso import YSOSimulator
 
         register(FieldStars)
+        register(GalaxiaStars)
         register(YSOSimulator)
         register(YoungClusterSimulator)
 

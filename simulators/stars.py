@@ -423,22 +423,41 @@ class FieldStars(Simulator):
         return out
 
     # -- prior and simulator -----------------------------------------------------------
-    def _candidates(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    def _population(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """n stars of the Galactic population: ``l, b, distance, mass, log_age, feh`` (the
+        ``galaxia`` simulator draws them from a mock catalogue instead, and may add ``teff,
+        logg, radius`` and ``ebv``)."""
         from .galaxy import sample_stars
 
         c = self.config
         if self._weights is None:
             self._weights = self.galaxy.expected_counts(c.l, c.b, c.radius, c.d_max, c.m_min)
-        s = sample_stars(self.galaxy, n, c.l, c.b, c.radius, c.d_max, rng, c.m_min, self._weights)
+        return sample_stars(
+            self.galaxy, n, c.l, c.b, c.radius, c.d_max, rng, c.m_min, self._weights
+        )
+
+    def _candidates(
+        self, n: int, rng: np.random.Generator, population: dict[str, np.ndarray] | None = None
+    ) -> dict[str, np.ndarray]:
+        """θ of n stars of the population (or of the given ``population``), with those off
+        the isochrones or the library removed."""
+        c = self.config
+        s = self._population(n, rng) if population is None else population
+        n = len(s["distance"])
         lo, hi = self.iso.bounds["feh"]
         feh = np.clip(s["feh"], lo, hi)
-        props = self.iso.interpolate(s["mass"], s["log_age"], feh)
-        av = self.dust.av(s["l"], s["b"], s["distance"])
+        if "teff" in s:  # the catalogue's own stellar parameters
+            props = {"teff": s["teff"], "logg": s["logg"], "radius": s["radius"]}
+            feh = s["feh"]
+        else:
+            props = self.iso.interpolate(s["mass"], s["log_age"], feh)
         rv = (
             np.clip(c.rv_mean + c.rv_sigma * rng.standard_normal(n), 2.3, 5.6)
             if c.rv_sigma > 0
             else np.full(n, c.rv_mean)
         )
+        # a catalogue's reddening E(B-V) becomes A_V = R(V) E(B-V) with each star's R(V)
+        av = rv * s["ebv"] if "ebv" in s else self.dust.av(s["l"], s["b"], s["distance"])
         theta = {
             "teff": props["teff"],
             "logg": props["logg"],
