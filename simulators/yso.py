@@ -210,7 +210,7 @@ class ModelSet:
     """Which components a model set switches on."""
 
     name: str
-    disk: bool
+    disc: bool
     envelope: str | None  # "ulrich", "power" or None
     cavity: bool
     hole: bool
@@ -220,7 +220,7 @@ class ModelSet:
     def parameters(self) -> list[str]:
         """The R17 parameters of this set (excluding inclination and aperture)."""
         out = ["star.radius", "star.temperature"]
-        if self.disk:
+        if self.disc:
             out += ["disk.mass", "disk.rmax", "disk.beta", "disk.p", "disk.h100"]
             if self.hole:
                 out.append("disk.rmin")
@@ -228,9 +228,9 @@ class ModelSet:
             out.append("envelope.rho_0")
             if self.envelope == "power":
                 out.append("envelope.power")
-            elif not self.disk:  # with a disc, R_c is the disc's outer radius
+            elif not self.disc:  # with a disc, R_c is the disc's outer radius
                 out.append("envelope.rc")
-            if self.hole and not self.disk:
+            if self.hole and not self.disc:
                 out.append("envelope.rmin")
         if self.cavity:
             out += ["cavity.power", "cavity.theta_0", "cavity.rho_0"]
@@ -247,13 +247,13 @@ def parse_model_set(name: str) -> ModelSet:
             f"unknown YSO model set {name!r}: seven characters s, p|-, p|u|-, b|-, s|h, m|-, i "
             f"(Robitaille 2017); the published sets are: {', '.join(MODEL_SETS)}"
         )
-    disk, env, cav, hole, amb = m.groups()
+    disc, env, cav, hole, amb = m.groups()
     if cav == "b" and env == "-":
         raise ValueError(f"model set {name!r}: bipolar cavities (b) need an envelope (p or u)")
-    if hole == "h" and disk == "-" and env == "-":
+    if hole == "h" and disc == "-" and env == "-":
         raise ValueError(f"model set {name!r}: an inner hole (h) needs a disc or an envelope")
     envelope = {"u": "ulrich", "p": "power", "-": None}[env]
-    return ModelSet(name, disk == "p", envelope, cav == "b", hole == "h", amb == "m")
+    return ModelSet(name, disc == "p", envelope, cav == "b", hole == "h", amb == "m")
 
 
 def validate_parameters(params: dict[str, np.ndarray], names: list[str]) -> None:
@@ -382,7 +382,7 @@ class YSOModel:
         self._mu, self._mu_w = mu[keep], wt[keep] / wt[keep].sum()
         self._star_table(library, library_path)
         kap = self._kappa.double().numpy()
-        self._slab = _EmissionTable(self.wave_aa, kap, "slab") if self.set.disk else None
+        self._slab = _EmissionTable(self.wave_aa, kap, "slab") if self.set.disc else None
         has_env = self.set.envelope is not None or self.set.ambient
         self._shell = _EmissionTable(self.wave_aa, kap, "shell") if has_env else None
         self._escape = _EscapeTable() if has_env else None
@@ -618,7 +618,7 @@ class YSOModel:
         mu = np.abs(mu)[:, :, None]
         rho = np.zeros((n, mu.shape[1], r.shape[1]))
         if self.set.envelope == "ulrich":
-            rc = (p["disk.rmax"] if self.set.disk else p["envelope.rc"]) * AU_CM
+            rc = (p["disk.rmax"] if self.set.disc else p["envelope.rc"]) * AU_CM
             x = rr / rc[:, None, None]
             m0 = _mu0_lookup(x, mu)
             m0 = np.maximum(m0, 1e-6)
@@ -671,7 +671,7 @@ class YSOModel:
         tau_star_v = np.zeros(n)  # towards the star: disc + envelope
         disc_flux = torch.zeros(n, len(w))
         l_disc = np.zeros(n)
-        if self.set.disk:
+        if self.set.disc:
             dc = self._disc(p, rs, rsub)
             tau_star_v += self._occultation(dc, incl)
             tau_p = dc["tau_v"] * self._kappa_planck(dc["temp"])
@@ -699,8 +699,8 @@ class YSOModel:
         env_flux = torch.zeros(n, len(w))
         l_env = np.zeros(n)
         if self.set.envelope or self.set.ambient:
-            rin = rsub * (p["envelope.rmin"] if (self.set.hole and not self.set.disk) else 1.0)
-            if self.set.disk:
+            rin = rsub * (p["envelope.rmin"] if (self.set.hole and not self.set.disc) else 1.0)
+            if self.set.disc:
                 rin = np.maximum(rin, rsub)
             rout = np.full(n, R_MAX_AU * AU_CM)
             s = self.n_shells
@@ -739,7 +739,7 @@ class YSOModel:
                 return out
 
             absorbed = mean_absorbed(self._kappa_planck(ts))
-            if self.set.disk:  # the disc's share of L* reaches the envelope as IR light
+            if self.set.disc:  # the disc's share of L* reaches the envelope as IR light
                 a_disc = mean_absorbed(self._kappa_planck(t_disc))
                 absorbed = (1 - f_disc)[:, None] * absorbed + f_disc[:, None] * a_disc
             cum = cums[:, -1]
