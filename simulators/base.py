@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-__all__ = ["ObsBlock", "SimOutput", "Simulator"]
+__all__ = ["ObsBlock", "SimOutput", "Simulator", "observation_columns"]
 
 
 @dataclass
@@ -58,6 +58,12 @@ class ObsBlock:
 
     def __len__(self) -> int:
         return self.values.shape[0]
+
+    def take(self, rows: np.ndarray) -> ObsBlock:
+        """The block of the selected ``rows`` (an index or a boolean mask)."""
+        return ObsBlock(
+            self.values[rows], self.errors[rows], self.observed[rows], self.upper_limit[rows]
+        )
 
     def apply_missing(self, missing: np.ndarray) -> ObsBlock:
         """Mark entries where ``missing`` (N, D) is True as unobserved (value NaN)."""
@@ -150,3 +156,17 @@ class Simulator(abc.ABC):
     @property
     def parameter_names(self) -> list[str]:
         return [n["name"] for n in self.nodes() if n["kind"] == "parameter"]
+
+
+def observation_columns(table: Any, obs: dict[str, ObsBlock], bands: list[str]) -> None:
+    """Add a catalogue's observed columns to an astropy ``table``: ``<band>``,
+    ``<band>_error`` and ``<band>_upper_limit`` from the ``photometry`` block, and
+    ``parallax``, ``parallax_error`` from ``astrometry`` where there is one."""
+    ph = obs["photometry"]
+    for j, band in enumerate(bands):
+        table[band] = ph.values[:, j]
+        table[f"{band}_error"] = ph.errors[:, j]
+        table[f"{band}_upper_limit"] = ph.upper_limit[:, j]
+    if "astrometry" in obs:
+        table["parallax"] = obs["astrometry"].values[:, 0]
+        table["parallax_error"] = obs["astrometry"].errors[:, 0]

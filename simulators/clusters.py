@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .base import ObsBlock, SimOutput, Simulator
+from .base import ObsBlock, SimOutput, Simulator, observation_columns
 from .priors import KROUPA
 
 __all__ = ["YoungClusterConfig", "YoungClusterSimulator"]
@@ -393,7 +393,7 @@ class YoungClusterSimulator(Simulator):
                 1,
             )
             rows.append(th[sel])
-            blocks.append({key: _take(b, sel) for key, b in obs.items()})
+            blocks.append({key: b.take(sel) for key, b in obs.items()})
             have += int(sel.sum())
         theta = np.concatenate(rows)[:n]
         x = {
@@ -415,25 +415,14 @@ class YoungClusterSimulator(Simulator):
         cl = self.cluster(rng, theta_c)
         obs = self._observe(cl["mags"], cl["distance"], rng)
         sel = self._selected(obs)
-        obs = {key: _take(b, sel) for key, b in obs.items()}
+        obs = {key: b.take(sel) for key, b in obs.items()}
         self._missing(obs, rng)
         t = Table()
         t["source_id"] = np.arange(int(sel.sum()))
         for k in ("member", "yso_class", "teff", "radius", "distance", "av"):
             t[f"true_{k}"] = cl[k][sel]
-        ph = obs["photometry"]
-        for j, b in enumerate(self.bands):
-            t[b] = ph.values[:, j]
-            t[f"{b}_error"] = ph.errors[:, j]
-            t[f"{b}_upper_limit"] = ph.upper_limit[:, j]
-        if "astrometry" in obs:
-            t["parallax"] = obs["astrometry"].values[:, 0]
-            t["parallax_error"] = obs["astrometry"].errors[:, 0]
+        observation_columns(t, obs, self.bands)
         t.meta.update({f"cluster_{k}": v for k, v in cl["theta_c"].items()})
         t.meta["cluster_members_drawn"] = int(cl["member"].sum())
         t.meta["field_stars_drawn"] = int((cl["member"] == 0).sum())
         return t
-
-
-def _take(b: ObsBlock, rows: np.ndarray) -> ObsBlock:
-    return ObsBlock(b.values[rows], b.errors[rows], b.observed[rows], b.upper_limit[rows])

@@ -55,6 +55,7 @@ from typing import Any, Literal
 import h5py
 import numpy as np
 
+from .base import observation_columns
 from .stars import FieldStars, FieldStarsConfig
 
 __all__ = ["GalaxiaConfig", "GalaxiaStars", "read_galaxia", "run_ananke", "to_field_star_theta"]
@@ -339,13 +340,6 @@ class GalaxiaStars(FieldStars):
         th = {k: v[keep] for k, v in th.items()}
         obs = self._observe(th, flux[keep], mags[keep], rng)
         t = Table({f"true_{k}": v for k, v in th.items()})
-        ph = obs["photometry"]
-        for j, band in enumerate(self.bands):
-            t[band] = ph.values[:, j]
-            t[f"{band}_error"] = ph.errors[:, j]
-            t[f"{band}_upper_limit"] = ph.upper_limit[:, j]
-        if "astrometry" in obs:
-            t["parallax"] = obs["astrometry"].values[:, 0]
-            t["parallax_error"] = obs["astrometry"].errors[:, 0]
+        observation_columns(t, obs, self.bands)
         t.meta["source"] = str(self.config.source)
         return t
