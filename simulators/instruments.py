@@ -21,8 +21,14 @@ convolving with a Gaussian line-spread function of FWHM λ/R(λ) (one sparse mat
 once), then adds Gaussian noise for a per-pixel S/N that scales with the source brightness.
 Gaia XP uses gaiaxpy's default sampling (336-1020 nm, 2 nm) with R(λ) from ~100 in the blue
 to ~30 at the red end of BP and ~70-100 in RP. LAMOST, BOSS and APOGEE presets set the
-range, resolution, log-λ sampling and S/N. If the spectral library is coarser than the
-instrument, :class:`Spectrograph` warns.
+range, resolution, log-λ sampling and S/N. If the spectral library is sampled more coarsely
+than the instrument's resolution element, the spectra carry the continuum only:
+:class:`Spectrograph` warns, and says so in ``content`` / ``continuum_only``, which the
+simulators write into the dataset's group attributes. With the CK04 grid (2 nm in the
+optical, 5 nm in the H band) that holds for the LAMOST (270 library points over 370-910 nm),
+BOSS (329) and APOGEE (26 over 1514-1694 nm) presets: they cannot constrain what lines
+constrain (log g, [Fe/H], abundances, radial velocity). Gaia XP's resolution elements
+(3-20 nm) are sampled.
 
 References:
     Gaia Collaboration, Montegriffo, P. et al. (2023). A&A 674, A3 (XP spectra).
@@ -198,11 +204,26 @@ class Spectrograph:
         fwhm = self.wave_nm / self.resolution(self.wave_nm)
         inside = (lib_nm >= self.wave_nm[0]) & (lib_nm <= self.wave_nm[-1])
         lib_step = np.median(np.diff(lib_nm[inside])) if inside.sum() > 1 else np.inf
-        if lib_step > 0.5 * np.min(fwhm):
+        #: library points across the instrument's range, and what the spectra can carry:
+        #: a library sampled more coarsely than the resolution element gives the continuum
+        #: only (CK04 at 2 nm: LAMOST, BOSS, APOGEE; Gaia XP's 3-20 nm elements are sampled)
+        self.library_points = int(inside.sum())
+        self.continuum_only = bool(lib_step > np.min(fwhm))
+        self.content = (
+            f"continuum only: the spectral library has {self.library_points} points over "
+            f"{self.wave_nm[0]:.0f}-{self.wave_nm[-1]:.0f} nm ({lib_step:.2g} nm apart) for a "
+            f"resolution element of {np.min(fwhm):.2g} nm, so no line is resolved; these "
+            "spectra cannot constrain what lines constrain (log g, [Fe/H], abundances, RV)"
+            if self.continuum_only
+            else f"sampled: {self.library_points} library points over "
+            f"{self.wave_nm[0]:.0f}-{self.wave_nm[-1]:.0f} nm, at least one per resolution "
+            "element"
+        )
+        if self.continuum_only:
             warnings.warn(
-                f"{name}: the spectral library samples {lib_step:.2g} nm, coarser than half "
+                f"{name}: the spectral library samples {lib_step:.2g} nm, coarser than "
                 f"the instrument's resolution element ({np.min(fwhm):.2g} nm); simulated "
-                "spectra will be smoother than real ones",
+                "spectra are continuum only (no resolved lines) and smoother than real ones",
                 stacklevel=2,
             )
         self.matrix = _lsf_matrix(lib_nm, self.wave_nm, fwhm)

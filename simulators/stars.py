@@ -418,8 +418,15 @@ class FieldStars(Simulator):
         return out
 
     def group_attrs(self) -> dict[str, dict[str, Any]]:
-        out = {"xp": {"wavelength_nm": self.sed.xp.wave_nm}} if self.config.xp else {}
-        out.update({n: {"wavelength_nm": sg.wave_nm} for n, sg in self.spectrographs.items()})
+        out: dict[str, dict[str, Any]] = {}
+        sgs = {"xp": self.sed.xp} if self.config.xp else {}
+        for n, sg in {**sgs, **self.spectrographs}.items():
+            out[n] = {
+                "wavelength_nm": sg.wave_nm,
+                "content": sg.content,
+                "continuum_only": sg.continuum_only,
+                "library_points": sg.library_points,
+            }
         return out
 
     # -- prior and simulator -----------------------------------------------------------

@@ -53,13 +53,16 @@ def test_spectrographs_conserve_a_flat_spectrum_and_warn_on_coarse_libraries():
             sg = Spectrograph(name, wave_aa)
         out = sg.convolve(flat).numpy()
         np.testing.assert_allclose(out[:, 5:-5], 1e-2, rtol=1e-5)  # erg/s/cm²/Å → W/m²/nm
-    with pytest.warns(UserWarning, match="coarser than half"):
-        Spectrograph("apogee", np.arange(14000.0, 18000.0, 20.0))
+    with pytest.warns(UserWarning, match="continuum only"):
+        coarse = Spectrograph("apogee", np.arange(14000.0, 18000.0, 20.0))
+    assert coarse.continuum_only and coarse.library_points == 90
+    assert "cannot constrain what lines constrain" in coarse.content
     with pytest.raises(ValueError, match="only covers|only"):
         Spectrograph("apogee", wave_aa[:100])
     with pytest.raises(ValueError, match="presets are"):
         Spectrograph("hires", wave_aa)
     xp = Spectrograph("gaia_xp", wave_aa)
+    assert not xp.continuum_only and xp.content.startswith("sampled")  # 0.5 nm < 3.4 nm
     assert len(xp.wave_nm) == 343 and xp.wave_nm[0] == 336 and xp.wave_nm[-1] == 1020
     assert set(SPECTROGRAPHS) == {"gaia_xp", "lamost_lrs", "boss", "apogee"}
     with pytest.raises(ValueError, match="lamost is now lamost_lrs"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -81,7 +83,7 @@ def test_config_errors():
 
 
 def test_survey_spectrographs_add_context_nodes(rng):
-    with pytest.warns(UserWarning, match="coarser than half"):
+    with pytest.warns(UserWarning, match="continuum only"):
         sim = FieldStars(
             {
                 "library": "planck",
@@ -93,9 +95,27 @@ def test_survey_spectrographs_add_context_nodes(rng):
     out = sim(20, rng)
     node = [n for n in sim.nodes() if n["name"] == "lamost_lrs_spectrum"][0]
     assert node["role"] == "context" and out.x["lamost_lrs"].values.shape == (20, node["size"])
-    assert "wavelength_nm" in sim.group_attrs()["lamost_lrs"]
+    attrs = sim.group_attrs()["lamost_lrs"]
+    assert "wavelength_nm" in attrs and attrs["continuum_only"]
+    assert attrs["content"].startswith("continuum only")
     with pytest.raises(ValueError, match="unknown spectrographs"):
         FieldStars({"library": "planck", "spectrographs": ["hires"]})
+
+
+def test_ck04_spectrograph_presets_are_continuum_only(shared_data):
+    """The README's figures: CK04 has 270, 329 and 26 points across the LAMOST, BOSS and
+    APOGEE ranges, too few for their resolution, so the datasets say continuum only; XP's
+    resolution elements are sampled."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sim = FieldStars(
+            {"library": "ck04", "xp": True, "spectrographs": ["lamost_lrs", "boss", "apogee"]}
+        )
+    attrs = sim.group_attrs()
+    points = {n: attrs[n]["library_points"] for n in ("lamost_lrs", "boss", "apogee")}
+    assert points == {"lamost_lrs": 270, "boss": 329, "apogee": 26}
+    assert all(attrs[n]["continuum_only"] for n in points)
+    assert not attrs["xp"]["continuum_only"]
 
 
 def test_field_stars_with_a_user_dust_map(tmp_path):
