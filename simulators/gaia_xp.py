@@ -254,9 +254,10 @@ class XPCoefficientNoise:
             self._unit_var[b] = np.sum(g**2, axis=1)  # (P,)
 
     def observe(
-        self, clean: np.ndarray, rng: np.random.Generator
+        self, clean: np.ndarray, rng: np.random.Generator, error_scale: float = 1.0
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(N, 343) clean spectra → noisy spectra and their 1σ sample errors (N, 343)."""
+        """(N, 343) clean spectra → noisy spectra and their 1σ sample errors (N, 343); the
+        noise drawn is ``error_scale`` × the modelled (and reported) errors."""
         c = project(clean)
         noisy = c.copy()
         var = np.zeros(np.shape(clean))
@@ -265,7 +266,7 @@ class XPCoefficientNoise:
             scale = self.noise.scale(b, c[:, sl])  # (N,) s; the errors are s q
             e = scale[:, None] * np.exp(self.noise.log_profile[b])[None, :]
             z = rng.standard_normal((len(c), N_COEF))
-            noisy[:, sl] += e * (z @ self._chol[b].T)
+            noisy[:, sl] += error_scale * e * (z @ self._chol[b].T)
             var += (scale**2)[:, None] * self._unit_var[b][None, :]
         # real XP spectra are always in the basis: so are the simulated ones
         return noisy @ self.m, np.sqrt(var)

@@ -245,14 +245,33 @@ class Spectrograph:
         return flam[:, self._cols] @ self._dense_t
 
     def observe(
-        self, flam: torch.Tensor | np.ndarray, mag: np.ndarray, rng: np.random.Generator
+        self,
+        flam: torch.Tensor | np.ndarray,
+        mag: np.ndarray,
+        rng: np.random.Generator,
+        *,
+        calibration: np.ndarray | None = None,
+        error_scale: float = 1.0,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Noisy spectra (N, P) and 1σ errors for sources of magnitude ``mag`` (N,).
 
         With ``noise: xp_coefficients`` the spectrum becomes XP coefficients, gets their
         correlated noise and is sampled back, as real XP spectra are (:mod:`simulators.gaia_xp`;
-        the noise follows each source's flux, so ``mag`` is not used)."""
+        the noise follows each source's flux, so ``mag`` is not used).
+
+        A misspecified instrument (the truth-known tests of ``dasbi bench domain-adapt``):
+        ``calibration`` (P,) multiplies the clean spectrum (a flux-calibration error the
+        reported errors do not know about), and the noise drawn is ``error_scale`` times the
+        reported errors (> 1: errors underestimated)."""
         clean = self.convolve(flam).numpy().astype(np.float64)
+        if calibration is not None:
+            calibration = np.asarray(calibration, np.float64)
+            if calibration.shape != self.wave_nm.shape:
+                raise ValueError(
+                    f"{self.name}: calibration must have one factor per pixel "
+                    f"({len(self.wave_nm)}), got shape {calibration.shape}"
+                )
+            clean = clean * calibration[None, :]
         if self.spec.noise == "xp_coefficients":
             if self._xp_noise is None:
                 from .gaia_xp import XPCoefficientNoise
@@ -262,11 +281,11 @@ class Spectrograph:
                     raise ValueError(
                         f"{self.name}: xp_coefficients noise needs GaiaXPy's default sampling"
                     )
-            return self._xp_noise.observe(clean, rng)
+            return self._xp_noise.observe(clean, rng, error_scale=error_scale)
         m = np.maximum(np.asarray(mag, np.float64), self.spec.snr_floor_mag)
         snr = self.spec.snr_at_ref * 10 ** (-0.2 * (m - self.spec.ref_mag))  # photon noise
         err = np.abs(clean) / snr[:, None] + 1e-30
-        return clean + err * rng.standard_normal(clean.shape), err
+        return clean + error_scale * err * rng.standard_normal(clean.shape), err
 
 
 def _lsf_matrix(lib_nm: np.ndarray, out_nm: np.ndarray, fwhm: np.ndarray) -> torch.Tensor:

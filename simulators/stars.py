@@ -147,6 +147,18 @@ class FieldStarsConfig:
         default_factory=list,
         metadata={"help": "more spectra as context nodes: lamost_lrs, boss, apogee"},
     )
+    xp_calibration: list[list[float]] = field(
+        default_factory=list,
+        metadata={
+            "help": "misspecified XP: [[λ nm, δ], ...] knots of a smooth relative "
+            "flux-calibration error (spectrum × (1 + δ(λ)), PCHIP between knots, constant "
+            "beyond them) that the reported errors do not know about; empty: none"
+        },
+    )
+    xp_error_scale: float = field(
+        default=1.0,
+        metadata={"gt": 0.0, "help": "true XP noise / reported XP errors (> 1: underestimated)"},
+    )
     missing_prob: float = field(default=0.0, metadata={"ge": 0.0, "le": 0.95})
 
     def __post_init__(self) -> None:
@@ -175,6 +187,25 @@ class FieldStarsConfig:
         self.parallax = True if self.parallax is None else self.parallax
         self.parallax_error_factor = self.parallax_error_factor or 1.0
         self.xp = False if self.xp is None else self.xp
+        if (self.xp_calibration or self.xp_error_scale != 1.0) and not self.xp:
+            raise ValueError(
+                "xp_calibration and xp_error_scale misspecify Gaia XP spectra: set xp: true "
+                "(or add the gaia_xp survey)"
+            )
+        if self.xp_calibration:
+            knots = np.asarray(self.xp_calibration, np.float64)
+            if (
+                knots.ndim != 2
+                or knots.shape[1] != 2
+                or len(knots) < 2
+                or not np.all(np.isfinite(knots))
+                or np.any(np.diff(knots[:, 0]) <= 0)
+                or np.any(np.abs(knots[:, 1]) >= 0.5)
+            ):
+                raise ValueError(
+                    "xp_calibration must be two or more [λ nm, δ] knots with increasing, "
+                    f"finite λ and |δ| < 0.5 (a relative error), got {self.xp_calibration!r}"
+                )
         if "gaia_G" not in self.bands:
             raise ValueError(
                 "bands must include gaia_G (the sample's magnitude limit): add the gaia_dr3 "
@@ -209,6 +240,30 @@ class FieldStarsConfig:
                 )
 
 
+def _observed_curve(
+    law: str, wave_aa: np.ndarray, weights: np.ndarray, spectrographs: list[Spectrograph]
+) -> Any:
+    """The extinction curve of ``law`` on a library grid. A law that does not span the whole
+    grid (F99 stops at 3.3 µm, CK04 reaches 160 µm) is evaluated on the wavelengths some band
+    or spectrograph sees, and held at their edges beyond: no observable depends on A(λ)
+    there. A band or spectrum outside the law's range still raises."""
+    from .dust import ExtinctionCurve, ExtinctionRangeError
+
+    try:
+        return ExtinctionCurve(law, wave_aa)
+    except ExtinctionRangeError:
+        used = np.any(weights != 0, axis=1)
+        for sg in spectrographs:
+            used[sg._cols] = True
+        if not used.any():
+            raise
+        lo, hi = wave_aa[used].min(), wave_aa[used].max()
+        ExtinctionCurve(law, np.array([lo, hi]), outside="raise")  # the observed range
+        curve = ExtinctionCurve(law, np.clip(wave_aa, lo, hi))
+        curve.wave_aa = np.asarray(wave_aa, np.float64)
+        return curve
+
+
 class StellarSED:
     """Library + dust + photometry (+ spectrograph), evaluated together in log space."""
 
@@ -219,9 +274,9 @@ class StellarSED:
         law: str = "G23",
         spectrograph: str | None = None,
         spectrograph_spec: Any | None = None,
+        also_observed: list[Spectrograph] | None = None,
     ) -> None:
         from .bandpasses import Photometry
-        from .dust import ExtinctionCurve
 
         self.library = library
         if getattr(library, "kind", "spectrum") == "bands":
@@ -238,12 +293,13 @@ class StellarSED:
             )
         else:
             self.phot = Photometry(bands, library.wave_aa)
-        self.dust = ExtinctionCurve(law, library.wave_aa)
         self.xp = None
         if spectrograph:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the XP sampling warning is documented
                 self.xp = Spectrograph(spectrograph, library.wave_aa, spectrograph_spec)
+        seen = [sg for sg in [self.xp, *(also_observed or [])] if sg is not None]
+        self.dust = _observed_curve(law, library.wave_aa, self.phot.weights, seen)
 
     def flux(
         self,
@@ -328,9 +384,6 @@ class FieldStars(Simulator):
             BandSpec(**{"non_detection": c.non_detection, **c.bands[b]}) for b in self.bands
         ]
         specs = getattr(c, "_survey_spectra", {})
-        self.sed = StellarSED(
-            lib, self.bands, c.extinction_law, "gaia_xp" if c.xp else None, specs.get("gaia_xp")
-        )
         unknown = [n for n in c.spectrographs if n not in ("lamost_lrs", "boss", "apogee")]
         if unknown:
             hint = " (lamost is now lamost_lrs, as its survey)" if "lamost" in unknown else ""
@@ -341,6 +394,21 @@ class FieldStars(Simulator):
         self.spectrographs = {
             n: Spectrograph(n, lib.wave_aa, specs.get(n)) for n in c.spectrographs
         }
+        self.sed = StellarSED(
+            lib,
+            self.bands,
+            c.extinction_law,
+            "gaia_xp" if c.xp else None,
+            specs.get("gaia_xp"),
+            also_observed=list(self.spectrographs.values()),
+        )
+        self._xp_calibration = None
+        if c.xp and c.xp_calibration:
+            from scipy.interpolate import PchipInterpolator
+
+            knots = np.asarray(c.xp_calibration, np.float64)
+            lam = np.clip(self.sed.xp.wave_nm, knots[0, 0], knots[-1, 0])
+            self._xp_calibration = 1.0 + PchipInterpolator(knots[:, 0], knots[:, 1])(lam)
         self.iso = IsochroneGrid(c.isochrones)
         self.galaxy = GalaxyModel()
         if c.dust_map:
@@ -549,7 +617,13 @@ class FieldStars(Simulator):
             plx = 1000.0 / theta["distance"] + err * rng.standard_normal(len(err))
             out["astrometry"] = ObsBlock(plx[:, None], err[:, None], True, False)
         if c.xp:
-            spec, err = self.sed.xp.observe(flux, mags[:, self._g], rng)
+            spec, err = self.sed.xp.observe(
+                flux,
+                mags[:, self._g],
+                rng,
+                calibration=self._xp_calibration,
+                error_scale=c.xp_error_scale,
+            )
             out["xp"] = ObsBlock(spec, err, True, False)
         for name, sg in self.spectrographs.items():
             spec, err = sg.observe(flux, mags[:, self._g], rng)

@@ -334,8 +334,22 @@ def test_coverage_error_is_zero_for_calibrated_and_large_for_overconfident():
 
 
 def test_bench_domain_adapt_quick(tmp_path, shared_data):
-    path = run_bench("domain-adapt", out=tmp_path / "d.json", quick=True, progress=False)
+    part = tmp_path / "d.partial.jsonl"
+    over = [f"partial_jsonl={part}"]
+    path = run_bench(
+        "domain-adapt", out=tmp_path / "d.json", quick=True, progress=False, overrides=over
+    )
     out = json.loads(path.read_text())
+    # --quick says it checks plumbing only; every variant is recorded as it finishes
+    assert "plumbing only" in out["note"] and "plumbing only" in (tmp_path / "d.md").read_text()
+    assert len(part.read_text().splitlines()) == 3
+    # a rerun with the same settings trains nothing: it reuses the three records
+    again = json.loads(
+        run_bench(
+            "domain-adapt", out=tmp_path / "e.json", quick=True, progress=False, overrides=over
+        ).read_text()
+    )
+    assert again["results"] == out["results"] and len(part.read_text().splitlines()) == 3
     res = out["results"]
     assert [r["variant"] for r in res] == ["none", "C+OT+RS", "RS@rope"]
     names = out["parameters"]
@@ -349,6 +363,47 @@ def test_bench_domain_adapt_quick(tmp_path, shared_data):
         assert "gap_closed" in r and {f"gap_closed_{n}" for n in names} <= set(r)
     assert out["settings"]["real"]["library"] == "kurucz_bands"
     assert "| none |" in (tmp_path / "d.md").read_text()
+
+
+def test_bench_domain_adapt_xp_quick(tmp_path, shared_data):
+    """xp: true puts Gaia XP on both sides, the real XP misspecified; the model reads it."""
+    over = ["xp=true", "variants=[none]", "num_sims=300", "num_real=60", "num_test=20"]
+    path = run_bench(
+        "domain-adapt", out=tmp_path / "x.json", quick=True, progress=False, overrides=over
+    )
+    out = json.loads(path.read_text())
+    (rec,) = out["results"]
+    assert out["settings"]["xp"] and out["settings"]["xp_real"]["xp_error_scale"] == 1.5
+    assert rec["sim_nrmse"] > 0 and 0 <= rec["embedding_c2st"] <= 1
+
+
+def test_domain_adapt_xp_domains_differ_as_specified(tmp_path, shared_data):
+    """The two XP domains of the same stars: the real spectra are the sim ones times the
+    calibration error, under another extinction law, and scatter 1.5× their errors."""
+    from dasbi.bench.domain_adapt import DomainAdaptBenchConfig, _simulators
+    from dasbi.config import from_dict
+
+    cfg = from_dict(
+        DomainAdaptBenchConfig,
+        {"xp": True, "real": {"rv_sigma": 0.0, "extinction_law": "G23", "error_scale": 1.0}},
+    )
+    sim, real = _simulators(cfg)
+    assert "xp_spectrum" in [n["name"] for n in sim.nodes()]
+    from simulators.gaia_xp import project, xp_design
+
+    th = sim.sample_prior(300, np.random.default_rng(0))
+    d = {k: th[:, i] for i, k in enumerate(sim.theta_names)}
+    flux = sim.sed.flux(d["teff"], d["logg"], d["feh"], d["radius"], d["distance"], d["av"])
+    clean = sim.sed.xp.convolve(flux).numpy().astype(np.float64)
+    cal = real._xp_calibration
+    assert cal[0] == pytest.approx(1.06) and cal[-1] == pytest.approx(1.02)
+    b = real.simulate(th, np.random.default_rng(1))["xp"]
+    expect = project(clean * cal) @ xp_design()[1]  # the calibrated spectrum, in the basis
+    pull = (np.asarray(b.values) - expect) / np.asarray(b.errors)
+    assert 1.4 < np.std(pull) < 1.6  # noise 1.5× the reported errors
+    b0 = sim.simulate(th, np.random.default_rng(1))["xp"]
+    pull0 = (np.asarray(b0.values) - project(clean) @ xp_design()[1]) / np.asarray(b0.errors)
+    assert 0.9 < np.std(pull0) < 1.1
 
 
 def test_domain_adapt_variants_are_parsed():

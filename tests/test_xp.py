@@ -418,3 +418,43 @@ def test_the_gaia_xp_spectrograph_uses_coefficient_noise(shared_data):
     rng = np.random.default_rng(0)
     b = sim.simulate(sim.sample_prior(40, rng), rng)["xp"]
     assert np.asarray(b.values).shape == (40, 343) and np.all(np.asarray(b.errors) > 0)
+
+
+def test_misspecified_xp_calibration_and_error_scale(shared_data):
+    """A truth-known misspecified XP (bench domain-adapt, xp: true): the calibration error
+    multiplies the clean spectrum, the drawn noise is error_scale × the reported errors, which
+    stay those of the calibrated spectrum; bad settings get clear errors."""
+    from simulators.gaia_xp import XPCoefficientNoise, project, xp_design
+    from simulators.instruments import Spectrograph
+    from simulators.stars import FieldStars
+
+    wave_aa = np.arange(3000.0, 11000.0, 2.0)
+    lam_cm = wave_aa[None] * 1e-8
+    flam = 1e-3 / lam_cm**5 / np.expm1(1.4388 / (lam_cm * np.array([[4500.0], [7000.0]])))
+    flam = flam / flam.max(axis=1, keepdims=True) * 1e-13
+    xp = Spectrograph("gaia_xp", wave_aa)
+    cal = 1.0 + 0.05 * np.cos(np.linspace(0.0, 3.0, len(xp.wave_nm)))
+    mag = np.full(2, 12.0)
+    v0, e0 = xp.observe(flam, mag, np.random.default_rng(3))
+    v1, e1 = xp.observe(flam, mag, np.random.default_rng(3), calibration=cal, error_scale=1.5)
+    clean = xp.convolve(flam).numpy().astype(np.float64)
+    m = xp_design()[1]
+    base1 = project(clean * cal) @ m  # noise-free, in the basis
+    noise = XPCoefficientNoise()
+    a, ea = noise.observe(clean * cal, np.random.default_rng(3))
+    np.testing.assert_allclose(v1 - base1, 1.5 * (a - base1), rtol=1e-6, atol=1e-24)
+    np.testing.assert_allclose(e1, ea)  # the reported errors: of the calibrated flux, × 1
+    np.testing.assert_allclose(e0, noise.observe(clean, np.random.default_rng(3))[1])
+    assert np.max(np.abs(e1 / e0 - 1)) > 0.01  # the reported errors follow the calibrated flux
+    with pytest.raises(ValueError, match="one factor per pixel"):
+        xp.observe(flam, mag, np.random.default_rng(0), calibration=cal[:10])
+    knots = [[336.0, 0.06], [500.0, 0.0], [1020.0, 0.02]]
+    fs = FieldStars({"bands": {"gaia_G": {}}, "xp": True, "xp_calibration": knots})
+    at = np.searchsorted(fs.sed.xp.wave_nm, [336.0, 500.0, 1020.0])
+    np.testing.assert_allclose(fs._xp_calibration[at], [1.06, 1.0, 1.02], atol=1e-12)
+    with pytest.raises(ValueError, match="set xp: true"):
+        FieldStars({"bands": {"gaia_G": {}}, "xp_error_scale": 1.5})
+    with pytest.raises(ValueError, match="increasing"):
+        FieldStars(
+            {"bands": {"gaia_G": {}}, "xp": True, "xp_calibration": [[500, 0.0], [400, 0.1]]}
+        )

@@ -18,7 +18,7 @@ from ..errors import ConfigError, NotAvailableError
 from ..fileio import atomic_path
 from ..provenance import machine_info, package_versions
 
-__all__ = ["BENCHMARKS", "register_bench", "run_bench"]
+__all__ = ["BENCHMARKS", "register_bench", "run_bench", "settings_stamp"]
 
 # fn(quick, options, progress) -> (settings, results) or (settings, results, extra)
 BenchFn = Callable[..., tuple[Any, ...]]
@@ -73,6 +73,18 @@ def _resolve(name: str) -> BenchFn:
         if isinstance(entry, str):
             raise NotAvailableError(f"benchmark {name!r} did not register itself")
     return entry
+
+
+def settings_stamp(cfg: Any, exclude: Sequence[str] = ()) -> str:
+    """A 16-character hash of a bench config's settings, less those in ``exclude`` (the
+    lists of variants or sets, the partial file, threads): what an interrupted run's partial
+    records must share with a rerun to be reused."""
+    import hashlib
+
+    from ..config import to_dict
+
+    keep = {k: v for k, v in to_dict(cfg).items() if k not in set(exclude)}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def run_bench(

@@ -163,15 +163,9 @@ class YSORealBenchConfig:
 def settings_stamp(cfg: Any) -> str:
     """What a partial record depends on: every setting of a bench config but the lists of
     sets and variants, the partial file and the threads."""
-    import hashlib
-    import json
+    from . import settings_stamp as stamp
 
-    keep = {
-        k: v
-        for k, v in to_dict(cfg).items()
-        if k not in ("sets", "variants", "partial_jsonl", "threads")
-    }
-    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+    return stamp(cfg, ("sets", "variants", "partial_jsonl", "threads"))
 
 
 def load_partial(cfg: Any) -> dict[tuple[str, str], dict[str, Any]]:
