@@ -206,3 +206,21 @@ def test_misspecified_instruments_offsets_error_scale_hidden_rv(shared_data):
         _stars(zero_point_offsets={"irac_1": 0.1})
     with pytest.raises(ValueError, match="no band fluxes"):
         FieldStars({"library": "kurucz_bands"})  # the 15 default bands
+
+
+def test_a_narrow_extinction_law_is_used_where_the_bands_see_it(shared_data):
+    """F99 stops at 3.3 µm and CK04 reaches far beyond: the law is evaluated on the
+    wavelengths the bands and spectra see (the same A(λ) there as on a grid inside its
+    range) and a band beyond the law still raises."""
+    from simulators.dust import ExtinctionCurve, ExtinctionRangeError
+
+    bands = {b: {} for b in ("gaia_G", "gaia_BP", "2mass_Ks")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fs = FieldStars({"library": "ck04", "extinction_law": "F99", "bands": bands, "xp": True})
+    w = fs.sed.library.wave_aa
+    inside = (w > 3400.0) & (w < 22000.0)  # XP from 336 nm, Ks to 2.3 µm
+    ref = ExtinctionCurve("F99", w[inside]).a_over_av(np.array([2.8, 4.0]))
+    np.testing.assert_allclose(fs.sed.dust.a_over_av(np.array([2.8, 4.0]))[:, inside], ref)
+    with pytest.raises(ExtinctionRangeError, match="F99 is valid"):
+        FieldStars({"library": "ck04", "extinction_law": "F99", "bands": {**bands, "wise_W3": {}}})
