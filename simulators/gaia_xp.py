@@ -8,8 +8,10 @@ correlated and follow the source's flux. This module simulates XP in that repres
    nm⁻¹) is measured with GaiaXPy itself, by calibrating one unit coefficient at a time
    (:func:`xp_design`), so that simulated and real spectra go through the same
    calibration, BP/RP merge included;
-2. a clean model spectrum on that grid becomes coefficients by least squares on ``M``
-   (:func:`project`);
+2. a clean model spectrum on that grid becomes coefficients by least squares on ``M``,
+   regularised by the coefficients' size in archive sources (:func:`project_model`; plain
+   least squares, :func:`project`, is exact for real XP but blows up the near-null
+   directions of ``M`` for model spectra);
 3. coefficient noise is drawn from an :class:`XPNoiseModel` (errors from the band's first
    coefficient, correlations shared), and the noisy coefficients are sampled through ``M``;
    each sample's 1σ error is ``sqrt(diag(Mᵀ Σ M))``, as GaiaXPy computes it for real data.
@@ -39,6 +41,7 @@ __all__ = [
     "calibrate",
     "pack_correlation",
     "project",
+    "project_model",
     "unpack_correlation",
     "xp_design",
 ]
@@ -88,6 +91,9 @@ class XPNoiseModel:
     c_knee: dict[str, float]  # band → c_0 above which errors grow as c_0
     corr: dict[str, np.ndarray]  # band → (55, 55)
     n_sources: int
+    #: band → (55,) log10 RMS of each coefficient per unit mean sampled flux over the
+    #: sources (the prior scale of :func:`project_model`)
+    log_amplitude: dict[str, np.ndarray] | None = None
 
     @classmethod
     def fit(
@@ -118,7 +124,15 @@ class XPNoiseModel:
             m = (v * np.maximum(w, 1e-6)) @ v.T
             d = np.sqrt(np.diag(m))
             cm[b] = m / d[:, None] / d[None, :]
-        return cls(prof, knee, cm, n)
+        # the coefficients' typical size per unit mean flux, over sources with both bands
+        both = np.all(np.isfinite(coef["bp"]), 1) & np.all(np.isfinite(coef["rp"]), 1)
+        amp = None
+        if both.sum() >= 2:
+            c = np.concatenate([coef["bp"][both], coef["rp"][both]], axis=1)
+            mean = np.abs((c @ xp_design()[1]).mean(axis=1))
+            rms = np.sqrt(np.mean((c / mean[:, None]) ** 2, axis=0))
+            amp = {b: np.log10(rms[k * N_COEF : (k + 1) * N_COEF]) for k, b in enumerate(BANDS)}
+        return cls(prof, knee, cm, n, amp)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         arrays = {"n_sources": np.array(self.n_sources)}
@@ -126,6 +140,8 @@ class XPNoiseModel:
             arrays[f"{b}_log_profile"] = self.log_profile[b]
             arrays[f"{b}_c_knee"] = np.array(self.c_knee[b])
             arrays[f"{b}_corr"] = pack_correlation(self.corr[b]).astype(np.float32)
+            if self.log_amplitude is not None:
+                arrays[f"{b}_log_amplitude"] = self.log_amplitude[b]
         np.savez_compressed(path, **arrays)
 
     @classmethod
@@ -137,6 +153,9 @@ class XPNoiseModel:
                 {b: float(z[f"{b}_c_knee"]) for b in BANDS},
                 {b: unpack_correlation(z[f"{b}_corr"]) for b in BANDS},
                 int(z["n_sources"]),
+                {b: np.asarray(z[f"{b}_log_amplitude"], np.float64) for b in BANDS}
+                if "bp_log_amplitude" in z.files
+                else None,
             )
 
     def scale(self, band: str, coef: np.ndarray) -> np.ndarray:
@@ -224,13 +243,57 @@ def xp_design() -> tuple[np.ndarray, np.ndarray]:
 
 def project(flux: np.ndarray) -> np.ndarray:
     """(N, 343) spectra on the XP grid → (N, 110) coefficients (least squares through
-    :func:`xp_design`)."""
+    :func:`xp_design`): exact for spectra in the basis (real XP), but ill-conditioned for
+    model spectra (use :func:`project_model`)."""
     return np.asarray(flux, np.float64) @ _pinv()
 
 
 @lru_cache(maxsize=1)
 def _pinv() -> np.ndarray:
     return np.linalg.pinv(xp_design()[1])
+
+
+#: :func:`project_model`: the model spectrum is matched to :data:`MODEL_TOLERANCE` of its
+#: mean flux per sample, with coefficients of at most about :data:`MODEL_PRIOR_WIDTH` × the
+#: archive sources' RMS amplitude
+MODEL_TOLERANCE = 0.01
+MODEL_PRIOR_WIDTH = 3.0
+
+
+def project_model(flux: np.ndarray, noise: XPNoiseModel | None = None) -> np.ndarray:
+    """(N, 343) model spectra on the XP grid → (N, 110) coefficients as Gaia would publish
+    them.
+
+    A model spectrum (CK04 through a Gaussian line-spread function) is not exactly in the
+    span of the XP basis (≈1% residuals), and the basis is ill-conditioned (singular values
+    over 7 decades): plain least squares (:func:`project`) fits the residual with huge
+    high-order coefficients (the first coefficient then has the wrong sign, and noise scaled
+    by it is wrong). Here the fit is regularised: minimise
+    ``|cM − f|² / (ε s)² + Σ_k c_k² / (w a_k s)²`` with ``s`` the spectrum's mean flux,
+    ``ε`` = :data:`MODEL_TOLERANCE`, ``w`` = :data:`MODEL_PRIOR_WIDTH` and ``a_k`` the RMS
+    size of coefficient k per unit mean flux of the archive sources (the noise model's
+    ``log_amplitude``). Both terms scale with ``s``, so the map is one fixed linear matrix.
+    """
+    return np.asarray(flux, np.float64) @ _model_map(noise or XPNoiseModel.load())
+
+
+_MODEL_MAPS: dict[int, np.ndarray] = {}
+
+
+def _model_map(noise: XPNoiseModel) -> np.ndarray:
+    key = id(noise)
+    if key not in _MODEL_MAPS:
+        if noise.log_amplitude is None:
+            raise ValueError(
+                "this XP noise model has no coefficient amplitudes (log_amplitude): refit it "
+                "with scripts/fit_xp_noise.py"
+            )
+        m = xp_design()[1]
+        amp = 10 ** np.concatenate([noise.log_amplitude[b] for b in BANDS])
+        reg = (MODEL_TOLERANCE / (MODEL_PRIOR_WIDTH * amp)) ** 2
+        _MODEL_MAPS.clear()
+        _MODEL_MAPS[key] = m.T @ np.linalg.inv(m @ m.T + np.diag(reg))
+    return _MODEL_MAPS[key]
 
 
 class XPCoefficientNoise:
@@ -258,7 +321,7 @@ class XPCoefficientNoise:
     ) -> tuple[np.ndarray, np.ndarray]:
         """(N, 343) clean spectra → noisy spectra and their 1σ sample errors (N, 343); the
         noise drawn is ``error_scale`` × the modelled (and reported) errors."""
-        c = project(clean)
+        c = project_model(clean, self.noise)
         noisy = c.copy()
         var = np.zeros(np.shape(clean))
         for k, b in enumerate(BANDS):

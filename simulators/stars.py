@@ -159,6 +159,15 @@ class FieldStarsConfig:
         default=1.0,
         metadata={"gt": 0.0, "help": "true XP noise / reported XP errors (> 1: underestimated)"},
     )
+    priors: dict[str, dict[str, Any]] = field(
+        default_factory=dict,
+        metadata={
+            "help": "parameter -> {dist: uniform|loguniform|normal|lognormal|fixed, ...}: draw "
+            "these parameters from the given priors instead of the Galactic population and "
+            "its isochrones (e.g. a box over hot stars; simulators.priors); the magnitude "
+            "limit and the library's coverage still apply"
+        },
+    )
     missing_prob: float = field(default=0.0, metadata={"ge": 0.0, "le": 0.95})
 
     def __post_init__(self) -> None:
@@ -425,6 +434,15 @@ class FieldStars(Simulator):
                 )
         self._weights: dict[str, float] | None = None
         self._g = self.bands.index("gaia_G")
+        from .priors import parse_priors
+
+        self._priors = parse_priors(c.priors, [*self.theta_names, "rv"])
+        for key, pr in self._priors.items():
+            lo, hi = pr.support
+            if key in ("radius", "distance") and lo <= 0:
+                raise ValueError(f"simulator.priors.{key}: must be > 0, got low = {lo}")
+            if key == "av" and lo < 0:
+                raise ValueError(f"simulator.priors.av: A_V must be >= 0, got low = {lo}")
 
     # -- declarations ------------------------------------------------------------------
     @property
@@ -542,23 +560,32 @@ class FieldStars(Simulator):
             "av": av,
             "rv": rv,
         }
+        for key, pr in self._priors.items():  # user priors replace the population's
+            theta[key] = pr.sample(n, rng)
         ok = np.all([np.isfinite(v) for v in theta.values()], axis=0)
+        ok &= self.in_library(theta["teff"], theta["logg"], theta["feh"])
+        return {k: v[ok] for k, v in theta.items()}
+
+    def in_library(self, teff: np.ndarray, logg: np.ndarray, feh: np.ndarray) -> np.ndarray:
+        """(N,) bool: the spectral library has models at these (T_eff, log g, [Fe/H])."""
         lib = self.sed.library
-        for key in ("teff", "logg", "feh"):
+        teff, logg, feh = (np.asarray(v, np.float64) for v in (teff, logg, feh))
+        ok = np.isfinite(teff) & np.isfinite(logg) & np.isfinite(feh)
+        for key, v in (("teff", teff), ("logg", logg), ("feh", feh)):
             lo, hi = lib.bounds[key]
-            ok &= (theta[key] >= lo) & (theta[key] <= hi)
+            ok &= (v >= lo) & (v <= hi)
         if hasattr(lib, "_logg_min"):  # CK04 holes at low log g
             from .spectra import axis_weights
 
-            it, _ = axis_weights(lib.teff_grid, np.clip(theta["teff"], *lib.bounds["teff"]))
-            iz, _ = axis_weights(lib.feh_grid, np.clip(theta["feh"], *lib.bounds["feh"]))
+            it, _ = axis_weights(lib.teff_grid, np.clip(teff, *lib.bounds["teff"]))
+            iz, _ = axis_weights(lib.feh_grid, np.clip(feh, *lib.bounds["feh"]))
             need = np.max(
                 np.stack([lib._logg_min[iz + a, it + b] for a in (0, 1) for b in (0, 1)]), axis=0
             )
-            ok &= theta["logg"] >= need
+            ok &= logg >= need
         if hasattr(lib, "covers"):  # band-flux tables have holes too
-            ok &= lib.covers(theta["teff"], theta["logg"], theta["feh"])
-        return {k: v[ok] for k, v in theta.items()}
+            ok &= lib.covers(teff, logg, feh)
+        return ok
 
     def _draw(
         self, n: int, rng: np.random.Generator

@@ -389,7 +389,7 @@ def test_domain_adapt_xp_domains_differ_as_specified(tmp_path, shared_data):
     )
     sim, real = _simulators(cfg)
     assert "xp_spectrum" in [n["name"] for n in sim.nodes()]
-    from simulators.gaia_xp import project, xp_design
+    from simulators.gaia_xp import project_model, xp_design
 
     th = sim.sample_prior(300, np.random.default_rng(0))
     d = {k: th[:, i] for i, k in enumerate(sim.theta_names)}
@@ -398,11 +398,11 @@ def test_domain_adapt_xp_domains_differ_as_specified(tmp_path, shared_data):
     cal = real._xp_calibration
     assert cal[0] == pytest.approx(1.06) and cal[-1] == pytest.approx(1.02)
     b = real.simulate(th, np.random.default_rng(1))["xp"]
-    expect = project(clean * cal) @ xp_design()[1]  # the calibrated spectrum, in the basis
+    expect = project_model(clean * cal) @ xp_design()[1]  # the calibrated spectrum, in the basis
     pull = (np.asarray(b.values) - expect) / np.asarray(b.errors)
     assert 1.4 < np.std(pull) < 1.6  # noise 1.5× the reported errors
     b0 = sim.simulate(th, np.random.default_rng(1))["xp"]
-    pull0 = (np.asarray(b0.values) - project(clean) @ xp_design()[1]) / np.asarray(b0.errors)
+    pull0 = (np.asarray(b0.values) - project_model(clean) @ xp_design()[1]) / np.asarray(b0.errors)
     assert 0.9 < np.std(pull0) < 1.1
 
 
@@ -728,3 +728,51 @@ def test_bench_sbibm_logit_theta_keeps_samples_in_the_prior_box(tmp_path, monkey
     cfg.simulator = {}
     with pytest.raises(AssertionError, match="retrained"):
         sbibm._run_dasbi(cfg, "two_moons", 400, data, {1: (obs, None)}, False, {})
+
+
+def test_xp_real_predictive_chi2_is_one_for_the_truth(shared_data):
+    """χ²_ν of noisy simulated coefficients is ≈ 1 when the posterior draws are the true θ,
+    and far above 1 for draws 20% too hot."""
+    from dasbi.bench.xp_real import _hot_box, ppc_chi2
+    from simulators.gaia_xp import XPNoiseModel, project
+    from simulators.stars import FieldStars
+
+    sim = FieldStars(
+        {"library": "ck04", "xp": True, "bands": {"gaia_G": {}}, "priors": _hot_box()}
+    )
+    rng = np.random.default_rng(0)
+    out = sim(200, rng)
+    spectra = np.asarray(out.x["xp"].values, np.float32)  # as datasets store them
+    coef = project(spectra.astype(np.float64))
+    th = out.theta.astype(np.float64)
+    noise = XPNoiseModel.load()
+    chi = ppc_chi2(sim, np.repeat(th[None], 4, axis=0), coef, noise, spectra)
+    assert 0.85 < np.median(chi) < 1.15
+    # without the float32 rounding in the covariance, the high BP orders inflate it
+    assert np.median(ppc_chi2(sim, np.repeat(th[None], 4, axis=0), coef, noise)) > 1.3
+    hot = th.copy()
+    hot[:, sim.theta_names.index("teff")] *= 1.2
+    ok = sim.in_library(hot[:, 0], hot[:, 1], hot[:, 2])
+    chi_hot = ppc_chi2(sim, np.repeat(hot[None], 4, axis=0), coef, noise)
+    assert np.isnan(chi_hot[~ok]).all() and np.nanmedian(chi_hot) > 10
+
+
+def test_bench_xp_real_quick(tmp_path, shared_data):
+    part = tmp_path / "x.partial.jsonl"
+    over = [f"partial_jsonl={part}"]
+    path = run_bench(
+        "xp-real", out=tmp_path / "x.json", quick=True, progress=False, overrides=over
+    )
+    out = json.loads(path.read_text())
+    assert [r["variant"] for r in out["results"]] == ["none", "C+OT"]
+    assert out["real_sources"] == 60 and out["real_errors_modelled"] == 60
+    assert "plumbing only" in out["note"] and "plumbing only" in (tmp_path / "x.md").read_text()
+    for r in out["results"]:
+        assert r["real_ppc_scored"] > 0 and r["real_ppc_chi2_median"] > 0
+        assert 0 <= r["data_c2st"] <= 1 and 0 <= r["embedding_c2st"] <= 1
+        assert r["ppc_ratio"] == pytest.approx(
+            r["real_ppc_chi2_median"] / r["sim_ppc_chi2_median"], rel=0.01
+        )
+    assert out["real_bp_rp_p1_p50_p99"][1] < 0.2  # the real sources are blue
+    with pytest.raises(ValueError, match="no simulated twins"):
+        run_bench("xp-real", out=tmp_path / "y.json", quick=True, overrides=["variants=[RS]"])

@@ -224,3 +224,23 @@ def test_a_narrow_extinction_law_is_used_where_the_bands_see_it(shared_data):
     np.testing.assert_allclose(fs.sed.dust.a_over_av(np.array([2.8, 4.0]))[:, inside], ref)
     with pytest.raises(ExtinctionRangeError, match="F99 is valid"):
         FieldStars({"library": "ck04", "extinction_law": "F99", "bands": {**bands, "wise_W3": {}}})
+
+
+def test_field_stars_priors_replace_the_population():
+    """simulator.priors draws the named parameters from the given priors (a box over hot
+    stars here) instead of the Galactic population; bad priors get clear errors."""
+    pri = {
+        "teff": {"dist": "loguniform", "low": 9000.0, "high": 20000.0},
+        "av": {"dist": "uniform", "low": 0.0, "high": 0.5},
+    }
+    sim = FieldStars({"library": "planck", "bands": {"gaia_G": {}}, "priors": pri})
+    th = sim(300, np.random.default_rng(0)).theta
+    teff, av = th[:, sim.theta_names.index("teff")], th[:, sim.theta_names.index("av")]
+    assert teff.min() >= 9000.0 and teff.max() <= 20000.0 and np.median(teff) > 11000.0
+    assert av.max() <= 0.5
+    with pytest.raises(ValueError, match="unknown parameter 'mass'"):
+        FieldStars({"library": "planck", "priors": {"mass": {"dist": "fixed", "value": 1}}})
+    with pytest.raises(ValueError, match="must be > 0"):
+        FieldStars(
+            {"library": "planck", "priors": {"radius": {"dist": "uniform", "low": 0, "high": 2}}}
+        )

@@ -314,7 +314,13 @@ def test_simulated_xp_goes_through_gaiaxpy_s_own_calibration(xp_dir):
     """The coefficient → sample map is GaiaXPy's, the projection inverts it, and a
     simulated spectrum's errors are GaiaXPy's propagation of the modelled covariance."""
     from dasbi.catalogue.xp import XPCoefficients
-    from simulators.gaia_xp import XPCoefficientNoise, XPNoiseModel, project, xp_design
+    from simulators.gaia_xp import (
+        XPCoefficientNoise,
+        XPNoiseModel,
+        project,
+        project_model,
+        xp_design,
+    )
 
     xp = read_xp(xp_dir / "xp_continuous/XP_CONTINUOUS_RAW.csv")
     _, flux, _, _ = sample_xp(xp)
@@ -325,10 +331,12 @@ def test_simulated_xp_goes_through_gaiaxpy_s_own_calibration(xp_dir):
     nm = XPNoiseModel.load()
     sim = XPCoefficientNoise(nm)
     _, err = sim.observe(flux, np.random.default_rng(0))
+    cm = project_model(flux, nm)  # what the simulator observes: the regularised projection
+    coef = {"bp": cm[:, :55], "rp": cm[:, 55:]}
     modelled = XPCoefficients(
         xp.source_id,
-        xp.coef,
-        {b: nm.errors(b, xp.coef[b]) for b in ("bp", "rp")},
+        coef,
+        {b: nm.errors(b, coef[b]) for b in ("bp", "rp")},
         {b: np.repeat(nm.corr[b][None], 2, 0) for b in ("bp", "rp")},
         {b: np.ones(2) for b in ("bp", "rp")},
         np.ones(2, bool),
@@ -361,6 +369,51 @@ def test_shipped_noise_model_is_the_fit_on_the_archive_sources(xp_dir):
         np.testing.assert_allclose(shipped.log_profile[b], fitted.log_profile[b], atol=1e-12)
         assert shipped.c_knee[b] == pytest.approx(fitted.c_knee[b])
         np.testing.assert_allclose(shipped.corr[b], fitted.corr[b], atol=1e-6)  # float32
+        np.testing.assert_allclose(shipped.log_amplitude[b], fitted.log_amplitude[b], atol=1e-12)
+
+
+def test_model_spectra_get_coefficients_like_real_ones(xp_dir, shared_data):
+    """Plain least squares gives a CK04 spectrum a first BP coefficient of the wrong sign and
+    high orders 1000x too large; the regularised projection gives coefficients shaped as the
+    archive's (first coefficient per unit BP flux as the real hot sources', high orders at
+    their relative size), still reproduces the spectrum to ~1%, and leaves real XP alone."""
+    from simulators.gaia_xp import project, project_model, xp_design
+    from simulators.stars import FieldStars
+
+    wave, m = xp_design()
+    bp = wave < 640.0
+    real = read_xp(
+        shared_data / "real/gaia_xp/GaiaXP_Spectra_Analysis/gaia_dr3_xp_c110_binary.npz"
+    )
+    rc = np.concatenate([real.coef["bp"], real.coef["rp"]], axis=1)
+    rf = rc @ m
+    from dasbi.bench.xp_real import _hot_box
+
+    # stars like these real ones (hot: synthetic BP-RP -0.5 to 0.3), as bench xp-real draws
+    fs = FieldStars({"library": "ck04", "xp": True, "bands": {"gaia_G": {}}, "priors": _hot_box()})
+    th = fs.sample_prior(1000, np.random.default_rng(0))
+    d = {k: th[:, i] for i, k in enumerate(fs.theta_names)}
+    flux = fs.sed.flux(d["teff"], d["logg"], d["feh"], d["radius"], d["distance"], d["av"])
+    clean = fs.sed.xp.convolve(flux).numpy().astype(np.float64)
+    plain, reg = project(clean), project_model(clean)
+    high = lambda c: np.median(np.abs(c[:, 30:55]).max(1) / np.abs(c[:, 0]))  # noqa: E731
+    c0 = lambda c, f, k=0, w=bp: np.median(c[:, k] / f[:, w].sum(1))  # noqa: E731
+    assert c0(plain, clean) < 0 and high(plain) > 1.0  # the failure this guards against
+    # at the same colour (blue to red sampled flux), the first coefficients per unit flux
+    # agree with the real sources' to 10%
+    col = lambda f: np.log10(f[:, bp].sum(1) / f[:, ~bp].sum(1))  # noqa: E731
+    lo, hi = np.percentile(col(rf), [25, 75])
+    at_r, at_s = (col(rf) > lo) & (col(rf) < hi), (col(clean) > lo) & (col(clean) < hi)
+    assert at_s.sum() > 20
+    for k, w in ((0, bp), (55, ~bp)):
+        ratio = c0(reg[at_s], clean[at_s], k, w) / c0(rc[at_r], rf[at_r], k, w)
+        assert 0.9 < ratio < 1.1, (k, ratio)
+    assert 0.3 < high(reg) / high(rc) < 3.0
+    resid = np.linalg.norm(reg @ m - clean, axis=1) / np.linalg.norm(clean, axis=1)
+    assert np.median(resid) < 0.02
+    # a real spectrum is in the basis: the regularised map changes it by < 0.5%
+    back = project_model(rf) @ m
+    assert np.median(np.linalg.norm(back - rf, axis=1) / np.linalg.norm(rf, axis=1)) < 0.005
 
 
 def test_modelled_sample_correlations_match_a_real_source(xp_dir):
@@ -424,7 +477,7 @@ def test_misspecified_xp_calibration_and_error_scale(shared_data):
     """A truth-known misspecified XP (bench domain-adapt, xp: true): the calibration error
     multiplies the clean spectrum, the drawn noise is error_scale × the reported errors, which
     stay those of the calibrated spectrum; bad settings get clear errors."""
-    from simulators.gaia_xp import XPCoefficientNoise, project, xp_design
+    from simulators.gaia_xp import XPCoefficientNoise, project_model, xp_design
     from simulators.instruments import Spectrograph
     from simulators.stars import FieldStars
 
@@ -439,7 +492,7 @@ def test_misspecified_xp_calibration_and_error_scale(shared_data):
     v1, e1 = xp.observe(flam, mag, np.random.default_rng(3), calibration=cal, error_scale=1.5)
     clean = xp.convolve(flam).numpy().astype(np.float64)
     m = xp_design()[1]
-    base1 = project(clean * cal) @ m  # noise-free, in the basis
+    base1 = project_model(clean * cal) @ m  # noise-free, in the basis
     noise = XPCoefficientNoise()
     a, ea = noise.observe(clean * cal, np.random.default_rng(3))
     np.testing.assert_allclose(v1 - base1, 1.5 * (a - base1), rtol=1e-6, atol=1e-24)

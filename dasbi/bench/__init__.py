@@ -18,7 +18,14 @@ from ..errors import ConfigError, NotAvailableError
 from ..fileio import atomic_path
 from ..provenance import machine_info, package_versions
 
-__all__ = ["BENCHMARKS", "register_bench", "run_bench", "settings_stamp"]
+__all__ = [
+    "BENCHMARKS",
+    "append_record",
+    "load_records",
+    "register_bench",
+    "run_bench",
+    "settings_stamp",
+]
 
 # fn(quick, options, progress) -> (settings, results) or (settings, results, extra)
 BenchFn = Callable[..., tuple[Any, ...]]
@@ -34,6 +41,7 @@ BENCHMARKS: dict[str, BenchFn | str] = {
     "photospheres": "dasbi.bench.photospheres",
     "yso-real": "dasbi.bench.yso_real",
     "yso-align": "dasbi.bench.yso_align",
+    "xp-real": "dasbi.bench.xp_real",
 }
 
 
@@ -85,6 +93,32 @@ def settings_stamp(cfg: Any, exclude: Sequence[str] = ()) -> str:
 
     keep = {k: v for k, v in to_dict(cfg).items() if k not in set(exclude)}
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_records(path: str | os.PathLike | None, stamp: str, key: str) -> dict[Any, dict]:
+    """The records of an earlier, interrupted run in the JSON-lines file ``path`` whose
+    ``settings_stamp`` is ``stamp``, by their ``key`` field (lines cut short by a crash are
+    skipped); the stamp is removed from the records."""
+    done: dict[Any, dict] = {}
+    if not path or not Path(path).exists():
+        return done
+    with open(path) as fh:
+        for line in fh:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if rec.pop("settings_stamp", None) == stamp:
+                done[rec[key]] = rec
+    return done
+
+
+def append_record(path: str | os.PathLike | None, rec: dict[str, Any], stamp: str) -> None:
+    """Append ``rec`` with its ``settings_stamp`` to the JSON-lines file ``path`` (if any)."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as fh:
+            fh.write(json.dumps({**rec, "settings_stamp": stamp}) + "\n")
 
 
 def run_bench(

@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from ..config import from_dict, param, to_dict
-from . import register_bench, settings_stamp
+from . import append_record, load_records, register_bench, settings_stamp
 from .infer import coverage_error, log_space
 
 __all__ = [
@@ -509,31 +509,11 @@ _STAMP_EXCLUDE = ("variants", "partial_jsonl", "threads")
 
 def _load_partial(cfg: DomainAdaptBenchConfig) -> dict[str, dict[str, Any]]:
     """Records of an earlier, interrupted run with the same settings, by variant."""
-    import json
-
-    done: dict[str, dict[str, Any]] = {}
-    if not cfg.partial_jsonl or not Path(cfg.partial_jsonl).exists():
-        return done
-    stamp = settings_stamp(cfg, _STAMP_EXCLUDE)
-    with open(cfg.partial_jsonl) as fh:
-        for line in fh:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short by a crash
-                continue
-            if rec.pop("settings_stamp", None) == stamp:
-                done[rec["variant"]] = rec
-    return done
+    return load_records(cfg.partial_jsonl, settings_stamp(cfg, _STAMP_EXCLUDE), "variant")
 
 
 def _append_partial(cfg: DomainAdaptBenchConfig, rec: dict[str, Any]) -> None:
-    import json
-
-    if cfg.partial_jsonl:
-        Path(cfg.partial_jsonl).parent.mkdir(parents=True, exist_ok=True)
-        line = {**rec, "settings_stamp": settings_stamp(cfg, _STAMP_EXCLUDE)}
-        with open(cfg.partial_jsonl, "a") as fh:
-            fh.write(json.dumps(line) + "\n")
+    append_record(cfg.partial_jsonl, rec, settings_stamp(cfg, _STAMP_EXCLUDE))
 
 
 def _table(results: list[dict[str, Any]], quick: bool = False) -> str:
