@@ -68,6 +68,7 @@ IC = "docs/bench/yso_real_ic348_ngc1333.json"
 IC_K56 = ["results", "variant=phoenix/young", "real", "K5-M6"]
 DA = "docs/bench/domain_adapt.json"
 DAX = "docs/bench/domain_adapt_xp.json"
+XPR = "docs/bench/xp_real.json"
 MEM = "docs/bench/memory.json"
 MEMQ = "docs/bench/memory_quick.json"
 PHOT = "docs/bench/photospheres.json"
@@ -128,6 +129,54 @@ BINDINGS: list[tuple[str, str, str, list[Any], Any]] = [
         )
     ],
     ("docs/benchmarks.md", "(`simulate_s` 64.9 s,", DAX, ["simulate_s"], lambda v: f"{v:.1f}"),
+    # bench xp-real
+    *[
+        ("docs/benchmarks.md", f"| {v} | {row} |", XPR, ["results", f"variant={v}", key], fmt)
+        for v, row, key, fmt in (
+            ("none", "15.58 | 0.950 | 16.4", "real_ppc_chi2_median", _f2),
+            ("none", "15.58 | 0.950 | 16.4", "sim_ppc_chi2_median", _f3),
+            ("none", "15.58 | 0.950 | 16.4", "ppc_ratio", lambda v: f"{v:.1f}"),
+            ("none", "15.58 | 0.950 | 16.4 | 1.00 | 0.80 | 0.659 | 0.028", "embedding_c2st", _f2),
+            (
+                "none",
+                "15.58 | 0.950 | 16.4 | 1.00 | 0.80 | 0.659 | 0.028",
+                "sim_coverage_error",
+                _f3,
+            ),
+            ("C", "15.78 | 0.952 | 16.6 | 1.00 | 0.91", "embedding_c2st", _f2),
+            ("OT", "15.88 | 0.952 | 16.7 | 1.00 | 0.93", "embedding_c2st", _f2),
+            ("C+OT", "15.97 | 0.953 | 16.8 | 1.00 | 0.97", "embedding_c2st", _f2),
+            ("C+OT", "15.97 | 0.953 | 16.8 | 1.00", "data_c2st", _f2),
+        )
+    ],
+    (
+        "docs/benchmarks.md",
+        "their median χ²_ν is 15.6 (84th percentile 33.6)",
+        XPR,
+        ["results", "variant=none", "real_ppc_chi2_p84"],
+        lambda v: f"{v:.1f}",
+    ),
+    (
+        "docs/benchmarks.md",
+        "G 11.3 / 15.2 / 17.1.",
+        XPR,
+        ["real_G_p1_p50_p99", 1],
+        lambda v: f"{v:.1f}",
+    ),
+    (
+        "docs/benchmarks.md",
+        "BP−RP −0.53 / −0.34 /",
+        XPR,
+        ["real_bp_rp_p1_p50_p99", 0],
+        _minus(_f2),
+    ),
+    (
+        "docs/benchmarks.md",
+        "(median distance 0.03 of the real stars' spread",
+        XPR,
+        ["match_distance_median"],
+        _f2,
+    ),
     # bench yso-align: cross-validated pairs on IC 348 / NGC 1333, and the matched joint model
     *[
         ("docs/benchmarks.md", f"| {v} {row} |", AL, _al(v), _row)
