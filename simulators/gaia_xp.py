@@ -42,6 +42,7 @@ __all__ = [
     "pack_correlation",
     "project",
     "project_model",
+    "projection_matrix",
     "unpack_correlation",
     "xp_design",
 ]
@@ -251,6 +252,12 @@ def project(flux: np.ndarray) -> np.ndarray:
 @lru_cache(maxsize=1)
 def _pinv() -> np.ndarray:
     return np.linalg.pinv(xp_design()[1])
+
+
+def projection_matrix() -> np.ndarray:
+    """(343, 110) the least-squares map of :func:`project` (sampled spectrum → coefficients),
+    e.g. to carry a covariance of sampled fluxes into coefficient space."""
+    return _pinv().copy()
 
 
 #: :func:`project_model`: the model spectrum is matched to :data:`MODEL_TOLERANCE` of its

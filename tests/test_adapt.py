@@ -517,6 +517,13 @@ def test_spectra_are_a_modality_of_the_adapted_model(xp_domains, tmp_path):
 
     # a spectrum changes the posterior; without one the modality is absent
     _, kw = observations(sim)
+    # observations() gives the spectra too (flux NaN where not observed, errors)
+    got_flux, got_err = kw.pop("spectra")["xp_spectrum"]
+    n8 = len(blocks["xp"].values)  # blocks hold the first rows of the dataset
+    np.testing.assert_array_equal(got_err[:n8], blocks["xp"].errors)
+    obs = np.asarray(blocks["xp"].observed)
+    np.testing.assert_array_equal(got_flux[:n8][obs], np.asarray(blocks["xp"].values)[obs])
+    assert np.isnan(got_flux[:n8][~obs]).all()
     kw = {k: {n: v[:8] for n, v in m.items()} for k, m in kw.items()}
     xp = (blocks["xp"].values, blocks["xp"].errors)
     fast = {"method": "dpm2m", "steps": 4}

@@ -279,7 +279,7 @@ def ppc_chi2(
     XP noise there). Pass those spectra as ``float32_spectra`` (N, 343): their rounding
     covariance is added (real coefficients are read as published and need none).
     """
-    from simulators.gaia_xp import BANDS, N_COEF, _pinv, project_model
+    from simulators.gaia_xp import BANDS, N_COEF, project_model, projection_matrix
 
     s, n, _ = draws.shape
     names = sim.theta_names
@@ -296,14 +296,14 @@ def ppc_chi2(
         pred[ok] = project_model(sim.sed.xp.convolve(flux).numpy().astype(np.float64))
     pred = pred.reshape(s, n, -1)
     out = np.full(n, np.nan)
+    pinv = projection_matrix() if float32_spectra is not None else None  # (343, 110)
     for i in range(n):
         p = pred[:, i][np.all(np.isfinite(pred[:, i]), axis=1)]
         if len(p) < 3 or not np.all(np.isfinite(coef[i])):
             continue
         cov = np.cov(p, rowvar=False)
-        if float32_spectra is not None:
+        if pinv is not None and float32_spectra is not None:
             q = FLOAT32_ROUNDING * np.abs(np.asarray(float32_spectra[i], np.float64))
-            pinv = _pinv()  # (343, 110)
             cov += (pinv * q[:, None] ** 2).T @ pinv
         for k, b in enumerate(BANDS):
             sl = slice(k * N_COEF, (k + 1) * N_COEF)
