@@ -95,10 +95,12 @@ def settings_stamp(cfg: Any, exclude: Sequence[str] = ()) -> str:
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def load_records(path: str | os.PathLike | None, stamp: str, key: str) -> dict[Any, dict]:
+def load_records(
+    path: str | os.PathLike | None, stamp: str, key: str | tuple[str, ...]
+) -> dict[Any, dict]:
     """The records of an earlier, interrupted run in the JSON-lines file ``path`` whose
-    ``settings_stamp`` is ``stamp``, by their ``key`` field (lines cut short by a crash are
-    skipped); the stamp is removed from the records."""
+    ``settings_stamp`` is ``stamp``, by their ``key`` field (or the tuple of the ``key``
+    fields; lines cut short by a crash are skipped); the stamp is removed from the records."""
     done: dict[Any, dict] = {}
     if not path or not Path(path).exists():
         return done
@@ -109,7 +111,7 @@ def load_records(path: str | os.PathLike | None, stamp: str, key: str) -> dict[A
             except json.JSONDecodeError:
                 continue
             if rec.pop("settings_stamp", None) == stamp:
-                done[rec[key]] = rec
+                done[tuple(rec[k] for k in key) if isinstance(key, tuple) else rec[key]] = rec
     return done
 
 

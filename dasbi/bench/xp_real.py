@@ -406,10 +406,9 @@ def bench_xp_real(
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         real = real_dataset(cfg, sim, d / "real.h5", rng)
-        train = _sim_dataset(sim, cfg.num_sims, d / "sim.h5", rng)
+        _sim_dataset(sim, cfg.num_sims, d / "sim.h5", rng)  # the training set
         test = _sim_dataset(sim, cfg.num_test, d / "test.h5", rng)
         pool = _sim_dataset(sim, cfg.num_pool, d / "pool.h5", rng)
-        del train
         sim_s = time.perf_counter() - t0
         n_real = len(real["ids"])
         feats = np.stack([real["G"], real["bp_rp"]], 1)

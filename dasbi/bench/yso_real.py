@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from ..config import from_dict, param, to_dict
-from . import register_bench
+from . import append_record, load_records, register_bench
 
 __all__ = [
     "SETS",
@@ -171,21 +171,7 @@ def settings_stamp(cfg: Any) -> str:
 def load_partial(cfg: Any) -> dict[tuple[str, str], dict[str, Any]]:
     """Records of an earlier, interrupted run with the same settings (``cfg.partial_jsonl``),
     by (set, variant)."""
-    import json
-
-    done: dict[tuple[str, str], dict[str, Any]] = {}
-    if not cfg.partial_jsonl or not Path(cfg.partial_jsonl).exists():
-        return done
-    stamp = settings_stamp(cfg)
-    with open(cfg.partial_jsonl) as fh:
-        for line in fh:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short by a crash
-                continue
-            if rec.get("settings_stamp") == stamp:
-                done[(rec["set"], rec["variant"])] = rec
-    return done
+    return load_records(cfg.partial_jsonl, settings_stamp(cfg), ("set", "variant"))
 
 
 def append_partial(
@@ -193,17 +179,13 @@ def append_partial(
 ) -> None:
     """Append a (set, variant) record with its members' (``ids``) posterior summaries to
     ``cfg.partial_jsonl`` (read back by :func:`load_partial` and :func:`unpack_record`)."""
-    import json
-
     if not cfg.partial_jsonl:
         return
     stars: dict[str, list] = {"id": [str(i) for i in ids]}
     for p, v in s_real.items():
         for q, arr in v.items():
             stars[f"{p}_{q}"] = [round(float(x), 4) for x in arr]
-    line = {**rec, **extra, "stars": stars, "settings_stamp": settings_stamp(cfg)}
-    with open(cfg.partial_jsonl, "a") as fh:
-        fh.write(json.dumps(line) + "\n")
+    append_record(cfg.partial_jsonl, {**rec, **extra, "stars": stars}, settings_stamp(cfg))
 
 
 def member_splits(tr: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
