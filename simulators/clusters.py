@@ -92,7 +92,7 @@ class YoungClusterConfig:
         metadata={"help": "the bands of that selection (default: every band)"},
     )
     aperture_arcsec: float = field(default=3.0, metadata={"gt": 0.0})
-    library: Literal["phoenix", "ck04", "planck"] = "phoenix"
+    library: Literal["phoenix", "phoenix_pm13", "ck04", "planck"] = "phoenix"
     library_path: str | None = None
     surveys: list[str] = field(
         default_factory=lambda: ["gaia_dr3", "2mass", "allwise", "spitzer_c2d"]

@@ -38,6 +38,7 @@ References:
 from __future__ import annotations
 
 import abc
+import functools
 import os
 import re
 import warnings
@@ -53,12 +54,15 @@ from .units import C_AA_S, H_CGS, K_CGS
 __all__ = [
     "BAND_COLUMNS",
     "BandFluxLibrary",
+    "CALIBRATIONS",
+    "CALIBRATION_BANDS",
     "CK04Library",
     "MANGLE_BANDS",
     "MangledLibrary",
     "OutOfGridError",
     "PlanckLibrary",
     "SpectralLibrary",
+    "dwarf_sequence",
     "make_library",
 ]
 
@@ -515,6 +519,78 @@ MANGLE_BANDS = (
 )
 
 
+#: empirical colour calibrations of :class:`MangledLibrary` (``none``: the table as it is)
+CALIBRATIONS = ("none", "pm13")
+
+#: bands whose colours the ``pm13`` calibration matches, blue to red (a knot at each pivot);
+#: Gaia in DR2 passbands, as the dwarf sequence's Gaia colours are
+CALIBRATION_BANDS = (
+    "gaiadr2_BP",
+    "gaiadr2_G",
+    "gaiadr2_RP",
+    "2mass_J",
+    "2mass_H",
+    "2mass_Ks",
+    "wise_W1",
+    "wise_W2",
+)
+
+#: the calibration holds below this T_eff [K] and fades linearly to nothing at the second
+CALIBRATION_TAPER_K = (9700.0, 12000.0)
+
+
+def dwarf_sequence() -> dict[str, np.ndarray]:
+    """The mean main-sequence dwarf colours of E. Mamajek's table (version 2024.05.15; largely
+    Pecaut & Mamajek 2013, Table 5), A0V-M9.5V, shipped as ``simulators/mamajek_dwarfs.csv``:
+    ``spt``, ``teff`` [K], ``logg`` (from the table's mass and radius), and the colours
+    ``bp_rp``, ``g_rp`` (Gaia DR2), ``g_ks``, ``j_h``, ``h_ks``, ``ks_w1``, ``w1_w2``
+    (NaN where the table has none), sorted by T_eff."""
+    import csv
+    from importlib import resources
+
+    text = resources.files("simulators").joinpath("mamajek_dwarfs.csv").read_text()
+    rows = list(csv.DictReader(line for line in text.splitlines() if not line.startswith("#")))
+    out: dict[str, np.ndarray] = {"spt": np.array([r["spt"] for r in rows])}
+    for key in rows[0]:
+        if key != "spt":
+            out[key] = np.array([float(r[key]) if r[key] else np.nan for r in rows])
+    order = np.argsort(out["teff"])
+    return {k: v[order] for k, v in out.items()}
+
+
+def _dwarf_offsets(seq: dict[str, np.ndarray], mags: np.ndarray) -> np.ndarray:
+    """(N, 8) magnitude offsets per :data:`CALIBRATION_BANDS` (0 at Ks) that give the model
+    magnitudes ``mags`` (N, 8) the dwarf sequence's colours. Colour residuals missing from
+    the table are interpolated in T_eff from the neighbouring types, then each is smoothed by
+    a 3-point running median along the sequence."""
+    bp, g, rp, j, h, k, w1, w2 = mags.T
+    model = {
+        "bp_rp": bp - rp,
+        "g_rp": g - rp,
+        "g_ks": g - k,
+        "j_h": j - h,
+        "h_ks": h - k,
+        "ks_w1": k - w1,
+        "w1_w2": w1 - w2,
+    }
+    t = seq["teff"]
+    res = {}
+    for key, m in model.items():
+        r = seq[key] - m
+        ok = np.isfinite(r)
+        r = np.interp(t, t[ok], r[ok])
+        pad = np.concatenate([r[:1], r, r[-1:]])
+        res[key] = np.median(np.stack([pad[:-2], pad[1:-1], pad[2:]]), axis=0)
+    d_h = res["h_ks"]
+    d_j = d_h + res["j_h"]
+    d_w1 = -res["ks_w1"]
+    d_w2 = d_w1 - res["w1_w2"]
+    d_g = res["g_ks"]
+    d_rp = d_g - res["g_rp"]
+    d_bp = d_rp + res["bp_rp"]
+    return np.stack([d_bp, d_g, d_rp, d_j, d_h, np.zeros_like(t), d_w1, d_w2], axis=1)
+
+
 class MangledLibrary(SpectralLibrary):
     """A base spectrum warped to the band fluxes of an atmosphere table (see the module
     docstring); the default is PHOENIX v2 band fluxes on CK04 spectra.
@@ -529,6 +605,17 @@ class MangledLibrary(SpectralLibrary):
             every node of the table and interpolated trilinearly for each star.
         out_of_grid: ``"raise"`` or ``"clip"`` for log g and [M/H] outside the table and
             T_eff outside 1000 K to CK04's 50,000 K.
+        calibration: ``"none"`` or ``"pm13"``: an empirical colour calibration. The mangled
+            spectra of main-sequence dwarfs (at each type's T_eff and log g, [M/H] = 0) are
+            multiplied by a second smooth warp, piecewise linear in (log λ, mag) between the
+            pivots of :data:`CALIBRATION_BANDS` and flat beyond, fitted so that their BP-RP,
+            G-RP, G-Ks, J-H, H-Ks, Ks-W1 and W1-W2 are the mean dwarf colours of
+            :func:`dwarf_sequence`; the warp is then rescaled to keep the bolometric flux. A
+            star takes the warp of its T_eff (linear between the types, at any log g and
+            [M/H]), faded to nothing between 9,700 and 12,000 K (:data:`CALIBRATION_TAPER_K`).
+            The atmosphere models lack opacity in cool stars (M dwarfs come out up to 0.6 mag
+            too blue in BP-RP and 0.1 mag too red in J-H); the calibration assumes that their
+            error at a given T_eff does not depend on gravity.
 
     Example:
         >>> lib = MangledLibrary()                                 # doctest: +SKIP
@@ -545,9 +632,16 @@ class MangledLibrary(SpectralLibrary):
         wave_range_aa: tuple[float, float] = (2500.0, 320_000.0),
         iterations: int = 12,
         out_of_grid: OutOfGrid = "raise",
+        calibration: str = "none",
     ) -> None:
         super().__init__(out_of_grid)
         from .bandpasses import get_filter, merged_weights
+
+        if calibration not in CALIBRATIONS:
+            raise ValueError(
+                f"unknown colour calibration {calibration!r}; valid: {', '.join(CALIBRATIONS)}"
+            )
+        self.calibration = calibration
 
         bands = list(MANGLE_BANDS if bands is None else bands)
         self.table = BandFluxLibrary(table, bands=bands, out_of_grid=out_of_grid)
@@ -583,6 +677,9 @@ class MangledLibrary(SpectralLibrary):
         self._basis = np.stack([np.interp(lw, pivots[order], row) for row in eye.T])
         self._basis32 = torch.from_numpy(self._basis.astype(np.float32))
         self._log_r = self._node_corrections()
+        self._cal: tuple[np.ndarray, np.ndarray, torch.Tensor] | None = None
+        if calibration == "pm13":
+            self._cal = self._fit_calibration()
 
     def _node_corrections(self) -> np.ndarray:
         """(F, T, G, B) log correction at the pivots for every node of the table; holes (low
@@ -618,8 +715,55 @@ class MangledLibrary(SpectralLibrary):
             log_r += target - np.log((base * corr) @ self._band_w)
         return log_r
 
+    def _fit_calibration(self) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+        """(T nodes, (N, K + 1) log10 warp at the knots and the bolometric renormalisation,
+        (K + 1, W) basis) of the ``pm13`` calibration: at each dwarf of the sequence, the
+        knot magnitudes solved by Gauss-Newton so that the warped spectrum's band offsets are
+        :func:`_dwarf_offsets`."""
+        from .bandpasses import Photometry, get_filter, merged_weights
+
+        seq = dwarf_sequence()
+        t = seq["teff"]
+        g = np.clip(seq["logg"], *self.table.bounds["logg"])
+        self._cal = None
+        flux = self.surface_flux(t, g, np.zeros(len(t))).astype(np.float64)
+        phot = Photometry(list(CALIBRATION_BANDS), self.wave_aa)
+        target = _dwarf_offsets(seq, phot.magnitudes(flux))
+        # G spans BP and RP: a knot of its own makes the fit singular, so G's colours enter
+        # through the BP and RP offsets (and G - RP is the check)
+        fit = [i for i, b in enumerate(CALIBRATION_BANDS) if b != "gaiadr2_G"]
+        target = target[:, fit]
+        bands = [CALIBRATION_BANDS[i] for i in fit]
+        w = np.stack([merged_weights(self.wave_aa, get_filter(b)) for b in bands], 1)
+        pivots = np.log([get_filter(b).pivot_aa for b in bands])
+        lw = np.log(self.wave_aa)
+        basis = np.stack([np.interp(lw, pivots, row) for row in np.eye(len(pivots))])
+        knots = target.copy()
+        for _ in range(8):
+            warp = flux * 10 ** (-0.4 * knots @ basis)  # (N, W)
+            band = warp @ w  # (N, B)
+            now = -2.5 * np.log10(band / (flux @ w))
+            jac = np.einsum("nw,wb,kw->nbk", warp, w, basis) / band[:, :, None]
+            knots += np.linalg.solve(jac, (target - now)[:, :, None])[:, :, 0]
+        warp = flux * 10 ** (-0.4 * knots @ basis)
+        bol = np.log10(np.trapezoid(flux, self.wave_aa) / np.trapezoid(warp, self.wave_aa))
+        log_knots = np.concatenate([-0.4 * knots, bol[:, None]], axis=1)
+        full = np.concatenate([basis, np.ones((1, len(lw)))], axis=0)
+        return t, log_knots, torch.from_numpy(full.astype(np.float32))
+
+    def _log_calibration(self, teff: np.ndarray) -> torch.Tensor | None:
+        """(N, W) float32 log10 warp of the colour calibration at each T_eff, or None."""
+        if self._cal is None:
+            return None
+        t, log_knots, basis = self._cal
+        lo, hi = CALIBRATION_TAPER_K
+        fade = np.clip((hi - teff) / (hi - lo), 0.0, 1.0)
+        k = np.stack([np.interp(teff, t, col) for col in log_knots.T], axis=1) * fade[:, None]
+        return torch.from_numpy(k.astype(np.float32)) @ basis
+
     def correction(self, teff: np.ndarray, logg: np.ndarray, feh: np.ndarray) -> np.ndarray:
-        """(N, W) factor that takes the base spectra to the table's band fluxes."""
+        """(N, W) factor that takes the base spectra to the table's band fluxes (and the
+        colour calibration's, if any)."""
         return torch.pow(10.0, self._log_correction(*self._prepare(teff, logg, feh))).numpy()
 
     def _log_base(self, teff: np.ndarray, logg: np.ndarray, feh: np.ndarray) -> torch.Tensor:
@@ -656,7 +800,9 @@ class MangledLibrary(SpectralLibrary):
             for b, wb in ((0, 1 - wt), (1, wt)):
                 for c, wc in ((0, 1 - wg), (1, wg)):
                     log_r += (wa * wb * wc)[:, None] * self._log_r[i_f + a, it + b, ig + c]
-        return torch.from_numpy((log_r / np.log(10.0)).astype(np.float32)) @ self._basis32
+        out = torch.from_numpy((log_r / np.log(10.0)).astype(np.float32)) @ self._basis32
+        cal = self._log_calibration(teff)
+        return out if cal is None else out + cal
 
     def surface_flux(self, teff: np.ndarray, logg: np.ndarray, feh: np.ndarray) -> np.ndarray:
         teff, logg, feh = self._prepare(teff, logg, feh)
@@ -665,11 +811,13 @@ class MangledLibrary(SpectralLibrary):
 
 
 def make_library(name: str, **kwargs: object) -> SpectralLibrary:
-    """Build a library by name: ``ck04``, ``bandflux``, ``phoenix``, ``planck``."""
+    """Build a library by name: ``ck04``, ``bandflux``, ``phoenix``, ``phoenix_pm13``
+    (``phoenix`` with the ``pm13`` colour calibration), ``planck``."""
     classes = {
         "ck04": CK04Library,
         "bandflux": BandFluxLibrary,
         "phoenix": MangledLibrary,
+        "phoenix_pm13": functools.partial(MangledLibrary, calibration="pm13"),
         "planck": PlanckLibrary,
     }
     try:

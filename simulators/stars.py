@@ -57,6 +57,7 @@ class FieldStarsConfig:
     library: Literal[
         "ck04",
         "phoenix",
+        "phoenix_pm13",
         "planck",
         "kurucz_bands",
         "ck04_bands",
@@ -67,7 +68,9 @@ class FieldStarsConfig:
         default="phoenix",
         metadata={
             "help": "spectral library: ck04 (the CDBS grid), phoenix (CK04 mangled to PHOENIX "
-            "v2 band fluxes: M dwarfs down to 2300 K), planck (embedded), or a band-flux "
+            "v2 band fluxes: M dwarfs down to 2300 K), phoenix_pm13 (phoenix with the "
+            "empirical dwarf-colour calibration of Pecaut & Mamajek 2013), planck "
+            "(embedded), or a band-flux "
             "table: kurucz_bands / ck04_bands / phoenix_bands / sphinx_bands (the shared "
             "astroARIADNE tables), or bands (the table at library_path); band-flux tables "
             "give photometry only, Gaia bands through DR2 passbands, extinction at each "
@@ -369,8 +372,9 @@ class FieldStars(Simulator):
         self.bands = list(c.bands)
         if c.library == "ck04":
             lib = CK04Library(c.library_path)
-        elif c.library == "phoenix":
-            lib = MangledLibrary(base_path=c.library_path)
+        elif c.library in ("phoenix", "phoenix_pm13"):
+            cal = "pm13" if c.library == "phoenix_pm13" else "none"
+            lib = MangledLibrary(base_path=c.library_path, calibration=cal)
         elif c.library == "planck":
             if c.library_path is not None:
                 raise ValueError(

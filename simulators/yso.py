@@ -431,11 +431,12 @@ class YSOModel:
                 table = _bin_average(lib.wave_aa, native.astype(np.float64), edges)
                 table[cool] = table[cool] * ratio
                 tables.append(table)
-        elif library == "phoenix":
+        elif library in ("phoenix", "phoenix_pm13"):
             from .spectra import MangledLibrary
 
             lib = MangledLibrary(
                 base_path=path,
+                calibration="pm13" if library == "phoenix_pm13" else "none",
                 wave_range_aa=(min(edges[0] * 0.99, 2500.0), min(edges[-1] * 1.01, 1.6e6)),
                 out_of_grid="clip",
             )
@@ -452,7 +453,8 @@ class YSOModel:
             ]
         else:
             raise ValueError(
-                f"unknown library {library!r} for the YSO model; valid: phoenix, ck04, planck"
+                f"unknown library {library!r} for the YSO model; valid: phoenix, phoenix_pm13, "
+                "ck04, planck"
             )
         # (G, T, W): log10 surface flux on the log g × T_eff grid
         self._log_star = torch.from_numpy(np.log10(np.maximum(np.stack(tables), 1e-300))).float()
@@ -1061,11 +1063,13 @@ class YSOConfig:
             "instead of the embedded semi-analytic SEDs"
         },
     )
-    library: Literal["phoenix", "ck04", "planck"] = field(
+    library: Literal["phoenix", "phoenix_pm13", "ck04", "planck"] = field(
         default="phoenix",
         metadata={
             "help": "photosphere library: phoenix (CK04 spectra mangled to PHOENIX v2 band "
-            "fluxes, right for M stars; needs both grids), ck04 (CDBS grid, >= 3500 K) or planck"
+            "fluxes, right for M stars; needs both grids), phoenix_pm13 (phoenix with the "
+            "empirical dwarf-colour calibration of Pecaut & Mamajek 2013), ck04 (CDBS grid, "
+            ">= 3500 K) or planck"
         },
     )
     library_path: str | None = None

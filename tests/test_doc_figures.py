@@ -29,6 +29,10 @@ def _signed_k(v: float) -> str:
     return f"{v:+.0f} K".replace("-", "−")
 
 
+def _signed0(v: float) -> str:
+    return f"{v:+.0f}".replace("-", "−")
+
+
 def _k(v: float) -> str:
     return f"{v:.0f} K"
 
@@ -66,6 +70,8 @@ IC4 = "docs/bench/yso_real_ic348_ngc1333_logg4.json"
 CRA_K56 = ["results", "variant=phoenix/young", "real", "K5-M6"]
 IC = "docs/bench/yso_real_ic348_ngc1333.json"
 IC_K56 = ["results", "variant=phoenix/young", "real", "K5-M6"]
+CRAP = "docs/bench/yso_real_cra_pm13.json"
+ICP = "docs/bench/yso_real_ic348_ngc1333_pm13.json"
 DA = "docs/bench/domain_adapt.json"
 DAX = "docs/bench/domain_adapt_xp.json"
 XPR = "docs/bench/xp_real.json"
@@ -80,6 +86,15 @@ MATCHED = "docs/bench/yso_real_matched.json"
 
 def _al(variant: str, *keys: Any) -> list[Any]:
     return ["results", f"variant={variant}", "real", "K5-M6", *keys]
+
+
+def _pm13_row(rng: str, k: int) -> str:
+    """The row of the calibration table in docs/benchmarks.md up to its k-th figure."""
+    text = (ROOT / "docs/benchmarks.md").read_text()
+    rows = [x for x in text.splitlines() if x.startswith(f"| {rng} | ") and x.count(" | ") == 8]
+    (line,) = rows
+    cells = line.split(" | ")
+    return " | ".join(cells[: k + 2]) + (" |" if k + 2 < len(cells) else "")
 
 
 def _minus(fmt: Any) -> Any:
@@ -552,6 +567,145 @@ BINDINGS: list[tuple[str, str, str, list[Any], Any]] = [
         ["results", "check=luhman_av_from_jh", "median"],
         lambda v: f"{-v:.2f} mag",
     ),
+    # docs/benchmarks.md: yso-real, phoenix against phoenix_pm13 in one run
+    *[
+        (
+            "docs/benchmarks.md",
+            text,
+            src,
+            ["results", f"variant={v}", "real", split, *keys],
+            fmt,
+        )
+        for text, src, v, split, keys, fmt in (
+            (
+                "raises the A_V coverage from 0.31 to 0.45",
+                CRAP,
+                "phoenix/young",
+                "K5-M6",
+                ["av_mag", "in_p16_p84"],
+                _f2,
+            ),
+            (
+                "raises the A_V coverage from 0.31 to 0.45",
+                CRAP,
+                "phoenix_pm13/young",
+                "K5-M6",
+                ["av_mag", "in_p16_p84"],
+                _f2,
+            ),
+            (
+                "from 0.47 to 0.68",
+                CRAP,
+                "phoenix/young",
+                "K5-M6",
+                ["av_mag_label_above_0", "in_p16_p84"],
+                _f2,
+            ),
+            (
+                "from 0.47 to 0.68",
+                CRAP,
+                "phoenix_pm13/young",
+                "K5-M6",
+                ["av_mag_label_above_0", "in_p16_p84"],
+                _f2,
+            ),
+            (
+                "0.69 → 0.45 mag",
+                CRAP,
+                "phoenix/young",
+                "K5-M6",
+                ["av_mag_label_above_0", "robust_sigma"],
+                _f2,
+            ),
+            (
+                "0.69 → 0.45 mag",
+                CRAP,
+                "phoenix_pm13/young",
+                "K5-M6",
+                ["av_mag_label_above_0", "robust_sigma"],
+                _f2,
+            ),
+            (
+                "falls from +1.95 to +1.22 mag",
+                CRAP,
+                "phoenix/young",
+                "M6-M9",
+                ["av_mag", "bias"],
+                _signed2,
+            ),
+            (
+                "falls from +1.95 to +1.22 mag",
+                CRAP,
+                "phoenix_pm13/young",
+                "M6-M9",
+                ["av_mag", "bias"],
+                _signed2,
+            ),
+            ("(+156 → +183 K;", CRAP, "phoenix/young", "K5-M6", ["teff_K", "bias"], _signed0),
+            (
+                "(+156 → +183 K;",
+                CRAP,
+                "phoenix_pm13/young",
+                "K5-M6",
+                ["teff_K", "bias"],
+                _signed0,
+            ),
+            (
+                "Luhman 2003 scale +59 → +114 K",
+                CRAP,
+                "phoenix/young",
+                "K5-M6",
+                ["teff_K_luhman2003", "bias"],
+                _signed0,
+            ),
+            (
+                "Luhman 2003 scale +59 → +114 K",
+                CRAP,
+                "phoenix_pm13/young",
+                "K5-M6",
+                ["teff_K_luhman2003", "bias"],
+                _signed0,
+            ),
+            ("(−2.10 → −1.95)", ICP, "phoenix/young", "K5-M6", ["av_mag", "bias"], _signed2),
+            ("(−2.10 → −1.95)", ICP, "phoenix_pm13/young", "K5-M6", ["av_mag", "bias"], _signed2),
+            (
+                "but +156 K and A_V +0.25 mag with σ 0.59",
+                CRAP,
+                "phoenix/young",
+                "K5-M6",
+                ["av_mag", "robust_sigma"],
+                _f2,
+            ),
+        )
+    ],
+    # docs/benchmarks.md: photospheres, the dwarf-colour calibration on the CrA members
+    *[
+        (
+            "docs/benchmarks.md",
+            _pm13_row(rng, k),
+            PHOT,
+            [
+                "results",
+                "check=cra_discless",
+                f"library={lib}@bhac15",
+                f"teff_range=[{lo:.1f}, {hi:.1f}]",
+                f"colour={colour}",
+                "median",
+            ],
+            lambda v: f"{v:+.3f}".replace("-", "−"),
+        )
+        for rng, (lo, hi) in (
+            ("2,300-3,000 (39)", (2300, 3000)),
+            ("3,000-3,300 (29)", (3000, 3300)),
+            ("3,300-3,600 (20)", (3300, 3600)),
+            ("3,900-4,500 (7)", (3900, 4500)),
+        )
+        for k, (colour, lib) in enumerate(
+            (c, lib)
+            for c in ("BP-RP", "G-J", "J-H", "H-Ks")
+            for lib in ("phoenix", "phoenix_pm13")
+        )
+    ],
     # docs/benchmarks.md: photospheres, the gravity column
     (
         "docs/benchmarks.md",
@@ -602,3 +756,19 @@ def test_doc_figure_comes_from_its_json(doc, text, src, keys, fmt):
     assert text in body, f"{doc} no longer says {text!r}; update the binding with the text"
     figure = fmt(_value(src, keys))
     assert figure in text, f"{doc}: {text!r} should show {figure} ({src} {keys})"
+
+
+@pytest.mark.parametrize(
+    ("path", "label"),
+    [
+        ("docs/bench/yso_real_cra_pm13.json", "CrA"),
+        ("docs/bench/yso_real_ic348_ngc1333_pm13.json", "IC 348 + NGC 1333"),
+    ],
+)
+def test_pm13_table_rows_come_from_their_json(path, label):
+    """The phoenix / phoenix_pm13 comparison table in docs/benchmarks.md: every row is its
+    JSON's K5-M6 figures."""
+    body = (ROOT / "docs/benchmarks.md").read_text()
+    for rec in json.loads((ROOT / path).read_text())["results"]:
+        row = f"| {label} | {rec['variant']} " + _row(rec["real"]["K5-M6"]).replace("-", "−")
+        assert row in body, f"docs/benchmarks.md lacks the row {row!r} ({path})"

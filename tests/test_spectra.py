@@ -88,7 +88,8 @@ def test_bandflux_table_nodes_and_errors(shared_data, tmp_path):
 
 
 def test_registry_and_missing_grid(tmp_path, monkeypatch):
-    with pytest.raises(ValueError, match="valid libraries are: ck04, bandflux, phoenix, planck"):
+    valid = "valid libraries are: ck04, bandflux, phoenix, phoenix_pm13, planck"
+    with pytest.raises(ValueError, match=valid):
         make_library("kurucz")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         CK04Library(tmp_path / "nothing")

@@ -1,16 +1,18 @@
 """`dasbi bench photospheres`: stellar photospheres against published colours and real stars.
 
-For each photosphere library (``phoenix``: CK04 mangled to PHOENIX v2 band fluxes, ``ck04``
-continued below 3500 K by B_λ(T)/B_λ(3500 K) as the YSO model does, ``planck``):
+For each photosphere library (``phoenix``: CK04 mangled to PHOENIX v2 band fluxes,
+``phoenix_pm13``: the same with the empirical calibration to Mamajek's mean dwarf colours,
+``ck04`` continued below 3500 K by B_λ(T)/B_λ(3500 K) as the YSO model does, ``planck``):
 
 1. **Dwarf sequence.** V-Ks, J-H, H-Ks and Ks-W1 at log g 5 against the mean dwarf colours of
    Pecaut & Mamajek (2013; E. Mamajek's table, version 2018.08.02), K5V-M6V.
 2. **Real discless young stars.** Class III members of Corona Australis with A_V < ``av_max``
    (``real/yso/CrA/cra_members_dev.csv``: Esplin & Luhman 2022, Gaia DR3, 2MASS, WISE),
    modelled at their spectral-type T_eff (Herczeg & Hillenbrand 2014 scale), log g 4 (and,
-   for ``phoenix@bhac15``, the log g of the BHAC15 star of that T_eff), solar metallicity,
-   reddened by their published A_V through G23 on the spectrum: median and robust scatter
-   of observed - model in BP-RP, G-J, J-H, H-Ks, Ks-W1 and W1-W2 per T_eff range.
+   for ``phoenix@bhac15`` and ``phoenix_pm13@bhac15``, the log g of the BHAC15 star of that
+   T_eff), solar metallicity, reddened by their published A_V through G23 on the spectrum:
+   median and robust scatter of observed - model in BP-RP, G-J, J-H, H-Ks, Ks-W1 and W1-W2
+   per T_eff range.
    Also the IC 348 and NGC 1333 members of Luhman et al. (2016) in J, H, Ks at their
    spectral-type T_eff, BHAC15 gravity and published A_V, by disc type and A_V range, and the
    A_V that J−H alone gives at the true T_eff against the published one.
@@ -54,6 +56,8 @@ MAMAJEK_DWARFS: dict[str, tuple[float, float, float, float, float]] = {
     "M5V": (3030.0, 5.94, 0.580, 0.311, np.nan),
     "M6V": (2850.0, 7.30, 0.605, 0.352, np.nan),
 }
+#: photosphere libraries the bench knows (``phoenix_pm13``: with the dwarf-colour calibration)
+LIBRARIES = ("phoenix", "phoenix_pm13", "ck04", "planck")
 _CRA_BANDS = {
     "gaia_BP": "gaia_bp",
     "gaia_RP": "gaia_rp",
@@ -79,7 +83,8 @@ class PhotosphereBenchConfig:
     """Settings of the photosphere check."""
 
     libraries: list[str] = param(
-        default_factory=lambda: ["phoenix", "ck04", "planck"], help="phoenix, ck04, planck"
+        default_factory=lambda: ["phoenix", "phoenix_pm13", "ck04", "planck"],
+        help=", ".join(LIBRARIES),
     )
     av_max: float = param(2.0, ge=0.0, help="largest published A_V of the discless members")
     teff_bins: list[float] = param(
@@ -105,9 +110,11 @@ def _library(name: str) -> Any:
 
     if name in ("phoenix", "ck04"):
         return MangledLibrary()  # ck04: its base spectra
+    if name == "phoenix_pm13":
+        return MangledLibrary(calibration="pm13")
     if name == "planck":
         return PlanckLibrary(wave_range_aa=(2500.0, 320_000.0))
-    raise ValueError(f"unknown library {name!r}; valid: phoenix, ck04, planck")
+    raise ValueError(f"unknown library {name!r}; valid: {', '.join(LIBRARIES)}")
 
 
 def _library_flux(
@@ -242,8 +249,8 @@ def bench_photospheres(
 
     cfg = from_dict(PhotosphereBenchConfig, options)
     for name in cfg.libraries:
-        if name not in ("phoenix", "ck04", "planck"):
-            raise ValueError(f"libraries: unknown {name!r}; valid: phoenix, ck04, planck")
+        if name not in LIBRARIES:
+            raise ValueError(f"libraries: unknown {name!r}; valid: {', '.join(LIBRARIES)}")
     results: list[dict[str, Any]] = []
     # 1. dwarf sequence
     spt = list(MAMAJEK_DWARFS)
@@ -282,14 +289,13 @@ def bench_photospheres(
     names = list(_CRA_BANDS)
     members: dict[str, dict[str, np.ndarray]] = {}
     member_models = list(cfg.libraries)
-    if "phoenix" in cfg.libraries:
-        member_models.append("phoenix@bhac15")
+    member_models += [f"{n}@bhac15" for n in cfg.libraries if n.startswith("phoenix")]
     for name in member_models:
-        if name == "phoenix@bhac15":
+        if name.endswith("@bhac15"):
             from simulators.priors import isochrone_logg
 
             lg = isochrone_logg(teff, tuple(cfg.member_ages_myr))  # type: ignore[arg-type]
-            wave, f = _library_flux("phoenix", teff, lg)
+            wave, f = _library_flux(name.split("@")[0], teff, lg)
         else:
             wave, f = _library_flux(name, teff, 4.0)
         a = np.ravel(ExtinctionCurve("G23", wave).a_over_av(3.1))

@@ -368,9 +368,10 @@ def simulator_options(cfg: YSORealBenchConfig, name: str, variant: str) -> dict[
 
 def check_variant(v: str) -> None:
     parts = v.split("/")
-    if len(parts) != 2 or parts[0] not in ("phoenix", "ck04", "planck") or parts[1] not in PRIORS:
+    libs = ("phoenix", "phoenix_pm13", "ck04", "planck")
+    if len(parts) != 2 or parts[0] not in libs or parts[1] not in PRIORS:
         raise ValueError(
-            f"variants: {v!r} is not library/prior with library phoenix, ck04 or planck and "
+            f"variants: {v!r} is not library/prior with library {', '.join(libs)} and "
             f"prior {', '.join(PRIORS)}"
         )
 
