@@ -720,13 +720,12 @@ class MangledLibrary(SpectralLibrary):
         (K + 1, W) basis) of the ``pm13`` calibration: at each dwarf of the sequence, the
         knot magnitudes solved by Gauss-Newton so that the warped spectrum's band offsets are
         :func:`_dwarf_offsets`."""
-        from .bandpasses import Photometry, get_filter, merged_weights
+        from .bandpasses import Photometry, get_filter
 
         seq = dwarf_sequence()
         t = seq["teff"]
         g = np.clip(seq["logg"], *self.table.bounds["logg"])
-        self._cal = None
-        flux = self.surface_flux(t, g, np.zeros(len(t))).astype(np.float64)
+        flux = self.surface_flux(t, g, np.zeros(len(t))).astype(np.float64)  # uncalibrated
         phot = Photometry(list(CALIBRATION_BANDS), self.wave_aa)
         target = _dwarf_offsets(seq, phot.magnitudes(flux))
         # G spans BP and RP: a knot of its own makes the fit singular, so G's colours enter
@@ -734,7 +733,7 @@ class MangledLibrary(SpectralLibrary):
         fit = [i for i, b in enumerate(CALIBRATION_BANDS) if b != "gaiadr2_G"]
         target = target[:, fit]
         bands = [CALIBRATION_BANDS[i] for i in fit]
-        w = np.stack([merged_weights(self.wave_aa, get_filter(b)) for b in bands], 1)
+        w = phot.weights[:, fit]
         pivots = np.log([get_filter(b).pivot_aa for b in bands])
         lw = np.log(self.wave_aa)
         basis = np.stack([np.interp(lw, pivots, row) for row in np.eye(len(pivots))])

@@ -601,70 +601,21 @@ BINDINGS: list[tuple[str, str, str, list[Any], Any]] = [
                     ("+47 → +91 K", ["teff_K_luhman2003", "bias"], _signed0),
                 )
             ],
-            (
-                "A_V bias +1.95 → +1.22 mag",
-                CRAP,
-                "phoenix/young",
-                "M6-M9",
-                ["av_mag", "bias"],
-                _signed2,
-            ),
-            (
-                "A_V bias +1.95 → +1.22 mag",
-                CRAP,
-                "phoenix_pm13/young",
-                "M6-M9",
-                ["av_mag", "bias"],
-                _signed2,
-            ),
-            (
-                "alone gives A_V +0.20 mag, σ 0.39, coverage 0.61",
-                CRA1,
-                "phoenix/young",
-                "K5-M6",
-                ["av_mag", "bias"],
-                _signed2,
-            ),
-            (
-                "alone gives A_V +0.20 mag, σ 0.39, coverage 0.61",
-                CRA1,
-                "phoenix/young",
-                "K5-M6",
-                ["av_mag", "robust_sigma"],
-                _f2,
-            ),
-            (
-                "alone gives A_V +0.20 mag, σ 0.39, coverage 0.61",
-                CRA1,
-                "phoenix/young",
-                "K5-M6",
-                ["av_mag", "in_p16_p84"],
-                _f2,
-            ),
-            (
-                "`phoenix_pm13/young` +0.46 mag, σ 0.49, coverage 0.51",
-                CRA1,
-                "phoenix_pm13/young",
-                "K5-M6",
-                ["av_mag", "bias"],
-                _signed2,
-            ),
-            (
-                "`phoenix_pm13/young` +0.46 mag, σ 0.49, coverage 0.51",
-                CRA1,
-                "phoenix_pm13/young",
-                "K5-M6",
-                ["av_mag", "robust_sigma"],
-                _f2,
-            ),
-            (
-                "`phoenix_pm13/young` +0.46 mag, σ 0.49, coverage 0.51",
-                CRA1,
-                "phoenix_pm13/young",
-                "K5-M6",
-                ["av_mag", "in_p16_p84"],
-                _f2,
-            ),
+            *[
+                ("A_V bias +1.95 → +1.22 mag", CRAP, v, "M6-M9", ["av_mag", "bias"], _signed2)
+                for v in ("phoenix/young", "phoenix_pm13/young")
+            ],
+            *[
+                (text, CRA1, v, "K5-M6", ["av_mag", key], fmt)
+                for v, text in (
+                    ("phoenix/young", "alone gives A_V +0.20 mag, σ 0.39, coverage 0.61"),
+                    (
+                        "phoenix_pm13/young",
+                        "`phoenix_pm13/young` +0.46 mag, σ 0.49, coverage 0.51",
+                    ),
+                )
+                for key, fmt in (("bias", _signed2), ("robust_sigma", _f2), ("in_p16_p84", _f2))
+            ],
             ("(−2.10 → −1.95)", ICP, "phoenix/young", "K5-M6", ["av_mag", "bias"], _signed2),
             ("(−2.10 → −1.95)", ICP, "phoenix_pm13/young", "K5-M6", ["av_mag", "bias"], _signed2),
             (
