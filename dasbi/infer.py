@@ -226,6 +226,7 @@ def run_infer(
         open_catalogue,
         required_columns,
     )
+    from .catalogue.xp import SampledXP
     from .progress import progress_bar
 
     for key in ("model", "catalogue", "survey"):
@@ -250,7 +251,7 @@ def run_infer(
     first = catalogue_ids(head, cmap) if cmap.id else None
     map_catalogue(head, cmap, observables, ids=first, id_status=np.array([""] * len(head), object))
     params = post.parameter_names
-    spectra = _load_spectra(post, cmap, cfg)
+    spectrum_files = _spectrum_files(post, cmap, cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
     recover(out)  # a killed run's temporary copies
     fp = fingerprint(
@@ -263,7 +264,7 @@ def run_infer(
             "model": model_sha,
             "catalogue": _file_stamp(Path(cfg.catalogue)),
             "map": Path(cmap.source).read_text() if cmap.source else "",
-            "spectra": {k: _file_stamp(v.path) for k, v in spectra.items()},
+            "spectra": {k: _file_stamp(v) for k, v in spectrum_files.items()},
         }
     )
     if out.exists() and not overwrite:
@@ -294,6 +295,11 @@ def run_infer(
         tmp.write_text(json.dumps({"fingerprint": fp, "n": n_input}))
     starts = list(range(0, n_input, cfg.chunk_size))
     todo = [i for i, _ in enumerate(starts) if not (parts / f"chunk_{i:06d}.npz").exists()]
+    # sampled once into the parts folder, a chunk at a time; each chunk reads its own rows
+    spectra = {
+        node: SampledXP.load(path, node, store=parts / f"xp_{node}.h5", progress=progress)
+        for node, path in (spectrum_files.items() if todo else ())
+    }
     opts = {
         "num_samples": cfg.num_samples,
         "seed": cfg.seed,
@@ -380,10 +386,9 @@ def run_infer(
     return _assemble(cfg, out, parts, len(starts), n_input, index.width, params, model_sha, fp)
 
 
-def _load_spectra(post: Any, cmap: Any, cfg: InferConfig) -> dict[str, Any]:
-    """The spectra of the column map's ``spectra:`` and ``cfg.spectra`` (read whole)."""
+def _spectrum_files(post: Any, cmap: Any, cfg: InferConfig) -> dict[str, Path]:
+    """The spectrum files of the column map's ``spectra:`` and ``cfg.spectra``, by node."""
     from .catalogue import spectrum_file
-    from .catalogue.xp import SampledXP
 
     sources = {
         k: spectrum_file(f, cfg.catalogue or "", cmap) for k, (_, f) in cmap.spectra.items()
@@ -407,7 +412,10 @@ def _load_spectra(post: Any, cmap: Any, cfg: InferConfig) -> dict[str, Any]:
                 else "no spectra (train with --domain-adapt on a dataset with spectra)"
             )
         )
-    return {node: SampledXP.load(path, node) for node, path in sources.items()}
+    missing = {k: str(v) for k, v in sources.items() if not Path(v).is_file()}
+    if missing:
+        raise DataError(f"spectrum files not found: {missing}")
+    return {k: Path(v) for k, v in sources.items()}
 
 
 def _run_fingerprint(path: Path) -> str | None:

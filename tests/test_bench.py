@@ -638,10 +638,13 @@ def test_bench_yso_align_quick(tmp_path, shared_data):
 
 
 @pytest.mark.parametrize("infer_chunks", [1, 100])
-def test_bench_memory_tiny(tmp_path, infer_chunks):
+def test_bench_memory_tiny(tmp_path, infer_chunks, request):
     """The memory bench runs each command in a child process and reads its peak RSS;
     its streamed FITS writer makes a valid table with the planted duplicate ids."""
     from astropy.table import Table
+
+    if infer_chunks == 1:
+        request.getfixturevalue("shared_data")  # the XP step's test sources
 
     from dasbi.bench.memory import _catalogue
 
@@ -652,11 +655,17 @@ def test_bench_memory_tiny(tmp_path, infer_chunks):
     (tmp_path / "m.yaml").write_text(
         "rows: 20000\nchunk_size: 5000\ntrain_steps: 10\ncatalogue_rows: 20000\n"
         f"infer_chunks: {infer_chunks}\ninfer_chunk_size: 2000\nnum_samples: 5\n"
-        f"folder: {tmp_path}\n"
+        f"folder: {tmp_path}\nxp_sources: {400 if infer_chunks == 1 else 0}\n"
     )
     path = run_bench("memory", out=tmp_path / "m.json", config=tmp_path / "m.yaml")
     rec = json.loads(path.read_text())
-    sim, train, infer = rec["results"]
+    sim, train, infer = rec["results"][:3]
+    if infer_chunks == 1:  # the XP step: infer's streamed path and the whole-file one
+        streamed, whole = rec["results"][3:]
+        assert streamed["command"].startswith("XP spectra, streamed") and whole["rows"] == 400
+        assert streamed["file_mb"] > 400 * 0.03 and 100 < streamed["peak_rss_mb"] < 4000
+    else:
+        assert len(rec["results"]) == 3
     for r in (sim, train, infer):
         assert 50 < r["peak_rss_mb"] < 4000
     assert sim["rows"] == 20000 and sim["in_memory_inputs_mb"] == pytest.approx(5.34, abs=0.1)

@@ -49,6 +49,17 @@ def _f3(v: float) -> str:
     return f"{v:.3f}"
 
 
+def _xp_row(path: str) -> str:
+    """The XP memory table's row of one run (each of its cells is bound to its JSON key)."""
+    st, wh = json.loads((ROOT / path).read_text())["results"]
+    n = st["rows"]
+    return (
+        f"| {n:,} | {st['file_mb']:,.0f} MB | {st['in_memory_inputs_mb']:.0f} MB | "
+        f"**{st['peak_rss_mb']:,.0f} MB** | {wh['peak_rss_mb']:,.0f} MB | "
+        f"{st['seconds']:.0f} / {wh['seconds']:.0f} |"
+    )
+
+
 def _row(st: dict) -> str:
     """A yso-real table row: T_eff bias, σ, coverage, Δlog T bias, A_V bias, σ, coverage."""
     t, g, a = st["teff_K"], st["log10_teff"], st["av_mag"]
@@ -78,6 +89,9 @@ DAX = "docs/bench/domain_adapt_xp.json"
 XPR = "docs/bench/xp_real.json"
 MEM = "docs/bench/memory.json"
 MEMQ = "docs/bench/memory_quick.json"
+MXP = "docs/bench/memory_xp.json"
+MXP10 = "docs/bench/memory_xp_10k.json"
+XPS, XPW = "command=XP spectra, streamed (infer)", "command=XP spectra, whole file"
 PHOT = "docs/bench/photospheres.json"
 
 AL = "docs/bench/yso_align_ic348_ngc1333.json"
@@ -325,6 +339,30 @@ BINDINGS: list[tuple[str, str, str, list[Any], Any]] = [
         _mb,
     ),
     ("README.md", "samples 4\n  chunks", MEM, ["settings", "infer_chunks"], str),
+    # README and docs/benchmarks.md: XP spectra streamed in infer
+    ("README.md", "510 MB at 10⁴", MXP10, ["results", XPS, "peak_rss_mb"], _mb),
+    (
+        "README.md",
+        "and at 4×10⁴ XP sources",
+        MXP,
+        ["settings", "xp_sources"],
+        lambda v: f"{v // 10**4}×10⁴",
+    ),
+    ("README.md", "510 MB at 10⁴", MXP, ["results", XPS, "peak_rss_mb"], _mb),
+    ("README.md", "took 7,073 MB", MXP, ["results", XPW, "peak_rss_mb"], lambda v: f"{v:,.0f} MB"),
+    *(
+        ("docs/benchmarks.md", _xp_row(path), path, ["results", rec, key], fmt)
+        for path in (MXP10, MXP)
+        for rec, key, fmt in (
+            (XPS, "rows", lambda v: f"| {v:,} |"),
+            (XPS, "file_mb", lambda v: f"| {v:,.0f} MB |"),
+            (XPS, "in_memory_inputs_mb", lambda v: f"| {v:.0f} MB |"),
+            (XPS, "peak_rss_mb", lambda v: f"**{v:,.0f} MB**"),
+            (XPW, "peak_rss_mb", lambda v: f"| {v:,.0f} MB |"),
+            (XPS, "seconds", lambda v: f"| {v:.0f} /"),
+            (XPW, "seconds", lambda v: f"/ {v:.0f} |"),
+        )
+    ),
     # docs/benchmarks.md: memory at 2×10⁵ rows (--quick)
     (
         "docs/benchmarks.md",

@@ -511,3 +511,95 @@ def test_misspecified_xp_calibration_and_error_scale(shared_data):
         FieldStars(
             {"bands": {"gaia_G": {}}, "xp": True, "xp_calibration": [[500, 0.0], [400, 0.1]]}
         )
+
+
+def _many_sources(xp_dir, tmp_path, n=7):
+    """A CSV of ``n`` archive rows (the test file's sources under new ids), with row 3 bad in
+    both bands and row 5 a second copy of row 1's id with another spectrum."""
+    df = _archive_rows(xp_dir)
+    rows = pd.concat([df] * (n // len(df) + 1), ignore_index=True).iloc[:n].copy()
+    rows["source_id"] = [str(1000 + i) for i in range(n)]
+    for b in ("bp", "rp"):
+        rows.loc[3, f"{b}_coefficients"] = "(1.0, 2.0)"
+    rows.loc[5, "source_id"] = "1001"
+    path = tmp_path / "many.csv"
+    rows.to_csv(path, index=False)
+    return path, rows
+
+
+def test_xp_files_are_read_in_blocks_as_whole(xp_dir, tmp_path):
+    """iter_xp in blocks of 2 rows gives read_xp's sources, and the report names the file's
+    rows (not the block's); FITS blocks equal CSV ones."""
+    from dasbi.catalogue.xp import iter_xp
+
+    path, _ = _many_sources(xp_dir, tmp_path)
+    whole = read_xp(path)
+    parts = list(iter_xp(path, chunk_rows=2))
+    assert [len(p) for p in parts] == [2, 1, 2, 1]  # row 3 rejected
+    got = concat_xp(parts)
+    assert list(got.source_id) == list(whole.source_id) == ["1000", "1001", "1002"] + [
+        "1004",
+        "1001",
+        "1006",
+    ]
+    for b in ("bp", "rp"):
+        np.testing.assert_array_equal(got.coef[b], whole.coef[b])
+        np.testing.assert_array_equal(got.corr[b], whole.corr[b])
+    rep = parts[0].report.table()
+    assert {(int(r["row"]), r["column"]) for r in rep} >= {(3, "bp_coefficients"), (3, "xp")}
+    assert rep.pformat_all() == whole.report.table().pformat_all()
+    # FITS, memory-mapped, one row at a time
+    csv = read_xp(xp_dir / "xp_continuous/XP_CONTINUOUS_RAW.csv")
+    fits = concat_xp(list(iter_xp(xp_dir / "xp_continuous/XP_CONTINUOUS_RAW.fits", chunk_rows=1)))
+    np.testing.assert_allclose(fits.coef["rp"], csv.coef["rp"], rtol=1e-6)
+    with pytest.raises(ValueError, match="chunk_rows"):
+        next(iter_xp(path, chunk_rows=0))
+    # an .npz in blocks: the same modelled errors as whole
+    npz = tmp_path / "x.npz"
+    x = np.concatenate([whole.coef["bp"], whole.coef["rp"]], axis=1)
+    np.savez(npz, X=x, source_id=np.asarray(whole.source_id))
+    np.testing.assert_array_equal(
+        concat_xp(list(iter_xp(npz, chunk_rows=4))).error["bp"], read_xp(npz).error["bp"]
+    )
+
+
+def test_sampled_xp_store_gives_the_rows_asked_for_and_is_reused(xp_dir, tmp_path):
+    """SampledXP into an HDF5 store: any order of ids, unknown ids and repeats give the same
+    spectra as in memory; a repeated source id keeps its first spectrum and is reported; the
+    store is reused while the file is unchanged and rebuilt when it changes."""
+    from dasbi.catalogue.xp import SampledXP
+
+    path, _ = _many_sources(xp_dir, tmp_path)
+    mem = SampledXP.load(path, "xp_spectrum", chunk_rows=2)
+    store = tmp_path / "parts" / "xp.h5"
+    disk = SampledXP.load(path, "xp_spectrum", store=store, chunk_rows=2)
+    assert disk.flux is None and store.is_file() and len(disk) == len(mem) == 6
+    ids = np.array(["1006", "nope", "1001", "1000", "1006", "1003"])
+    f_mem, e_mem = mem.rows(ids)
+    f_disk, e_disk = disk.rows(ids)
+    np.testing.assert_array_equal(f_mem, f_disk)
+    np.testing.assert_array_equal(e_mem, e_disk)
+    assert np.isnan(f_disk[[1, 5]]).all() and np.isfinite(f_disk[[0, 2, 3]]).any(axis=1).all()
+    np.testing.assert_array_equal(f_disk[0], f_disk[4])
+    # 1001's first spectrum (file row 1), not the copy at row 5
+    whole = read_xp(path)
+    _, flux, _, _ = sample_xp(whole.take(np.array([1, 4])), quiet=True)
+    np.testing.assert_allclose(f_disk[2], flux[0], rtol=1e-6)
+    assert not np.allclose(flux[0], flux[1], rtol=1e-3, atol=0)
+    dup = [r for r in disk.report.table() if r["column"] == "source_id"]
+    assert len(dup) == 1 and dup[0]["id"] == "1001" and "first" in dup[0]["reason"]
+    # reused: the same report, without reading the file again
+    stamp = store.stat().st_mtime_ns
+    again = SampledXP.load(path, "xp_spectrum", store=store)
+    assert store.stat().st_mtime_ns == stamp
+    assert again.report.table().pformat_all() == disk.report.table().pformat_all()
+    np.testing.assert_array_equal(again.rows(ids)[0], f_disk)
+    # the file changes (one source less): sampled again
+    df = pd.read_csv(path, dtype={"source_id": str}).iloc[:-1]
+    df.to_csv(path, index=False)
+    assert len(SampledXP.load(path, "xp_spectrum", store=store)) == 5
+    # a file without a usable row leaves no store behind
+    df.iloc[[3]].to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(DataError, match="no row has a usable"):
+        SampledXP.load(tmp_path / "bad.csv", "xp_spectrum", store=tmp_path / "bad.h5")
+    assert not (tmp_path / "bad.h5").exists()

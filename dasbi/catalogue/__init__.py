@@ -255,7 +255,7 @@ def _xp_block(path: Path, ids: np.ndarray, node: Any, report: Report) -> tuple[A
     # problems with a spectrum are reported on its catalogue row (-1: not in the catalogue)
     sp.report_into(report, keys, np.arange(len(keys)), unmatched_row=-1)
     known = set(keys)
-    extra = [s for s in sp.index if s not in known]
+    extra = [s for s in dict.fromkeys(sp.source_id.tolist()) if s not in known]
     for s in extra:
         report.add_row(
             -1, s, node.name, "ignored", "source_id not among the catalogue's kept rows"
