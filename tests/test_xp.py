@@ -537,11 +537,16 @@ def test_xp_files_are_read_in_blocks_as_whole(xp_dir, tmp_path):
     parts = list(iter_xp(path, chunk_rows=2))
     assert [len(p) for p in parts] == [2, 1, 2, 1]  # row 3 rejected
     got = concat_xp(parts)
-    assert list(got.source_id) == list(whole.source_id) == ["1000", "1001", "1002"] + [
-        "1004",
-        "1001",
-        "1006",
-    ]
+    assert (
+        list(got.source_id)
+        == list(whole.source_id)
+        == ["1000", "1001", "1002"]
+        + [
+            "1004",
+            "1001",
+            "1006",
+        ]
+    )
     for b in ("bp", "rp"):
         np.testing.assert_array_equal(got.coef[b], whole.coef[b])
         np.testing.assert_array_equal(got.corr[b], whole.corr[b])
