@@ -90,6 +90,7 @@ XPR = "docs/bench/xp_real.json"
 MEM = "docs/bench/memory.json"
 MEMQ = "docs/bench/memory_quick.json"
 MXP = "docs/bench/memory_xp.json"
+DEF = "docs/bench/sbibm_1e4_two_moons_defaults_candidate.json"
 MXP10 = "docs/bench/memory_xp_10k.json"
 XPS, XPW = "command=XP spectra, streamed (infer)", "command=XP spectra, whole file"
 PHOT = "docs/bench/photospheres.json"
@@ -339,6 +340,41 @@ BINDINGS: list[tuple[str, str, str, list[Any], Any]] = [
         _mb,
     ),
     ("README.md", "samples 4\n  chunks", MEM, ["settings", "infer_chunks"], str),
+    # docs/benchmarks.md: the candidate defaults on two_moons
+    *(
+        ("docs/benchmarks.md", text, DEF, ["summary", f"method={m}", key], fmt)
+        for m, text in (
+            (
+                "dasbi",
+                "| dasbi, candidate defaults, dpm2m_sde-50 | **0.510** | 0.521 | 5,092 | 551 |",
+            ),
+            (
+                "dasbi[heun-25]",
+                "| dasbi, candidate defaults, heun-25 | 0.521 | 0.525 | 5,092 | 520 |",
+            ),
+            ("npe", "| sbi NPE (MAF) | 0.671 | 0.666 | 108 | 149,655 |"),
+        )
+        for key, fmt in (
+            ("c2st_rf", _f3),
+            ("c2st_mlp", lambda v: f"| {v:.3f} |"),
+            ("train_s", lambda v: f"| {v:,.0f} |"),
+            ("samples_per_s", lambda v: f"| {v:,.0f} |"),
+        )
+    ),
+    (
+        "docs/benchmarks.md",
+        "(3 × rows = 28,500 steps",
+        DEF,
+        ["results", 0, "steps"],
+        lambda v: f"{v:,}",
+    ),
+    (
+        "docs/benchmarks.md",
+        "and 0.161 below NPE",
+        DEF,
+        ["summary", "method=npe", "c2st_rf"],
+        lambda v: f"{v - 0.51:.3f}",
+    ),
     # README and docs/benchmarks.md: XP spectra streamed in infer
     ("README.md", "510 MB at 10⁴", MXP10, ["results", XPS, "peak_rss_mb"], _mb),
     (
